@@ -1,0 +1,13 @@
+"""onnxl2: post-training size compression of ONNX models.
+
+``inspect`` lists a model's weights, ``compress`` writes a sidecar bitstream and a compressed
+ONNX that plain ONNX Runtime runs, ``decompress`` gives that ONNX back exactly, ``validate``
+compares two models on data with ONNX Runtime.
+"""
+__version__ = "0.1.0"
+
+from .errors import BitstreamError, DataError, ModelError, OnnxL2Error  # noqa: E402
+from .api import compress, decompress, inspect, validate  # noqa: E402
+
+__all__ = ["compress", "decompress", "inspect", "validate", "OnnxL2Error", "BitstreamError",
+           "DataError", "ModelError", "__version__"]

@@ -1,0 +1,130 @@
+"""Command line: a thin layer over :mod:`onnxl2.api`.
+
+User errors print one line on stderr and exit 1 (2 for usage errors, as click does).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import api
+from .errors import OnnxL2Error
+from .fileio import write_files_atomically
+from .report import format_table, human_bytes, summary_rows, to_json, validation_rows
+
+
+def _user_errors(func):
+    """Turn OnnxL2Error (and unreadable files) into one line on stderr and a non-zero exit."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except OnnxL2Error as exc:
+            click.echo(f"onnxl2: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except (OSError, MemoryError) as exc:
+            click.echo(f"onnxl2: error: {exc}", err=True)
+            sys.exit(1)
+    return wrapper
+
+
+@click.group()
+@click.version_option(package_name="onnxl2")
+def main() -> None:
+    """Post-training size compression for ONNX models."""
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the full listing as JSON.")
+@click.option("--all", "show_all", is_flag=True, help="List small tensors too (shapes, biases).")
+@_user_errors
+def inspect(model: str, as_json: bool, show_all: bool) -> None:
+    """List the weights of MODEL: consumers, shapes, bytes, channel axis, and what gets compressed."""
+    result = api.inspect(model)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    rows = []
+    hidden = 0
+    for w in result.weights:
+        if not show_all and not w.compressible and w.numel < 128:
+            hidden += 1
+            continue
+        consumers = ",".join(sorted({c.op_type for c in w.consumers})) or "-"
+        rows.append([w.name if w.graph == "main" else f"{w.graph}::{w.name}", consumers,
+                     "x".join(map(str, w.shape)) or "scalar", w.dtype.name, f"{w.numel:,}",
+                     f"{w.nbytes:,}", "-" if w.channel_axis is None else str(w.channel_axis),
+                     "yes" if w.compressible else f"no: {w.reason}"])
+    click.echo(format_table(rows, ["weight", "consumers", "shape", "dtype", "params", "bytes",
+                                   "axis", "compress"]))
+    t = result.totals()
+    click.echo("")
+    click.echo(f"{result.model}: {human_bytes(result.file_bytes)} on disk, opset {result.opset}, "
+               f"IR {result.ir_version}")
+    click.echo(f"{t['weights']} constant tensors, {t['params']:,} params ({human_bytes(t['bytes'])}); "
+               f"compressible: {t['compressible_weights']} weights, {t['compressible_params']:,} params "
+               f"({human_bytes(t['compressible_bytes'])}, "
+               f"{100 * t['compressible_bytes'] / max(1, t['bytes']):.1f}% of weight bytes)")
+    if hidden:
+        click.echo(f"{hidden} tensors under 128 elements not shown (--all lists them)")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--data", type=click.Path(), help="Calibration data: .npz keyed by input name, or a folder of .npy.")
+@click.option("--labels", type=click.Path(dir_okay=False), help="Integer labels (.npy) for --data: adds task accuracy.")
+@click.option("--bits", type=int, help="Uniform per-channel quantization at this bit-width (2..8).")
+@click.option("--lossless", is_flag=True, help="No lossy step: decoding gives back the original file bit for bit.")
+@click.option("-o", "--output", "output_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--label-output", help="Model output the labels refer to (default: the first).")
+@click.option("--cpu-only", is_flag=True, help="Validate on the CPU only, even when CUDA is present.")
+@click.option("--quiet", is_flag=True, help="No progress on the terminal.")
+@_user_errors
+def compress(model, data, labels, bits, lossless, output_dir, label_output, cpu_only, quiet) -> None:
+    """Compress MODEL into OUTPUT: NAME.l2b (bitstream), NAME.l2.onnx (runnable), report.json."""
+    result = api.compress(model, data, bits=bits, lossless=lossless, labels=labels,
+                          output_dir=output_dir, label_output=label_output,
+                          devices=("cpu",) if cpu_only else ("cpu", "cuda"), quiet=quiet)
+    click.echo(format_table(summary_rows(result.report), ["", "value"]))
+    click.echo("wrote " + ", ".join(str(p) for p in result.written))
+
+
+@main.command()
+@click.argument("bitstream", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
+@_user_errors
+def decompress(bitstream: str, output: str) -> None:
+    """Decode BITSTREAM (.l2b) back into the ONNX model it holds, exactly."""
+    result = api.decompress(bitstream, output)
+    click.echo("wrote " + ", ".join(f"{p} ({human_bytes(p.stat().st_size)})" for p in result.written))
+
+
+@main.command()
+@click.argument("original", type=click.Path(dir_okay=False))
+@click.argument("compressed", type=click.Path(dir_okay=False))
+@click.option("--data", required=True, type=click.Path(), help="Evaluation data (.npz or folder of .npy).")
+@click.option("--labels", type=click.Path(dir_okay=False), help="Integer labels (.npy): adds task accuracy.")
+@click.option("--label-output", help="Model output the labels refer to (default: the first).")
+@click.option("--cpu-only", is_flag=True, help="Skip CUDA even when it is present.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the result as JSON here.")
+@_user_errors
+def validate(original, compressed, data, labels, label_output, cpu_only, json_out) -> None:
+    """Run ORIGINAL and COMPRESSED (.onnx or .l2b) on the same data and compare them."""
+    result = api.validate(original, compressed, data, labels=labels, label_output=label_output,
+                          devices=("cpu",) if cpu_only else ("cpu", "cuda"))
+    v = result.to_dict()
+    rows = [["samples", str(v["samples"])]]
+    if v.get("original_bytes"):
+        rows.append(["sizes", f"{human_bytes(v['original_bytes'])} -> {human_bytes(v['compressed_bytes'])}"])
+    click.echo(format_table(rows + validation_rows(v), ["", "value"]))
+    if json_out:
+        write_files_atomically({Path(json_out): to_json(v)})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""The ``.l2b`` container: a set of files stored as a skeleton plus entropy-coded tensor payloads.
+
+Layout (all integers little-endian)::
+
+    magic "ONNXL2B\\0" | version u16 | flags u16 | section count u32
+    | per section: length u64, crc32 u32 | crc32 of everything before it
+    | section 0: manifest (JSON, lzma) | section 1: skeleton (lzma) | sections 2..: payloads
+
+The *skeleton* is every file's bytes with the coded payloads cut out, concatenated. The manifest
+says where each payload goes back, with which codec, and holds a sha256 per decoded file, so
+decoding either reproduces the files exactly or raises :class:`BitstreamError`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import lzma
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+from onnx import TensorProto
+
+from ..errors import BitstreamError
+from .entropy import decode_symbols, encode_symbols
+from .floatcodec import decode_array, encode_array
+from .wire import TensorSpan
+
+MAGIC = b"ONNXL2B\x00"
+FORMAT_VERSION = 1
+_HEAD = struct.Struct("<8sHHI")
+_SECTION = struct.Struct("<QI")
+_CRC = struct.Struct("<I")
+_LZMA_PRESET = 9 | lzma.PRESET_EXTREME
+
+#: Payloads shorter than this stay in the skeleton: a section's overhead would exceed the gain.
+MIN_CODED_PAYLOAD = 64
+
+_NUMPY_OF_ONNX = {
+    TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16, TensorProto.DOUBLE: np.float64,
+    TensorProto.BFLOAT16: np.uint16, TensorProto.INT8: np.int8, TensorProto.UINT8: np.uint8,
+    TensorProto.INT16: np.int16, TensorProto.UINT16: np.uint16, TensorProto.INT32: np.int32,
+    TensorProto.UINT32: np.uint32, TensorProto.INT64: np.int64, TensorProto.UINT64: np.uint64,
+}
+_NIBBLE_TYPES = {TensorProto.INT4: True, TensorProto.UINT4: False}  # value: signed
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One file to store: its name relative to the model's folder, bytes, and payload spans."""
+
+    name: str
+    data: bytes
+    spans: tuple[TensorSpan, ...] = ()
+
+
+@dataclass(frozen=True)
+class CodedTensor:
+    """Accounting for one coded payload: which tensor, how it was coded, raw and coded bytes."""
+
+    file: str
+    name: str
+    codec: str
+    raw_bytes: int
+    coded_bytes: int
+
+
+# ----------------------------------------------------------------------------- payload codecs
+
+def unpack_nibbles(packed: np.ndarray, count: int, signed: bool) -> np.ndarray:
+    """ONNX int4 layout: element 2k in the low nibble of byte k, element 2k+1 in the high one."""
+    pairs = np.empty((packed.size, 2), dtype=np.uint8)
+    pairs[:, 0] = packed & 0x0F
+    pairs[:, 1] = packed >> 4
+    values = pairs.reshape(-1)[:count].astype(np.int16)
+    if signed:
+        values = np.where(values >= 8, values - 16, values)
+    return values
+
+
+def pack_nibbles(values: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`unpack_nibbles`; an odd count leaves a zero high nibble."""
+    nib = (np.asarray(values).reshape(-1).astype(np.int16) & 0x0F).astype(np.uint8)
+    if nib.size % 2:
+        nib = np.append(nib, np.uint8(0))
+    return nib[0::2] | (nib[1::2] << 4)
+
+
+def _encode_payload(raw: bytes, elem_type: int, count: int) -> tuple[str, bytes] | None:
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    if elem_type in _NIBBLE_TYPES:
+        if len(raw) != (count + 1) // 2:
+            return None
+        return "nibbles", encode_symbols(unpack_nibbles(buf, count, _NIBBLE_TYPES[elem_type]))
+    dtype = _NUMPY_OF_ONNX.get(elem_type)
+    if dtype is None or len(raw) % np.dtype(dtype).itemsize:
+        return None
+    arr = buf.view(dtype)
+    if arr.dtype.itemsize == 1:
+        return "symbols", encode_symbols(arr)
+    return "array", encode_array(arr)
+
+
+def _decode_payload(codec: str, coded: bytes, elem_type: int, count: int, length: int) -> bytes:
+    if codec == "nibbles":
+        out = pack_nibbles(decode_symbols(coded)).tobytes()
+    elif codec == "symbols":
+        out = decode_symbols(coded).astype(_NUMPY_OF_ONNX[elem_type]).tobytes()
+    elif codec == "array":
+        out = np.ascontiguousarray(decode_array(coded)).tobytes()
+    else:
+        raise BitstreamError(f"unknown payload codec {codec!r} in bitstream")
+    if len(out) != length:
+        raise BitstreamError("bitstream is corrupted: a tensor decoded to the wrong size")
+    return out
+
+
+# ----------------------------------------------------------------------------- writer
+
+def encode_container(files: list[StoredFile], meta: dict) -> tuple[bytes, list[CodedTensor]]:
+    """Pack files into one self-contained bitstream; returns it and per-tensor accounting."""
+    sections: list[bytes] = []
+    skeleton = bytearray()
+    manifest_files = []
+    accounting: list[CodedTensor] = []
+    for stored in files:
+        data = stored.data
+        cursor = 0
+        entries = []
+        for span in sorted(stored.spans, key=lambda s: s.offset):
+            if span.offset < cursor or span.length < MIN_CODED_PAYLOAD:
+                continue
+            raw = data[span.offset:span.offset + span.length]
+            count = int(np.prod(span.dims, dtype=np.int64)) if span.dims else 1
+            coded = _encode_payload(raw, span.elem_type, count)
+            if coded is None or len(coded[1]) >= span.length:
+                continue
+            codec, payload = coded
+            skeleton += data[cursor:span.offset]
+            cursor = span.offset + span.length
+            entries.append([span.offset, span.length, codec, span.elem_type, count,
+                            len(sections) + 2, span.name])
+            sections.append(payload)
+            accounting.append(CodedTensor(stored.name, span.name, codec, span.length, len(payload)))
+        skeleton += data[cursor:]
+        manifest_files.append({"name": stored.name, "size": len(data),
+                               "sha256": hashlib.sha256(data).hexdigest(), "spans": entries})
+    manifest = {"format": FORMAT_VERSION, "meta": meta, "files": manifest_files}
+    manifest_bytes = lzma.compress(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode(),
+                                   preset=_LZMA_PRESET)
+    all_sections = [manifest_bytes, lzma.compress(bytes(skeleton), preset=_LZMA_PRESET)] + sections
+    header = bytearray(_HEAD.pack(MAGIC, FORMAT_VERSION, 0, len(all_sections)))
+    for section in all_sections:
+        header += _SECTION.pack(len(section), zlib.crc32(section))
+    header += _CRC.pack(zlib.crc32(header))
+    return bytes(header) + b"".join(all_sections), accounting
+
+
+# ----------------------------------------------------------------------------- reader
+
+def _read_sections(blob: bytes) -> list[memoryview]:
+    if len(blob) < _HEAD.size or not blob.startswith(MAGIC):
+        raise BitstreamError("not an onnxl2 bitstream (bad magic)")
+    _, version, _flags, count = _HEAD.unpack_from(blob, 0)
+    if version > FORMAT_VERSION:
+        raise BitstreamError(f"bitstream format version {version} is newer than this onnxl2 "
+                             f"reads (up to {FORMAT_VERSION}); upgrade onnxl2")
+    table_end = _HEAD.size + count * _SECTION.size
+    if count < 2 or len(blob) < table_end + _CRC.size:
+        raise BitstreamError("bitstream is truncated (section table incomplete)")
+    (header_crc,) = _CRC.unpack_from(blob, table_end)
+    if zlib.crc32(blob[:table_end]) != header_crc:
+        raise BitstreamError("bitstream header is corrupted (checksum mismatch)")
+    view = memoryview(blob)
+    pos = table_end + _CRC.size
+    sections = []
+    for index in range(count):
+        length, crc = _SECTION.unpack_from(blob, _HEAD.size + index * _SECTION.size)
+        if pos + length > len(blob):
+            raise BitstreamError("bitstream is truncated")
+        section = view[pos:pos + length]
+        if zlib.crc32(section) != crc:
+            raise BitstreamError(f"bitstream section {index} is corrupted (checksum mismatch)")
+        sections.append(section)
+        pos += length
+    if pos != len(blob):
+        raise BitstreamError("bitstream has trailing bytes after its last section")
+    return sections
+
+
+def read_manifest(blob: bytes) -> dict:
+    """The manifest alone (meta and file list), after checking every section's checksum."""
+    return _manifest(_read_sections(blob))
+
+
+def _manifest(sections: list[memoryview]) -> dict:
+    try:
+        return json.loads(lzma.decompress(sections[0]))
+    except (lzma.LZMAError, ValueError) as exc:
+        raise BitstreamError(f"bitstream manifest is unreadable ({exc})") from None
+
+
+def decode_container(blob: bytes) -> tuple[list[tuple[str, bytes]], dict]:
+    """Decode every file; raises :class:`BitstreamError` unless each matches its sha256."""
+    sections = _read_sections(blob)
+    manifest = _manifest(sections)
+    try:
+        skeleton = lzma.decompress(sections[1])
+    except lzma.LZMAError as exc:
+        raise BitstreamError(f"bitstream skeleton is unreadable ({exc})") from None
+    files = []
+    skel_pos = 0
+    try:
+        for entry in manifest["files"]:
+            out = bytearray()
+            cursor = 0
+            for offset, length, codec, elem_type, count, section, _name in entry["spans"]:
+                gap = offset - cursor
+                out += skeleton[skel_pos:skel_pos + gap]
+                skel_pos += gap
+                out += _decode_payload(codec, bytes(sections[section]), elem_type, count, length)
+                cursor = offset + length
+            tail = entry["size"] - cursor
+            out += skeleton[skel_pos:skel_pos + tail]
+            skel_pos += tail
+            data = bytes(out)
+            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                raise BitstreamError(f"decoded {entry['name']} does not match its checksum")
+            files.append((entry["name"], data))
+    except BitstreamError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise BitstreamError(f"bitstream is corrupted ({type(exc).__name__}: {exc})") from None
+    return files, manifest["meta"]

@@ -1,0 +1,120 @@
+"""Write a compressed ONNX that plain ONNX Runtime runs.
+
+Every quantized weight becomes an integer initializer (int4 containers up to 4 bits, int8 above)
+plus a per-channel scale, and a DequantizeLinear node whose output keeps the weight's original
+name, so no consumer changes. Per-channel DequantizeLinear needs opset 13 and int4 needs 21; an
+older model is first converted with the ONNX version converter, and the IR version is set to the
+lowest one that the opsets need, which is what the installed runtime is most likely to accept.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import ModelProto, TensorProto, helper, numpy_helper, version_converter
+
+from .codec.container import pack_nibbles
+from .errors import ModelError
+from .model import Weight, constant_tensor, iter_graphs
+from .transforms.quantize import QuantizedWeight
+
+OPSET_PER_CHANNEL = 13
+OPSET_INT4 = 21
+
+
+def default_opset(proto: ModelProto) -> int:
+    for opset in proto.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            return int(opset.version)
+    return 1
+
+
+def target_opset(proto: ModelProto, quantized: dict[str, QuantizedWeight]) -> int:
+    """The lowest default-domain opset that can express the plan (never lower than the model's)."""
+    needed = OPSET_INT4 if any(q.bits <= 4 for q in quantized.values()) else OPSET_PER_CHANNEL
+    return max(default_opset(proto), needed)
+
+
+def convert_opset(proto: ModelProto, opset: int) -> ModelProto:
+    """Raise the model's default opset, keeping its semantics (ONNX version converter)."""
+    if default_opset(proto) >= opset:
+        out = ModelProto()
+        out.CopyFrom(proto)
+        return out, stored_as
+    try:
+        converted = version_converter.convert_version(proto, opset)
+    except Exception as exc:
+        raise ModelError(f"cannot convert the model to opset {opset}, which the compressed "
+                         f"weights need ({str(exc).splitlines()[0][:200]})") from None
+    return converted
+
+
+def _int_tensor(name: str, symbols: np.ndarray, bits: int) -> TensorProto:
+    if bits <= 4:
+        tensor = TensorProto()
+        tensor.name = name
+        tensor.data_type = TensorProto.INT4
+        tensor.dims.extend(symbols.shape)
+        tensor.raw_data = pack_nibbles(symbols).tobytes()
+        return tensor
+    return numpy_helper.from_array(symbols.astype(np.int8), name)
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, k = name, 1
+    while candidate in taken:
+        candidate, k = f"{name}_{k}", k + 1
+    taken.add(candidate)
+    return candidate
+
+
+def _all_names(proto: ModelProto) -> set[str]:
+    names: set[str] = set()
+    for graph, _ in iter_graphs(proto.graph):
+        names.update(i.name for i in graph.initializer)
+        names.update(i.name for i in graph.input)
+        for node in graph.node:
+            names.update(node.output)
+            names.add(node.name)
+    return names
+
+
+def emit_quantized(proto: ModelProto, weights: list[Weight], quantized: dict[str, QuantizedWeight]
+                   ) -> tuple[ModelProto, dict[str, tuple[str, str]]]:
+    """A new ModelProto where each weight in ``quantized`` is stored as integers + DQ node.
+
+    Also returns, per weight key, the names of its integer and scale initializers.
+    """
+    out = convert_opset(proto, target_opset(proto, quantized))
+    for opset in out.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            opset.version = max(opset.version, target_opset(proto, quantized))
+    taken = _all_names(out)
+    stored_as: dict[str, tuple[str, str]] = {}
+    by_graph: dict[str, list[Weight]] = {}
+    for w in weights:
+        if w.key in quantized:
+            by_graph.setdefault(w.graph, []).append(w)
+    for graph, path in iter_graphs(out.graph):
+        for w in by_graph.get(path, []):
+            q = quantized[w.key]
+            q_name = _unique(f"{w.name}_quantized", taken)
+            s_name = _unique(f"{w.name}_scale", taken)
+            stored_as[w.key] = (q_name, s_name)
+            dq = helper.make_node("DequantizeLinear", [q_name, s_name], [w.name],
+                                  name=_unique(f"{w.name}_DequantizeLinear", taken), axis=q.axis)
+            new_inits = [_int_tensor(q_name, q.symbols, q.bits), numpy_helper.from_array(q.scales, s_name)]
+            if w.source == "initializer":
+                index = next(i for i, t in enumerate(graph.initializer) if t.name == w.name)
+                del graph.initializer[index]
+                inputs = [i for i, v in enumerate(graph.input) if v.name == w.name]
+                for i in reversed(inputs):  # IR < 4 lists initializers as inputs too
+                    del graph.input[i]
+                graph.node.insert(0, dq)
+            else:
+                index = next(i for i, n in enumerate(graph.node)
+                             if constant_tensor(n) is not None and n.output and n.output[0] == w.name)
+                graph.node.remove(graph.node[index])
+                graph.node.insert(index, dq)
+            graph.initializer.extend(new_inits)
+    out.ir_version = max(out.ir_version, helper.find_min_ir_version_for(list(out.opset_import)))
+    return out, stored_as

@@ -1,0 +1,167 @@
+"""Run models with ONNX Runtime and compare them.
+
+Original and compressed model see the same data in the same batches. Outputs of the original
+are the reference: cosine similarity and relative L2 error per output, top-1 agreement for
+outputs that hold class scores, task accuracy when labels are given, and latency per batch.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Mapping
+
+import numpy as np
+import onnxruntime as ort
+from onnx import ModelProto
+
+from .data import batch_size_for, input_specs, iter_batches
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def make_session(model: ModelProto | bytes | str, device: str = "cpu") -> ort.InferenceSession:
+    """One ONNX Runtime session; quiet logging, the provider asked for and nothing else."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    source = model.SerializeToString() if isinstance(model, ModelProto) else model
+    providers = [PROVIDERS[device]] + ([PROVIDERS["cpu"]] if device != "cpu" else [])
+    return ort.InferenceSession(source, options, providers=providers)
+
+
+def cuda_status() -> tuple[bool, str]:
+    """Whether CUDA can run here, and why not when it cannot."""
+    if PROVIDERS["cuda"] not in ort.get_available_providers():
+        return False, "onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
+    return True, "available"
+
+
+@dataclass
+class RunResult:
+    outputs: dict[str, np.ndarray]
+    batch_seconds: list[float]
+
+    @property
+    def latency_ms(self) -> float:
+        """Median time of one batch, in milliseconds (the first batch, a warm-up, excluded)."""
+        times = self.batch_seconds[1:] or self.batch_seconds
+        return float(np.median(times) * 1000) if times else 0.0
+
+
+def run_model(session: ort.InferenceSession, data: Mapping[str, np.ndarray], batch: int) -> RunResult:
+    names = [o.name for o in session.get_outputs()]
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    times = []
+    for feed in iter_batches(data, batch):
+        start = time.perf_counter()
+        results = session.run(names, feed)
+        times.append(time.perf_counter() - start)
+        for name, value in zip(names, results):
+            parts[name].append(np.asarray(value))
+    outputs = {}
+    for name, chunks in parts.items():
+        try:
+            outputs[name] = np.concatenate(chunks, axis=0) if chunks[0].ndim else np.stack(chunks)
+        except ValueError:  # varying trailing dims (e.g. dynamic sequence lengths): keep per batch
+            outputs[name] = np.concatenate([c.reshape(c.shape[0], -1) for c in chunks], axis=0)
+    return RunResult(outputs, times)
+
+
+@dataclass
+class OutputComparison:
+    name: str
+    shape: list[int]
+    cosine_mean: float
+    cosine_min: float
+    rel_l2_mean: float
+    rel_l2_max: float
+    top1_agreement: float | None = None
+
+
+def _per_sample(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    return a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(-1, 1)
+
+
+def is_class_scores(output: np.ndarray) -> bool:
+    """Float output whose last axis holds scores of at least two classes."""
+    return output.dtype.kind == "f" and output.ndim >= 2 and output.shape[-1] >= 2
+
+
+def compare_output(name: str, ref: np.ndarray, got: np.ndarray) -> OutputComparison:
+    r, g = _per_sample(ref), _per_sample(got)
+    dot = (r * g).sum(axis=1)
+    norm_r, norm_g = np.linalg.norm(r, axis=1), np.linalg.norm(g, axis=1)
+    both_zero = (norm_r == 0) & (norm_g == 0)
+    cosine = np.where(both_zero, 1.0, dot / np.maximum(norm_r * norm_g, 1e-300))
+    rel = np.linalg.norm(r - g, axis=1) / np.maximum(norm_r, 1e-300)
+    rel = np.where(both_zero, 0.0, rel)
+    top1 = None
+    if is_class_scores(ref) and ref.shape == got.shape:
+        top1 = float(np.mean(ref.argmax(axis=-1) == got.argmax(axis=-1)))
+    return OutputComparison(name, list(ref.shape), float(cosine.mean()), float(cosine.min()),
+                            float(rel.mean()), float(rel.max()), top1)
+
+
+def accuracy(output: np.ndarray, labels: np.ndarray) -> float:
+    """Share of samples (or steps) whose arg-max class equals the label."""
+    pred = output.argmax(axis=-1)
+    if pred.shape != labels.shape:
+        raise ValueError(f"labels of shape {labels.shape} do not fit predictions of shape {pred.shape}")
+    return float(np.mean(pred == labels))
+
+
+@dataclass
+class DeviceValidation:
+    device: str
+    status: str  # "ok" or "skipped: reason"
+    latency_ms_original: float | None = None
+    latency_ms_compressed: float | None = None
+    accuracy_original: float | None = None
+    accuracy_compressed: float | None = None
+    outputs: list[OutputComparison] = field(default_factory=list)
+
+
+@dataclass
+class ValidationResult:
+    """Everything measured when comparing a compressed model with its original."""
+
+    samples: int
+    batch_size: int
+    labelled_output: str | None
+    devices: list[DeviceValidation]
+    original_bytes: int | None = None
+    compressed_bytes: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def cpu(self) -> DeviceValidation:
+        return next(d for d in self.devices if d.device == "cpu")
+
+
+def validate_models(original: ModelProto | bytes, compressed: ModelProto | bytes,
+                    data: Mapping[str, np.ndarray], labels: np.ndarray | None = None,
+                    label_output: str | None = None, devices: tuple[str, ...] = ("cpu", "cuda"),
+                    spec_model: ModelProto | None = None) -> ValidationResult:
+    """Run both models on the same batches on each device and compare their outputs."""
+    specs = input_specs(spec_model if spec_model is not None else original)
+    batch = batch_size_for(data, specs)
+    results = []
+    chosen_output = None
+    for device in devices:
+        if device == "cuda":
+            usable, why = cuda_status()
+            if not usable:
+                results.append(DeviceValidation(device, f"skipped: {why}"))
+                continue
+        ref = run_model(make_session(original, device), data, batch)
+        got = run_model(make_session(compressed, device), data, batch)
+        row = DeviceValidation(device, "ok", ref.latency_ms, got.latency_ms)
+        row.outputs = [compare_output(n, ref.outputs[n], got.outputs[n]) for n in ref.outputs]
+        if labels is not None:
+            chosen_output = label_output or next(iter(ref.outputs))
+            row.accuracy_original = accuracy(ref.outputs[chosen_output], labels)
+            row.accuracy_compressed = accuracy(got.outputs[chosen_output], labels)
+        results.append(row)
+    return ValidationResult(len(next(iter(data.values()))), batch, chosen_output, results)

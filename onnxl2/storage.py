@@ -1,0 +1,103 @@
+"""Models as files on disk, and the payload spans the container codes separately.
+
+A model is one ``.onnx`` file plus, for large models, external data files. Both the original
+(for the lossless mode) and the emitted model go through the same path: file bytes and the
+byte ranges of each tensor inside them.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import ModelProto, TensorProto
+
+from .codec.container import StoredFile
+from .codec.wire import TensorSpan, tensor_spans
+from .errors import ModelError
+from .model import LoadedModel, iter_model_tensors
+
+#: Above this a ModelProto no longer serializes (protobuf's 2 GiB limit); keep a margin.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+#: Tensors at least this large move to the external data file when one is needed.
+EXTERNAL_TENSOR_MIN_BYTES = 1024
+_ALIGN = 4096
+
+
+def _external_info(tensor: TensorProto) -> dict[str, str]:
+    return {entry.key: entry.value for entry in tensor.external_data}
+
+
+def external_spans(proto: ModelProto) -> dict[str, list[TensorSpan]]:
+    """Per external data file, the byte ranges of the tensors stored in it."""
+    spans: dict[str, list[TensorSpan]] = {}
+    for tensor in iter_model_tensors(proto):
+        if tensor.data_location != TensorProto.EXTERNAL:
+            continue
+        info = _external_info(tensor)
+        if "length" not in info:
+            continue
+        spans.setdefault(info["location"], []).append(TensorSpan(
+            tensor.name, tensor.data_type, tuple(tensor.dims), int(info.get("offset", 0)),
+            int(info["length"])))
+    return spans
+
+
+def original_files(loaded: LoadedModel) -> list[StoredFile]:
+    """The model exactly as the user has it on disk (or as the given ModelProto serializes)."""
+    if loaded.path is None:
+        data = loaded.proto.SerializeToString()
+        return [StoredFile("model.onnx", data, tuple(tensor_spans(data)))]
+    data = loaded.path.read_bytes()
+    files = [StoredFile(loaded.path.name, data, tuple(tensor_spans(data)))]
+    header = onnx.load_model_from_string(data) if loaded.data_loaded else loaded.proto
+    for location, spans in external_spans(header).items():
+        ext = loaded.path.parent / location
+        files.append(StoredFile(location, ext.read_bytes(), tuple(spans)))
+    return files
+
+
+def model_files(proto: ModelProto, name: str) -> list[StoredFile]:
+    """Serialize a model to file bytes, moving big tensors to ``NAME.data`` past 2 GB."""
+    if proto.ByteSize() < EXTERNAL_DATA_THRESHOLD:
+        data = proto.SerializeToString()
+        return [StoredFile(name, data, tuple(tensor_spans(data)))]
+    location = f"{name}.data"
+    blob = bytearray()
+    out = ModelProto()
+    out.CopyFrom(proto)
+    for tensor in iter_model_tensors(out):
+        if not tensor.HasField("raw_data") or len(tensor.raw_data) < EXTERNAL_TENSOR_MIN_BYTES:
+            continue
+        blob += b"\0" * (-len(blob) % _ALIGN)
+        offset, length = len(blob), len(tensor.raw_data)
+        blob += tensor.raw_data
+        tensor.ClearField("raw_data")
+        tensor.data_location = TensorProto.EXTERNAL
+        del tensor.external_data[:]
+        for key, value in (("location", location), ("offset", str(offset)),
+                           ("length", str(length))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+    if out.ByteSize() >= EXTERNAL_DATA_THRESHOLD:
+        raise ModelError("the compressed model's graph alone exceeds 2 GB")
+    data = out.SerializeToString()
+    ext_spans = external_spans(out).get(location, [])
+    return [StoredFile(name, data, tuple(tensor_spans(data))),
+            StoredFile(location, bytes(blob), tuple(ext_spans))]
+
+
+def files_to_model(files: list[tuple[str, bytes]]) -> ModelProto:
+    """Load a decoded file set back into a ModelProto with its external data in memory."""
+    main_name, main = files[0]
+    proto = onnx.load_model_from_string(main)
+    blobs = dict(files[1:])
+    for tensor in iter_model_tensors(proto):
+        if tensor.data_location != TensorProto.EXTERNAL:
+            continue
+        info = _external_info(tensor)
+        blob = blobs[info["location"]]
+        offset = int(info.get("offset", 0))
+        length = int(info.get("length", len(blob) - offset))
+        tensor.raw_data = bytes(np.frombuffer(blob, np.uint8, length, offset))
+        tensor.data_location = TensorProto.DEFAULT
+        del tensor.external_data[:]
+    return proto

@@ -1,0 +1,1 @@
+"""Lossy transforms of single weights; each returns a candidate the emitter can write."""

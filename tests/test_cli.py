@@ -1,0 +1,136 @@
+"""The command line: the main commands work, and every bad input gives one line and exit != 0."""
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+import genmodels
+from onnxl2.cli import main
+from onnxl2.codec.container import FORMAT_VERSION, MAGIC
+
+
+@pytest.fixture()
+def workdir(tmp_path):
+    onnx.save_model(genmodels.mixed_model(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "calib.npz", **genmodels.mixed_inputs())
+    return tmp_path
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def _assert_one_line_error(result, *needles):
+    assert result.exit_code != 0
+    err = result.stderr.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("onnxl2: error:") and "Traceback" not in result.output
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_inspect_compress_decompress_validate(workdir):
+    result = _invoke("inspect", workdir / "m.onnx")
+    assert result.exit_code == 0
+    assert "fc_w" in result.output and "Gemm" in result.output and "compressible: 5 weights" in result.output
+    result = _invoke("compress", workdir / "m.onnx", "--data", workdir / "calib.npz", "--bits", 4,
+                     "-o", workdir / "out", "--cpu-only")
+    assert result.exit_code == 0, result.output
+    assert "file ratio" in result.output
+    report = json.loads((workdir / "out" / "report.json").read_text())
+    assert report["sizes"]["bitstream_bytes"] == (workdir / "out" / "m.l2b").stat().st_size
+    result = _invoke("decompress", workdir / "out" / "m.l2b", "-o", workdir / "r.onnx")
+    assert result.exit_code == 0
+    assert (workdir / "r.onnx").read_bytes() == (workdir / "out" / "m.l2.onnx").read_bytes()
+    result = _invoke("validate", workdir / "m.onnx", workdir / "out" / "m.l2b", "--data",
+                     workdir / "calib.npz", "--cpu-only", "--json", workdir / "v.json")
+    assert result.exit_code == 0 and "cos" in result.output
+    assert json.loads((workdir / "v.json").read_text())["samples"] == 16
+
+
+def test_missing_model(workdir):
+    _assert_one_line_error(_invoke("compress", workdir / "none.onnx", "--bits", 4, "-o", workdir / "o"),
+                           "no such file")
+    assert not (workdir / "o").exists()
+
+
+def test_not_onnx(workdir):
+    (workdir / "bad.onnx").write_bytes(b"\x00garbage" * 100)
+    for args in (("inspect", workdir / "bad.onnx"),
+                 ("compress", workdir / "bad.onnx", "--bits", 4, "-o", workdir / "o")):
+        _assert_one_line_error(_invoke(*args), "not an ONNX model")
+    assert not (workdir / "o").exists()
+
+
+def _bitstream(workdir) -> bytes:
+    assert _invoke("compress", workdir / "m.onnx", "--bits", 4, "-o", workdir / "out").exit_code == 0
+    return (workdir / "out" / "m.l2b").read_bytes()
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda b: b[: len(b) // 2], "truncated"),
+    (lambda b: b[:-1], "truncated"),
+    (lambda b: b[:10], "truncated"),
+    (lambda b: b"junk" + b[4:], "not an onnxl2 bitstream"),
+    (lambda b: b + b"\0", "trailing"),
+])
+def test_damaged_bitstreams(workdir, damage, needle):
+    (workdir / "bad.l2b").write_bytes(damage(_bitstream(workdir)))
+    _assert_one_line_error(_invoke("decompress", workdir / "bad.l2b", "-o", workdir / "r.onnx"), needle)
+    assert not (workdir / "r.onnx").exists()
+
+
+def test_every_flipped_bit_region_is_caught(workdir):
+    blob = _bitstream(workdir)
+    for position in np.linspace(0, len(blob) - 1, 25).astype(int):
+        flipped = bytearray(blob)
+        flipped[position] ^= 0x10
+        (workdir / "bad.l2b").write_bytes(bytes(flipped))
+        result = _invoke("decompress", workdir / "bad.l2b", "-o", workdir / "r.onnx")
+        _assert_one_line_error(result)
+        assert not (workdir / "r.onnx").exists()
+
+
+def test_newer_format_version(workdir):
+    blob = bytearray(_bitstream(workdir))
+    struct.pack_into("<H", blob, len(MAGIC), FORMAT_VERSION + 1)
+    (workdir / "new.l2b").write_bytes(bytes(blob))
+    _assert_one_line_error(_invoke("decompress", workdir / "new.l2b", "-o", workdir / "r.onnx"),
+                           f"version {FORMAT_VERSION + 1} is newer")
+
+
+@pytest.mark.parametrize("feeds, needle", [
+    ({"x": np.zeros((4, 3, 8, 8), np.float32)}, "no array for input 'ids'"),
+    ({"x": np.zeros((4, 3, 9, 8), np.float32), "ids": np.zeros((4, 5), np.int64)}, "input 'x'"),
+    ({"x": np.zeros((4, 3, 8, 8), np.float32), "ids": np.zeros((4, 5), np.float32)}, "input 'ids'"),
+])
+def test_data_that_does_not_match(workdir, feeds, needle):
+    np.savez(workdir / "bad.npz", **feeds)
+    _assert_one_line_error(_invoke("compress", workdir / "m.onnx", "--data", workdir / "bad.npz",
+                                   "--bits", 4, "-o", workdir / "o"), needle)
+    _assert_one_line_error(_invoke("validate", workdir / "m.onnx", workdir / "m.onnx", "--data",
+                                   workdir / "bad.npz"), needle)
+    assert not (workdir / "o").exists()
+
+
+def test_inputs_are_never_overwritten(workdir):
+    blob = _bitstream(workdir)
+    result = _invoke("decompress", workdir / "out" / "m.l2b", "-o", workdir / "out" / "m.l2b")
+    _assert_one_line_error(result, "refusing to overwrite")
+    assert (workdir / "out" / "m.l2b").read_bytes() == blob
+    original = (workdir / "m.onnx").read_bytes()
+    (workdir / "m2.onnx").write_bytes(original)
+    result = _invoke("compress", workdir / "m2.onnx", "--lossless", "-o", workdir)
+    assert result.exit_code == 0 and (workdir / "m2.onnx").read_bytes() == original
+
+
+def test_bits_out_of_range_and_mode_conflicts(workdir):
+    _assert_one_line_error(_invoke("compress", workdir / "m.onnx", "--bits", 9, "-o", workdir / "o"), "2 and 8")
+    _assert_one_line_error(_invoke("compress", workdir / "m.onnx", "-o", workdir / "o"), "--bits")
+    _assert_one_line_error(_invoke("compress", workdir / "m.onnx", "--bits", 4, "--lossless",
+                                   "-o", workdir / "o"), "not both")

@@ -1,0 +1,1 @@
+"""Helper scripts for onnxl2: model zoo fetching, rendered calibration data."""
