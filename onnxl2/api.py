@@ -24,6 +24,7 @@ from .model import ModelSource, Weight, discover_weights, load_model, weight_arr
 from .progress import Stages
 from .report import to_json
 from .storage import files_to_model, model_files, original_files
+from .transforms.fold import fold_batchnorm
 from .transforms.quantize import quantize_per_channel
 
 BITS_RANGE = range(2, 9)
@@ -105,18 +106,21 @@ def _check_bits(bits: int | None, lossless: bool) -> None:
 def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | None = None,
              lossless: bool = False, labels: Any = None, output_dir: str | os.PathLike | None = None,
              label_output: str | None = None, devices: tuple[str, ...] = ("cpu", "cuda"),
-             quiet: bool = False) -> CompressResult:
+             fold: bool = True, quiet: bool = False) -> CompressResult:
     """Compress a model to a sidecar bitstream (and, unless lossless, a runnable ONNX).
 
     ``data`` (npz path, folder, dict, or CalibrationDataReader) is used to validate the result;
-    with ``labels`` the report also has task accuracy before and after.
+    with ``labels`` the report also has task accuracy before and after. ``fold`` fuses
+    BatchNormalization into the Conv before it (as ONNX Runtime does at load time) before the
+    lossy step, so that the norms' vectors are not stored beside every quantized kernel.
     """
     _check_bits(bits, lossless)
     stages = Stages(None if not quiet else False)
     started = time.perf_counter()
     with stages.stage("load"):
         loaded = load_model(model, load_data=not lossless)
-        weights = discover_weights(loaded.proto)
+        proto, folded = fold_batchnorm(loaded.proto) if fold and not lossless else (loaded.proto, 0)
+        weights = discover_weights(proto)
         arrays = load_data(data, loaded.proto) if data is not None else None
         label_array = load_labels(labels, len(next(iter(arrays.values())))) \
             if labels is not None and arrays is not None else None
@@ -124,7 +128,8 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
             raise OnnxL2Error("labels need data (--data) to go with them")
     stem = loaded.stem
     report: dict[str, Any] = {"onnxl2": __version__, "model": str(loaded.path or "<ModelProto>"),
-                              "mode": "lossless" if lossless else "uniform", "bits": bits}
+                              "mode": "lossless" if lossless else "uniform", "bits": bits,
+                              "folded_batchnorm": folded}
     if lossless:
         with stages.stage("read"):
             stored = original_files(loaded)
@@ -136,9 +141,9 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
             for w in weights:
                 if w.compressible:
                     quantized[w.key] = quantize_per_channel(
-                        weight_array(loaded.proto, w), bits, w.channel_axis, key=w.key)
+                        weight_array(proto, w), bits, w.channel_axis, key=w.key)
         with stages.stage("emit"):
-            emitted, stored_as = emit_quantized(loaded.proto, weights, quantized)
+            emitted, stored_as = emit_quantized(proto, weights, quantized)
             stored = model_files(emitted, f"{stem}.l2.onnx")
         weight_rows = [{"name": w.name, "graph": w.graph, "role": w.role, "shape": list(w.shape),
                         "params": w.numel, "bits": quantized[w.key].bits,

@@ -83,13 +83,15 @@ def inspect(model: str, as_json: bool, show_all: bool) -> None:
 @click.option("-o", "--output", "output_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--label-output", help="Model output the labels refer to (default: the first).")
 @click.option("--cpu-only", is_flag=True, help="Validate on the CPU only, even when CUDA is present.")
+@click.option("--no-fold", is_flag=True, help="Keep BatchNormalization nodes instead of fusing them into Conv.")
 @click.option("--quiet", is_flag=True, help="No progress on the terminal.")
 @_user_errors
-def compress(model, data, labels, bits, lossless, output_dir, label_output, cpu_only, quiet) -> None:
+def compress(model, data, labels, bits, lossless, output_dir, label_output, cpu_only, no_fold, quiet) -> None:
     """Compress MODEL into OUTPUT: NAME.l2b (bitstream), NAME.l2.onnx (runnable), report.json."""
     result = api.compress(model, data, bits=bits, lossless=lossless, labels=labels,
                           output_dir=output_dir, label_output=label_output,
-                          devices=("cpu",) if cpu_only else ("cpu", "cuda"), quiet=quiet)
+                          devices=("cpu",) if cpu_only else ("cpu", "cuda"), fold=not no_fold,
+                          quiet=quiet)
     click.echo(format_table(summary_rows(result.report), ["", "value"]))
     click.echo("wrote " + ", ".join(str(p) for p in result.written))
 

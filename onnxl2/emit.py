@@ -39,7 +39,7 @@ def convert_opset(proto: ModelProto, opset: int) -> ModelProto:
     if default_opset(proto) >= opset:
         out = ModelProto()
         out.CopyFrom(proto)
-        return out, stored_as
+        return out
     try:
         converted = version_converter.convert_version(proto, opset)
     except Exception as exc:

