@@ -14,7 +14,7 @@ import numpy as np
 from onnx import ModelProto
 
 from . import __version__
-from .codec.container import decode_container, encode_container, read_manifest
+from .codec.container import StoredFile, decode_container, encode_container, read_manifest
 from .data import DataSource, load_data, load_labels
 from .emit import emit_quantized
 from .errors import BitstreamError, OnnxL2Error
@@ -117,74 +117,100 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
     _check_bits(bits, lossless)
     stages = Stages(None if not quiet else False)
     started = time.perf_counter()
-    with stages.stage("load"):
-        loaded = load_model(model, load_data=not lossless)
-        proto, folded = fold_batchnorm(loaded.proto) if fold and not lossless else (loaded.proto, 0)
-        weights = discover_weights(proto)
-        arrays = load_data(data, loaded.proto) if data is not None else None
-        label_array = load_labels(labels, len(next(iter(arrays.values())))) \
-            if labels is not None and arrays is not None else None
-        if labels is not None and arrays is None:
-            raise OnnxL2Error("labels need data (--data) to go with them")
-    stem = loaded.stem
-    report: dict[str, Any] = {"onnxl2": __version__, "model": str(loaded.path or "<ModelProto>"),
-                              "mode": "lossless" if lossless else "uniform", "bits": bits,
-                              "folded_batchnorm": folded}
     if lossless:
-        with stages.stage("read"):
-            stored = original_files(loaded)
-        weight_rows: list[dict] = []
-        stored_as: dict[str, tuple[str, str]] = {}
-    else:
-        with stages.stage("quantize"):
-            quantized = {}
-            for w in weights:
-                if w.compressible:
-                    quantized[w.key] = quantize_per_channel(
-                        weight_array(proto, w), bits, w.channel_axis, key=w.key)
-        with stages.stage("emit"):
-            emitted, stored_as = emit_quantized(proto, weights, quantized)
-            stored = model_files(emitted, f"{stem}.l2.onnx")
-        weight_rows = [{"name": w.name, "graph": w.graph, "role": w.role, "shape": list(w.shape),
-                        "params": w.numel, "bits": quantized[w.key].bits,
-                        "container": "int4" if quantized[w.key].bits <= 4 else "int8"}
-                       for w in weights if w.key in quantized]
+        return _compress_lossless(model, output_dir, stages, started)
+    with stages.stage("load"):
+        loaded = load_model(model)
+        proto, folded = fold_batchnorm(loaded.proto) if fold else (loaded.proto, 0)
+        weights = discover_weights(proto)
+        if labels is not None and data is None:
+            raise OnnxL2Error("labels need data (--data) to go with them")
+        arrays = load_data(data, loaded.proto) if data is not None else None
+        label_array = load_labels(labels, len(next(iter(arrays.values())))) if labels is not None else None
+    with stages.stage("quantize"):
+        quantized = {w.key: quantize_per_channel(weight_array(proto, w), bits, w.channel_axis, key=w.key)
+                     for w in weights if w.compressible}
+    with stages.stage("emit"):
+        owned = loaded.path is not None or proto is not loaded.proto
+        emitted, stored_as = emit_quantized(proto, weights, quantized, consume=owned)
+        stored = model_files(emitted, f"{loaded.stem}.l2.onnx")
+        del emitted
+    weight_rows = [{"name": w.name, "graph": w.graph, "role": w.role, "shape": list(w.shape),
+                    "params": w.numel, "bits": quantized[w.key].bits,
+                    "container": "int4" if quantized[w.key].bits <= 4 else "int8"}
+                   for w in weights if w.key in quantized]
+    report: dict[str, Any] = {"onnxl2": __version__, "model": str(loaded.path or "<ModelProto>"),
+                              "mode": "uniform", "bits": bits, "folded_batchnorm": folded}
+    blob, accounting = _encode_and_verify(stored, report, loaded.path, stages)
+    report["sizes"] = _sizes(loaded.file_bytes, blob, stored, weights, weight_rows, stored_as, accounting)
+    report["weights"] = weight_rows
+    report["not_compressed"] = [{"name": w.name, "graph": w.graph, "bytes": w.nbytes, "reason": w.reason}
+                                for w in weights if not w.compressible]
+    if arrays is not None:
+        with stages.stage("validate"):
+            compressed_src = stored[0].data if len(stored) == 1 else files_to_model(
+                [(f.name, f.data) for f in stored])
+            result = validate_models(str(loaded.path) if loaded.path else loaded.proto, compressed_src,
+                                     arrays, label_array, label_output, devices, spec_model=loaded.proto)
+            result.original_bytes = loaded.file_bytes
+            result.compressed_bytes = sum(len(f.data) for f in stored)
+            report["validation"] = result.to_dict()
+    return _finish(report, blob, stored, output_dir, loaded.stem, stages, started,
+                   [loaded.path] + loaded.external_files if loaded.path else [])
+
+
+def _compress_lossless(model: ModelSource, output_dir, stages: Stages, started: float) -> CompressResult:
+    """Code the model's own bytes: decoding gives back the original file(s) bit for bit."""
+    path = None if isinstance(model, ModelProto) else Path(model)
+    with stages.stage("read"):
+        stored = original_files(model if path is None else path)
+    original_bytes = sum(len(f.data) for f in stored)
+    report: dict[str, Any] = {"onnxl2": __version__, "model": str(path or "<ModelProto>"),
+                              "mode": "lossless", "bits": None}
+    blob, accounting = _encode_and_verify(stored, report, path, stages)
+    report["sizes"] = {"original_file_bytes": original_bytes, "bitstream_bytes": len(blob),
+                       "file_ratio": original_bytes / len(blob), "coded_tensors": len(accounting)}
+    stem = path.name[:-5] if path and path.name.endswith(".onnx") else (path.stem if path else "model")
+    protect = [path.parent / f.name for f in stored] if path else []
+    return _finish(report, blob, [], output_dir, stem, stages, started, protect)
+
+
+def _encode_and_verify(stored: list[StoredFile], report: dict, path: Path | None,
+                       stages: Stages) -> tuple[bytes, list]:
+    """Write the bitstream, then decode it and check it gives back exactly ``stored``."""
     with stages.stage("encode"):
-        meta = {"mode": report["mode"], "bits": bits, "source": loaded.path.name if loaded.path else None,
-                "onnxl2": __version__}
+        meta = {"mode": report["mode"], "bits": report["bits"],
+                "source": path.name if path else None, "onnxl2": __version__}
         blob, accounting = encode_container(stored, meta)
     with stages.stage("verify round trip"):
-        decoded, _ = decode_container(blob)
+        decoded, _ = decode_container(blob)  # raises unless every file matches its sha256
         if [(n, d) for n, d in decoded] != [(f.name, f.data) for f in stored]:
             raise RuntimeError("internal error: the bitstream does not decode to the written files")
         del decoded
     report["roundtrip"] = "bit-exact (decoded files equal the written files byte for byte)"
-    report["sizes"] = _sizes(loaded.file_bytes, blob, stored, weights, weight_rows, stored_as,
-                             accounting, lossless)
-    report["weights"] = weight_rows
-    report["not_compressed"] = [{"name": w.name, "graph": w.graph, "bytes": w.nbytes, "reason": w.reason}
-                                for w in weights if not w.compressible]
-    if arrays is not None and not lossless:
-        with stages.stage("validate"):
-            original_src = str(loaded.path) if loaded.path else loaded.proto
-            compressed_src = stored[0].data if len(stored) == 1 else files_to_model(
-                [(f.name, f.data) for f in stored])
-            result = validate_models(original_src, compressed_src, arrays, label_array,
-                                     label_output, devices, spec_model=loaded.proto)
-            result.original_bytes = loaded.file_bytes
-            result.compressed_bytes = sum(len(f.data) for f in stored)
-            report["validation"] = result.to_dict()
+    return blob, accounting
+
+
+def _finish(report: dict, blob: bytes, stored: list[StoredFile], output_dir, stem: str,
+            stages: Stages, started: float, protect: list[Path]) -> CompressResult:
     report["timings_s"] = {**{k: round(v, 3) for k, v in stages.seconds.items()},
                            "total": round(time.perf_counter() - started, 3)}
-    files = [(f.name, f.data) for f in stored]
-    result = CompressResult(blob, files, report)
+    result = CompressResult(blob, [(f.name, f.data) for f in stored], report)
     if output_dir is not None:
-        result.written = _write_outputs(Path(output_dir), stem, result, lossless, loaded)
+        out_dir = Path(output_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise OnnxL2Error(f"output {out_dir} exists and is not a folder")
+        targets = {out_dir / name: data for name, data in result.files}
+        targets[out_dir / f"{stem}.l2b"] = blob
+        targets[out_dir / "report.json"] = to_json(report)
+        write_files_atomically(targets, tuple(protect))
+        result.written = list(targets)
     return result
 
 
 def _sizes(original_bytes: int, blob: bytes, stored, weights, weight_rows, stored_as,
-           accounting, lossless: bool) -> dict:
+          accounting) -> dict:
+    """File ratio (the headline) and weight ratio (the papers' count), per weight coded bytes."""
     coded = {c.name: c.coded_bytes for c in accounting}
     raw_by_name = {}
     for f in stored:
@@ -192,9 +218,6 @@ def _sizes(original_bytes: int, blob: bytes, stored, weights, weight_rows, store
             raw_by_name[span.name] = span.length
     sizes = {"original_file_bytes": original_bytes, "bitstream_bytes": len(blob),
              "file_ratio": original_bytes / len(blob)}
-    if lossless:
-        sizes["coded_tensors"] = len(accounting)
-        return sizes
     sizes["compressed_onnx_bytes"] = sum(len(f.data) for f in stored)
     by_key = {w.key: w for w in weights}
     float32_bytes = coded_bytes = 0
@@ -208,20 +231,6 @@ def _sizes(original_bytes: int, blob: bytes, stored, weights, weight_rows, store
     sizes["coded_weight_bytes"] = coded_bytes
     sizes["weight_ratio"] = float32_bytes / coded_bytes if coded_bytes else None
     return sizes
-
-
-def _write_outputs(out_dir: Path, stem: str, result: CompressResult, lossless: bool, loaded) -> list[Path]:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OnnxL2Error(f"output {out_dir} exists and is not a folder")
-    targets: dict[Path, bytes] = {}
-    if not lossless:
-        for name, data in result.files:
-            targets[out_dir / name] = data
-    targets[out_dir / f"{stem}.l2b"] = result.bitstream
-    targets[out_dir / "report.json"] = to_json(result.report)
-    protect = tuple([loaded.path] + loaded.external_files) if loaded.path else ()
-    write_files_atomically(targets, protect)
-    return list(targets)
 
 
 # ----------------------------------------------------------------------------- decompress

@@ -14,7 +14,7 @@ from onnx import ModelProto, TensorProto, helper, numpy_helper, version_converte
 
 from .codec.container import pack_nibbles
 from .errors import ModelError
-from .model import Weight, constant_tensor, iter_graphs
+from .model import Weight, constant_tensor, find_tensor, iter_graphs
 from .transforms.quantize import QuantizedWeight
 
 OPSET_PER_CHANNEL = 13
@@ -34,18 +34,47 @@ def target_opset(proto: ModelProto, quantized: dict[str, QuantizedWeight]) -> in
     return max(default_opset(proto), needed)
 
 
+def _copy_without_data(proto: ModelProto, tensors: list[TensorProto], consume: bool) -> ModelProto:
+    """A copy of the model in which ``tensors`` hold no data (marked external, to stay valid).
+
+    The float data of weights about to be replaced would otherwise be copied, and copied again
+    by the version converter, for nothing: this keeps peak memory near the model's own size.
+    With ``consume`` the caller gives up ``proto``'s data of those tensors instead of having it
+    saved and put back.
+    """
+    saved = []
+    for tensor in tensors:
+        keep = TensorProto()
+        if consume:
+            keep.name, keep.data_type = tensor.name, tensor.data_type
+            keep.dims.extend(tensor.dims)
+        else:
+            keep.CopyFrom(tensor)
+        saved.append(keep)
+        tensor.Clear()
+        tensor.name, tensor.data_type = keep.name, keep.data_type
+        tensor.dims.extend(keep.dims)
+        tensor.data_location = TensorProto.EXTERNAL
+        entry = tensor.external_data.add()
+        entry.key, entry.value = "location", "onnxl2-replaced-weight"
+    try:
+        out = ModelProto()
+        out.CopyFrom(proto)
+    finally:
+        for tensor, keep in zip(tensors, saved):
+            tensor.CopyFrom(keep)
+    return out
+
+
 def convert_opset(proto: ModelProto, opset: int) -> ModelProto:
     """Raise the model's default opset, keeping its semantics (ONNX version converter)."""
     if default_opset(proto) >= opset:
-        out = ModelProto()
-        out.CopyFrom(proto)
-        return out
+        return proto
     try:
-        converted = version_converter.convert_version(proto, opset)
+        return version_converter.convert_version(proto, opset)
     except Exception as exc:
         raise ModelError(f"cannot convert the model to opset {opset}, which the compressed "
                          f"weights need ({str(exc).splitlines()[0][:200]})") from None
-    return converted
 
 
 def _int_tensor(name: str, symbols: np.ndarray, bits: int) -> TensorProto:
@@ -78,13 +107,16 @@ def _all_names(proto: ModelProto) -> set[str]:
     return names
 
 
-def emit_quantized(proto: ModelProto, weights: list[Weight], quantized: dict[str, QuantizedWeight]
-                   ) -> tuple[ModelProto, dict[str, tuple[str, str]]]:
+def emit_quantized(proto: ModelProto, weights: list[Weight], quantized: dict[str, QuantizedWeight],
+                   consume: bool = False) -> tuple[ModelProto, dict[str, tuple[str, str]]]:
     """A new ModelProto where each weight in ``quantized`` is stored as integers + DQ node.
 
-    Also returns, per weight key, the names of its integer and scale initializers.
+    Also returns, per weight key, the names of its integer and scale initializers. With
+    ``consume`` the float data of the quantized weights is dropped from ``proto`` (for callers
+    that own it and are done with it), which saves a copy of the model.
     """
-    out = convert_opset(proto, target_opset(proto, quantized))
+    replaced = [find_tensor(proto, w) for w in weights if w.key in quantized]
+    out = convert_opset(_copy_without_data(proto, replaced, consume), target_opset(proto, quantized))
     for opset in out.opset_import:
         if opset.domain in ("", "ai.onnx"):
             opset.version = max(opset.version, target_opset(proto, quantized))

@@ -11,9 +11,11 @@ import onnx
 from onnx import ModelProto, TensorProto
 
 from .codec.container import StoredFile
-from .codec.wire import TensorSpan, tensor_spans
+from pathlib import Path
+
+from .codec.wire import TensorSpan, scan_model, tensor_spans
 from .errors import ModelError
-from .model import LoadedModel, iter_model_tensors
+from .model import iter_model_tensors
 
 #: Above this a ModelProto no longer serializes (protobuf's 2 GiB limit); keep a margin.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -41,16 +43,36 @@ def external_spans(proto: ModelProto) -> dict[str, list[TensorSpan]]:
     return spans
 
 
-def original_files(loaded: LoadedModel) -> list[StoredFile]:
-    """The model exactly as the user has it on disk (or as the given ModelProto serializes)."""
-    if loaded.path is None:
-        data = loaded.proto.SerializeToString()
+def original_files(source: Path | ModelProto) -> list[StoredFile]:
+    """The model exactly as the user has it on disk (or as the given ModelProto serializes).
+
+    Read at the byte level, without building a ModelProto: the lossless mode needs the bytes
+    only, and a parsed copy would double its memory.
+    """
+    if isinstance(source, ModelProto):
+        data = source.SerializeToString()
         return [StoredFile("model.onnx", data, tuple(tensor_spans(data)))]
-    data = loaded.path.read_bytes()
-    files = [StoredFile(loaded.path.name, data, tuple(tensor_spans(data)))]
-    header = onnx.load_model_from_string(data) if loaded.data_loaded else loaded.proto
-    for location, spans in external_spans(header).items():
-        ext = loaded.path.parent / location
+    path = Path(source)
+    if not path.is_file():
+        raise ModelError(f"no such file: {path}")
+    data = path.read_bytes()
+    try:
+        scan = scan_model(data)
+    except (ValueError, IndexError):
+        raise ModelError(f"{path} is not an ONNX model (not protobuf)") from None
+    if not scan.has_graph or not scan.has_opset:
+        raise ModelError(f"{path} is not an ONNX model (no graph or no opset)")
+    files = [StoredFile(path.name, data, tuple(scan.spans))]
+    by_location: dict[str, list[TensorSpan]] = {}
+    for ref in scan.external:
+        by_location.setdefault(ref.location, [])
+        if ref.length is not None:
+            by_location[ref.location].append(
+                TensorSpan(ref.name, ref.elem_type, ref.dims, ref.offset, ref.length))
+    for location, spans in by_location.items():
+        ext = path.parent / location
+        if not ext.is_file():
+            raise ModelError(f"external data file of {path.name} is missing: {ext}")
         files.append(StoredFile(location, ext.read_bytes(), tuple(spans)))
     return files
 
@@ -88,7 +110,7 @@ def model_files(proto: ModelProto, name: str) -> list[StoredFile]:
 def files_to_model(files: list[tuple[str, bytes]]) -> ModelProto:
     """Load a decoded file set back into a ModelProto with its external data in memory."""
     main_name, main = files[0]
-    proto = onnx.load_model_from_string(main)
+    proto = onnx.load_model_from_string(bytes(main))
     blobs = dict(files[1:])
     for tensor in iter_model_tensors(proto):
         if tensor.data_location != TensorProto.EXTERNAL:

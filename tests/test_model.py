@@ -57,6 +57,7 @@ def test_weight_used_by_add_is_not_compressed():
 
 def test_external_data_model(tmp_path):
     model = genmodels.mixed_model()
+    expected = onnx.numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "fc_w"))
     path = tmp_path / "ext.onnx"
     onnx.save_model(model, path, save_as_external_data=True, location="ext.onnx.data",
                     size_threshold=0)
@@ -64,7 +65,6 @@ def test_external_data_model(tmp_path):
     loaded = load_model(path)
     assert loaded.external_files == [tmp_path / "ext.onnx.data"]
     weights = _by_key(discover_weights(loaded.proto))
-    expected = onnx.numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "fc_w"))
     np.testing.assert_array_equal(weight_array(loaded.proto, weights["fc_w"]), expected)
 
 

@@ -3,7 +3,7 @@ time and peak memory of compressing and decompressing a 10M-parameter model.
 
     python tools/bench_foundation.py [--models PATH ...] [--params 10000000]
 
-Each measurement runs in a fresh subprocess so that its peak memory (ru_maxrss) is its own;
+Each measurement runs in a fresh subprocess so that its peak memory (VmHWM) is its own;
 peak memory is reported as the rise above the process's resident size before the step, next
 to the model's size. Needs the `bench` extra (zstandard).
 """
@@ -21,8 +21,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 _STEP = r"""
-import json, resource, sys, time, psutil
+import json, sys, time, psutil
 import onnxl2
+
+def high_water_mark():  # VmHWM is per process image; ru_maxrss survives exec and misleads here
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+
 mode, model, out = sys.argv[1], sys.argv[2], sys.argv[3]
 base = psutil.Process().memory_info().rss
 start = time.perf_counter()
@@ -32,7 +38,7 @@ else:
     onnxl2.compress(model, bits=None if mode == "lossless" else int(mode), lossless=mode == "lossless",
                     output_dir=out, quiet=True)
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = high_water_mark()
 print(json.dumps({"seconds": seconds, "peak_rise_bytes": peak - base}))
 """
 
@@ -71,7 +77,7 @@ def speed_rows(params: int, work: Path) -> list[dict]:
     import genmodels
     import onnx
     side = 1024
-    layers = max(1, params // (side * side))
+    layers = max(1, -(-params // (side * side)))
     path = work / "big.onnx"
     onnx.save_model(genmodels.big_matmul_model(side, side, layers=layers), path)
     rows = []

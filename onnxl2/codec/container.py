@@ -153,7 +153,7 @@ def encode_container(files: list[StoredFile], meta: dict) -> tuple[bytes, list[C
     for section in all_sections:
         header += _SECTION.pack(len(section), zlib.crc32(section))
     header += _CRC.pack(zlib.crc32(header))
-    return bytes(header) + b"".join(all_sections), accounting
+    return b"".join([bytes(header)] + all_sections), accounting
 
 
 # ----------------------------------------------------------------------------- reader
@@ -202,7 +202,7 @@ def _manifest(sections: list[memoryview]) -> dict:
         raise BitstreamError(f"bitstream manifest is unreadable ({exc})") from None
 
 
-def decode_container(blob: bytes) -> tuple[list[tuple[str, bytes]], dict]:
+def decode_container(blob: bytes) -> tuple[list[tuple[str, bytearray]], dict]:
     """Decode every file; raises :class:`BitstreamError` unless each matches its sha256."""
     sections = _read_sections(blob)
     manifest = _manifest(sections)
@@ -225,10 +225,9 @@ def decode_container(blob: bytes) -> tuple[list[tuple[str, bytes]], dict]:
             tail = entry["size"] - cursor
             out += skeleton[skel_pos:skel_pos + tail]
             skel_pos += tail
-            data = bytes(out)
-            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            if hashlib.sha256(out).hexdigest() != entry["sha256"]:
                 raise BitstreamError(f"decoded {entry['name']} does not match its checksum")
-            files.append((entry["name"], data))
+            files.append((entry["name"], out))  # a bytearray: no second copy of a large file
     except BitstreamError:
         raise
     except (KeyError, IndexError, TypeError, ValueError) as exc:

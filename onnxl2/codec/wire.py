@@ -16,6 +16,8 @@ _FUNCTION_NODE = 7
 _NODE_ATTRIBUTE = 5
 _ATTR_T, _ATTR_G, _ATTR_TENSORS, _ATTR_GRAPHS = 5, 6, 10, 11
 _TENSOR_DIMS, _TENSOR_TYPE, _TENSOR_FLOAT, _TENSOR_NAME, _TENSOR_RAW, _TENSOR_DOUBLE = 1, 2, 4, 8, 9, 10
+_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION, _EXTERNAL = 13, 14, 1
+_MODEL_OPSET_IMPORT = 8
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,28 @@ class TensorSpan:
     dims: tuple[int, ...]
     offset: int
     length: int
+
+
+@dataclass(frozen=True)
+class ExternalRef:
+    """A tensor whose data lie in another file (ONNX external data)."""
+
+    name: str
+    elem_type: int
+    dims: tuple[int, ...]
+    location: str
+    offset: int
+    length: int | None
+
+
+@dataclass(frozen=True)
+class ModelScan:
+    """What a byte-level pass over a serialized ModelProto finds."""
+
+    spans: list[TensorSpan]
+    external: list[ExternalRef]
+    has_graph: bool
+    has_opset: bool
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -72,12 +96,28 @@ def _packed_varints(buf: bytes, start: int, end: int) -> list[int]:
     return out
 
 
-def _tensor(buf: bytes, start: int, end: int, spans: list[TensorSpan]) -> None:
+def _string_map_entry(buf: bytes, start: int, end: int) -> tuple[str, str]:
+    key = value = ""
+    for number, wire, field in _fields(buf, start, end):
+        if wire == 2 and number in (1, 2):
+            text = bytes(buf[field[0]:field[1]]).decode("utf-8", "replace")
+            key, value = (text, value) if number == 1 else (key, text)
+    return key, value
+
+
+def _tensor(buf: bytes, start: int, end: int, spans: list) -> None:
     dims: list[int] = []
     elem_type = 0
     name = ""
     payload: tuple[int, int] | None = None
+    external: dict[str, str] = {}
+    location = 0
     for number, wire, value in _fields(buf, start, end):
+        if number == _TENSOR_EXTERNAL_DATA and wire == 2:
+            key, text = _string_map_entry(buf, *value)
+            external[key] = text
+        elif number == _TENSOR_DATA_LOCATION and wire == 0:
+            location = value
         if number == _TENSOR_DIMS:
             dims.extend(_packed_varints(buf, *value) if wire == 2 else [value])
         elif number == _TENSOR_TYPE and wire == 0:
@@ -86,7 +126,11 @@ def _tensor(buf: bytes, start: int, end: int, spans: list[TensorSpan]) -> None:
             name = bytes(buf[value[0]:value[1]]).decode("utf-8", "replace")
         elif number in (_TENSOR_RAW, _TENSOR_FLOAT, _TENSOR_DOUBLE) and wire == 2:
             payload = value
-    if payload is not None and payload[1] > payload[0]:
+    if location == _EXTERNAL and "location" in external:
+        length = int(external["length"]) if "length" in external else None
+        spans.append(ExternalRef(name, elem_type, tuple(dims), external["location"],
+                                 int(external.get("offset", 0)), length))
+    elif payload is not None and payload[1] > payload[0]:
         spans.append(TensorSpan(name, elem_type, tuple(dims), payload[0], payload[1] - payload[0]))
 
 
@@ -116,17 +160,29 @@ def _attribute(buf: bytes, start: int, end: int, spans: list[TensorSpan]) -> Non
             _graph(buf, *value, spans)
 
 
-def tensor_spans(model_bytes: bytes) -> list[TensorSpan]:
-    """Payload spans of every tensor stored inside a serialized ModelProto, in file order."""
-    spans: list[TensorSpan] = []
+def scan_model(model_bytes: bytes) -> ModelScan:
+    """One pass over a serialized ModelProto: tensor payload spans and external data references.
+
+    Raises ValueError when the bytes are not protobuf.
+    """
+    spans: list = []
+    has_graph = has_opset = False
     for number, wire, value in _fields(model_bytes, 0, len(model_bytes)):
         if wire != 2:
             continue
+        has_opset |= number == _MODEL_OPSET_IMPORT
         if number == _MODEL_GRAPH:
+            has_graph = True
             _graph(model_bytes, *value, spans)
         elif number == _MODEL_FUNCTIONS:
             for fnum, fwire, fvalue in _fields(model_bytes, *value):
                 if fnum == _FUNCTION_NODE and fwire == 2:
                     _node(model_bytes, *fvalue, spans)
-    spans.sort(key=lambda s: s.offset)
-    return spans
+    inline = sorted((s for s in spans if isinstance(s, TensorSpan)), key=lambda s: s.offset)
+    external = [s for s in spans if isinstance(s, ExternalRef)]
+    return ModelScan(inline, external, has_graph, has_opset)
+
+
+def tensor_spans(model_bytes: bytes) -> list[TensorSpan]:
+    """Payload spans of every tensor stored inside a serialized ModelProto, in file order."""
+    return scan_model(model_bytes).spans

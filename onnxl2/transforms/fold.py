@@ -33,7 +33,12 @@ def _attr(node: onnx.NodeProto, name: str, default):
 
 
 def fold_batchnorm(proto: ModelProto) -> tuple[ModelProto, int]:
-    """A copy of the model with every foldable Conv -> BatchNormalization pair fused."""
+    """A copy of the model with every foldable Conv -> BatchNormalization pair fused.
+
+    A model without BatchNormalization is returned as it is, not copied.
+    """
+    if not any(n.op_type == "BatchNormalization" for n in proto.graph.node):
+        return proto, 0
     out = ModelProto()
     out.CopyFrom(proto)
     graph = out.graph
