@@ -92,7 +92,7 @@ def compress(model, data, labels, bits, lossless, output_dir, label_output, cpu_
                           output_dir=output_dir, label_output=label_output,
                           devices=("cpu",) if cpu_only else ("cpu", "cuda"), fold=not no_fold,
                           quiet=quiet)
-    click.echo(format_table(summary_rows(result.report), ["", "value"]))
+    click.echo(format_table(summary_rows(result.report), ["", "value"], align_numbers=False))
     click.echo("wrote " + ", ".join(str(p) for p in result.written))
 
 
@@ -123,7 +123,7 @@ def validate(original, compressed, data, labels, label_output, cpu_only, json_ou
     rows = [["samples", str(v["samples"])]]
     if v.get("original_bytes"):
         rows.append(["sizes", f"{human_bytes(v['original_bytes'])} -> {human_bytes(v['compressed_bytes'])}"])
-    click.echo(format_table(rows + validation_rows(v), ["", "value"]))
+    click.echo(format_table(rows + validation_rows(v), ["", "value"], align_numbers=False))
     if json_out:
         write_files_atomically({Path(json_out): to_json(v)})
 

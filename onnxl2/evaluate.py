@@ -84,7 +84,7 @@ def _per_sample(a: np.ndarray) -> np.ndarray:
 
 def is_class_scores(output: np.ndarray) -> bool:
     """Float output whose last axis holds scores of at least two classes."""
-    return output.dtype.kind == "f" and output.ndim >= 2 and output.shape[-1] >= 2
+    return output.dtype.kind == "f" and output.ndim in (2, 3) and output.shape[-1] >= 2
 
 
 def compare_output(name: str, ref: np.ndarray, got: np.ndarray) -> OutputComparison:

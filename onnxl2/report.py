@@ -32,14 +32,14 @@ def human_bytes(n: int | float) -> str:
     return f"{n:.2f} GB"
 
 
-def format_table(rows: list[list[str]], header: list[str]) -> str:
-    """A plain fixed-width table; numbers right-aligned."""
+def format_table(rows: list[list[str]], header: list[str], align_numbers: bool = True) -> str:
+    """A plain fixed-width table; numbers right-aligned unless ``align_numbers`` is off."""
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
     def fmt(row: list[str]) -> str:
         cells = []
         for cell, width in zip(row, widths):
             text = str(cell)
-            numeric = text.replace(".", "").replace(",", "").replace("x", "").replace("%", "").lstrip("-").isdigit()
+            numeric = align_numbers and text.replace(".", "").replace(",", "").replace("x", "").replace("%", "").lstrip("-").isdigit()
             cells.append(text.rjust(width) if numeric else text.ljust(width))
         return "  ".join(cells).rstrip()
     line = "  ".join("-" * w for w in widths)
