@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from onnx import ModelProto
 
 from . import __version__
@@ -80,18 +79,24 @@ def inspect(model: ModelSource) -> InspectResult:
 # ----------------------------------------------------------------------------- compress
 
 @dataclass
-class CompressResult:
-    """What compress produced: the bitstream, the compressed model's files and the report."""
+class _ModelFiles:
+    """A model as the files it is stored in (the .onnx first, then external data)."""
 
-    bitstream: bytes
     files: list[tuple[str, bytes]]
-    report: dict
-    written: list[Path] = field(default_factory=list)
 
     @property
     def model(self) -> ModelProto:
-        """The compressed ONNX (for lossless: the original) as a ModelProto."""
+        """The model as a ModelProto, external data loaded."""
         return files_to_model(self.files)
+
+
+@dataclass
+class CompressResult(_ModelFiles):
+    """What compress produced: the bitstream, the model it decodes to, and the report."""
+
+    bitstream: bytes = b""
+    report: dict = field(default_factory=dict)
+    written: list[Path] = field(default_factory=list)
 
 
 def _check_bits(bits: int | None, lossless: bool) -> None:
@@ -172,7 +177,7 @@ def _compress_lossless(model: ModelSource, output_dir, stages: Stages, started: 
                        "file_ratio": original_bytes / len(blob), "coded_tensors": len(accounting)}
     stem = path.name[:-5] if path and path.name.endswith(".onnx") else (path.stem if path else "model")
     protect = [path.parent / f.name for f in stored] if path else []
-    return _finish(report, blob, [], output_dir, stem, stages, started, protect)
+    return _finish(report, blob, stored, output_dir, stem, stages, started, protect, write_model=False)
 
 
 def _encode_and_verify(stored: list[StoredFile], report: dict, path: Path | None,
@@ -192,15 +197,17 @@ def _encode_and_verify(stored: list[StoredFile], report: dict, path: Path | None
 
 
 def _finish(report: dict, blob: bytes, stored: list[StoredFile], output_dir, stem: str,
-            stages: Stages, started: float, protect: list[Path]) -> CompressResult:
+            stages: Stages, started: float, protect: list[Path], write_model: bool = True
+            ) -> CompressResult:
+    """Timings into the report; the bitstream, report and (unless lossless) model written."""
     report["timings_s"] = {**{k: round(v, 3) for k, v in stages.seconds.items()},
                            "total": round(time.perf_counter() - started, 3)}
-    result = CompressResult(blob, [(f.name, f.data) for f in stored], report)
+    result = CompressResult([(f.name, f.data) for f in stored], blob, report)
     if output_dir is not None:
         out_dir = Path(output_dir)
         if out_dir.exists() and not out_dir.is_dir():
             raise OnnxL2Error(f"output {out_dir} exists and is not a folder")
-        targets = {out_dir / name: data for name, data in result.files}
+        targets = {out_dir / name: data for name, data in result.files} if write_model else {}
         targets[out_dir / f"{stem}.l2b"] = blob
         targets[out_dir / "report.json"] = to_json(report)
         write_files_atomically(targets, tuple(protect))
@@ -236,14 +243,11 @@ def _sizes(original_bytes: int, blob: bytes, stored, weights, weight_rows, store
 # ----------------------------------------------------------------------------- decompress
 
 @dataclass
-class DecompressResult:
-    files: list[tuple[str, bytes]]
-    meta: dict
-    written: list[Path] = field(default_factory=list)
+class DecompressResult(_ModelFiles):
+    """The decoded files and the bitstream's metadata (mode, bits, source name)."""
 
-    @property
-    def model(self) -> ModelProto:
-        return files_to_model(self.files)
+    meta: dict = field(default_factory=dict)
+    written: list[Path] = field(default_factory=list)
 
 
 def _read_bitstream(bitstream: str | os.PathLike | bytes) -> bytes:

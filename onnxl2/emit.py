@@ -9,7 +9,6 @@ lowest one that the opsets need, which is what the installed runtime is most lik
 from __future__ import annotations
 
 import numpy as np
-import onnx
 from onnx import ModelProto, TensorProto, helper, numpy_helper, version_converter
 
 from .codec.container import pack_nibbles

@@ -137,17 +137,21 @@ def load_model(source: ModelSource, load_data: bool = True) -> LoadedModel:
 
 # --------------------------------------------------------------------------- graph walking
 
+def node_subgraphs(node: onnx.NodeProto, index: int) -> Iterator[tuple[str, GraphProto]]:
+    """The bodies of an If/Loop/Scan node, each with a readable label (``if.then_branch``)."""
+    for attr in node.attribute:
+        subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for k, sub in enumerate(subs):
+            label = f"{node.name or node.op_type + str(index)}.{attr.name}"
+            yield (f"{label}[{k}]" if len(subs) > 1 else label), sub
+
+
 def iter_graphs(graph: GraphProto, path: str = "main") -> Iterator[tuple[GraphProto, str]]:
     """Every graph of the model, the main one first, each with a readable path."""
     yield graph, path
     for index, node in enumerate(graph.node):
-        for attr in node.attribute:
-            subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-            for k, sub in enumerate(subs):
-                label = f"{node.name or node.op_type + str(index)}.{attr.name}"
-                if len(subs) > 1:
-                    label += f"[{k}]"
-                yield from iter_graphs(sub, f"{path}/{label}")
+        for label, sub in node_subgraphs(node, index):
+            yield from iter_graphs(sub, f"{path}/{label}")
 
 
 def iter_model_tensors(proto: ModelProto) -> Iterator[TensorProto]:
@@ -231,13 +235,8 @@ def discover_weights(proto: ModelProto) -> list[Weight]:
             for slot, inp in enumerate(node.input):
                 if inp in scope:
                     scope[inp].consumers.append(Consumer(node.op_type, name, slot, path))
-            for attr in node.attribute:
-                subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-                for k, sub in enumerate(subs):
-                    label = f"{node.name or node.op_type + str(index)}.{attr.name}"
-                    if len(subs) > 1:
-                        label += f"[{k}]"
-                    visit(sub, f"{path}/{label}", scope)
+            for label, sub in node_subgraphs(node, index):
+                visit(sub, f"{path}/{label}", scope)
 
     visit(proto.graph, "main", {})
     nodes = {(g_path, n.name or f"{n.op_type}_{i}"): n

@@ -36,6 +36,7 @@ def test_lossless_is_bit_exact(tmp_path, external):
     assert len(restored.files) == (2 if external else 1)
     assert result.report["sizes"]["file_ratio"] > 1.0
     assert not (tmp_path / "out" / "m.l2.onnx").exists()
+    assert result.files == restored.files
 
 
 def test_lossless_keeps_non_canonical_bytes(tmp_path):
