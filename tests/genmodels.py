@@ -98,3 +98,26 @@ def big_matmul_model(k: int, n: int, layers: int = 1, seed: int = 0) -> onnx.Mod
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", k])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", n])], inits)
     return _model(graph, 13)
+
+
+def loop_model(seed: int = 0) -> onnx.ModelProto:
+    """A Loop whose body multiplies the carried state by a weight held in the body."""
+    rng = np.random.default_rng(seed)
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"], name="keep_going"),
+         helper.make_node("MatMul", ["v_in", "body_w"], ["mm"], name="body_mm"),
+         helper.make_node("Tanh", ["mm"], ["v_out"], name="body_tanh")],
+        "body",
+        [helper.make_tensor_value_info("iter", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_in", TensorProto.FLOAT, ["N", 24])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, ["N", 24])],
+        [_init(rng, "body_w", 24, 24, scale=0.3)])
+    nodes = [helper.make_node("Loop", ["trips", "go", "x"], ["y"], body=body, name="loop")]
+    graph = helper.make_graph(
+        nodes, "with_loop", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 24])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 24])],
+        [numpy_helper.from_array(np.array(3, np.int64), "trips"),
+         numpy_helper.from_array(np.array(True), "go")])
+    return _model(graph, 13)

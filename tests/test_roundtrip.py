@@ -110,3 +110,11 @@ def test_manifest_records_sizes(tmp_path):
     assert sizes["weight_ratio"] > 6  # 4-bit symbols of Gaussian weights code below 4 bits
     for row in result.report["weights"]:
         assert row["bits_per_param"] < 4.2
+
+
+def test_lossy_loop_body_weight():
+    feeds = {"x": np.random.default_rng(4).standard_normal((6, 24)).astype(np.float32)}
+    result = compress(genmodels.loop_model(), feeds, bits=8, quiet=True, devices=("cpu",))
+    assert [(w["name"], w["graph"]) for w in result.report["weights"]] == [("body_w", "main/loop.body")]
+    assert decompress(result.bitstream).files[0][1] == result.files[0][1]
+    assert result.report["validation"]["devices"][0]["outputs"][0]["cosine_min"] > 0.999
