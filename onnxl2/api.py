@@ -21,7 +21,7 @@ from .evaluate import ValidationResult, validate_models
 from .fileio import write_files_atomically
 from .model import ModelSource, Weight, discover_weights, load_model, weight_array
 from .progress import Stages
-from .report import to_json
+from .report import to_html, to_json
 from .storage import files_to_model, model_files, original_files
 from .transforms.fold import fold_batchnorm
 from .transforms.quantize import quantize_per_channel
@@ -210,6 +210,7 @@ def _finish(report: dict, blob: bytes, stored: list[StoredFile], output_dir, ste
         targets = {out_dir / name: data for name, data in result.files} if write_model else {}
         targets[out_dir / f"{stem}.l2b"] = blob
         targets[out_dir / "report.json"] = to_json(report)
+        targets[out_dir / "report.html"] = to_html(report)
         write_files_atomically(targets, tuple(protect))
         result.written = list(targets)
     return result

@@ -81,3 +81,81 @@ def validation_rows(validation: dict) -> list[list[str]]:
         rows.append([f"latency per batch ({tag})",
                      f"{device['latency_ms_original']:.2f} ms -> {device['latency_ms_compressed']:.2f} ms"])
     return rows
+
+
+# ----------------------------------------------------------------------------- HTML
+
+_STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border-bottom:1px solid #ddd;padding:3px 10px;text-align:left}
+td.n{text-align:right;font-variant-numeric:tabular-nums}h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em}
+.bar{fill:#4c78a8}.bar2{fill:#f58518}text{font-size:11px}"""
+
+
+def _esc(text: Any) -> str:
+    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;"))
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(value: Any) -> str:
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        text = f"{value:,.4g}" if isinstance(value, float) else (f"{value:,}" if numeric else value)
+        return f'<td class="n">{_esc(text)}</td>' if numeric else f"<td>{_esc(text)}</td>"
+    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _bar_chart(labels: list[str], values: list[float], unit: str, css: str = "bar") -> str:
+    """Horizontal bars, one per layer, as inline SVG (no external assets)."""
+    if not values:
+        return ""
+    top = max(values) or 1.0
+    row, label_w, bar_w = 16, 260, 600
+    parts = [f'<svg width="{label_w + bar_w + 80}" height="{row * len(values) + 10}" '
+             f'xmlns="http://www.w3.org/2000/svg">']
+    for i, (label, value) in enumerate(zip(labels, values)):
+        y = i * row + 4
+        width = max(1.0, bar_w * value / top)
+        parts.append(f'<text x="{label_w - 6}" y="{y + 11}" text-anchor="end">{_esc(label[-40:])}</text>'
+                     f'<rect class="{css}" x="{label_w}" y="{y}" width="{width:.1f}" height="{row - 4}"/>'
+                     f'<text x="{label_w + width + 4}" y="{y + 11}">{value:.3g} {unit}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def to_html(report: dict) -> bytes:
+    """A page a person can read: headline, per-layer charts, validation, what was left alone."""
+    sizes = report["sizes"]
+    title = f"onnxl2 report: {report['model']}"
+    sections = [f"<h1>{_esc(title)}</h1>",
+                f"<p>mode <b>{_esc(report['mode'])}</b>"
+                + (f", {report['bits']} bits" if report.get("bits") else "")
+                + f"; {_esc(report.get('roundtrip', ''))}</p>",
+                _table(["", "value"], summary_rows(report))]
+    weights = report.get("weights") or []
+    if weights:
+        labels = [w["name"] for w in weights]
+        sections += ["<h2>Coded bits per parameter, per layer (symbols and scales)</h2>",
+                     _bar_chart(labels, [w["bits_per_param"] for w in weights], "bit"),
+                     "<h2>Coded bytes per layer</h2>",
+                     _bar_chart(labels, [w["coded_bytes"] for w in weights], "B", "bar2"),
+                     "<h2>Weights</h2>",
+                     _table(["weight", "graph", "role", "shape", "params", "bits", "container",
+                             "coded bytes", "bits/param"],
+                            [[w["name"], w["graph"], w["role"], "x".join(map(str, w["shape"])),
+                              w["params"], w["bits"], w["container"], w["coded_bytes"],
+                              round(w["bits_per_param"], 3)] for w in weights])]
+    left = report.get("not_compressed") or []
+    if left:
+        sections += [f"<h2>Kept in float ({len(left)} tensors, "
+                     f"{human_bytes(sum(w['bytes'] for w in left))}, coded losslessly)</h2>",
+                     _table(["tensor", "bytes", "why"],
+                            [[w["name"], w["bytes"], w["reason"]] for w in
+                             sorted(left, key=lambda w: -w["bytes"])[:50]])]
+    sections += ["<h2>Sizes</h2>", _table(["", "value"], [[k, v] for k, v in sizes.items()]),
+                 "<h2>Time per stage (s)</h2>",
+                 _table(["stage", "seconds"], [[k, v] for k, v in report.get("timings_s", {}).items()])]
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title)}</title>"
+            f"<style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>\n")
+    return page.encode()

@@ -134,3 +134,10 @@ def test_bits_out_of_range_and_mode_conflicts(workdir):
     _assert_one_line_error(_invoke("compress", workdir / "m.onnx", "-o", workdir / "o"), "--bits")
     _assert_one_line_error(_invoke("compress", workdir / "m.onnx", "--bits", 4, "--lossless",
                                    "-o", workdir / "o"), "not both")
+
+
+def test_html_report_is_written(workdir):
+    result = _invoke("compress", workdir / "m.onnx", "--bits", 4, "-o", workdir / "out")
+    assert result.exit_code == 0
+    page = (workdir / "out" / "report.html").read_text()
+    assert page.startswith("<!doctype html>") and "<svg" in page and "fc_w" in page
