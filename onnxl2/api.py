@@ -4,6 +4,7 @@ The CLI is a thin layer over these functions; every option has the same name her
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ from .progress import Stages
 from .report import to_html, to_json
 from .storage import files_to_model, model_files, original_files
 from .transforms.fold import fold_batchnorm
-from .transforms.quantize import quantize_per_channel
+from .candidates import DEFAULT_BITS_CHOICES, Candidate, make_candidates
+from .mixed import MixedOptions, allowed_bits, chosen_rows, parse_size, plan_mixed
 
 BITS_RANGE = range(2, 9)
 
@@ -99,69 +101,173 @@ class CompressResult(_ModelFiles):
     written: list[Path] = field(default_factory=list)
 
 
-def _check_bits(bits: int | None, lossless: bool) -> None:
-    if lossless and bits is not None:
-        raise OnnxL2Error("give either --bits or --lossless, not both")
-    if not lossless and bits is None:
-        raise OnnxL2Error("give --bits N (2..8) for uniform quantization, or --lossless")
+def _check_mode(bits: int | None, lossless: bool, target_ratio, target_size, plan) -> None:
+    if lossless and (bits is not None or target_ratio or target_size or plan):
+        raise OnnxL2Error("--lossless takes no --bits, --target-ratio, --target-size or --plan")
+    if bits is not None and (target_ratio or target_size):
+        raise OnnxL2Error("give either --bits or a target (--target-ratio / --target-size), not both")
+    if target_ratio and target_size:
+        raise OnnxL2Error("give either --target-ratio or --target-size, not both")
     if bits is not None and bits not in BITS_RANGE:
         raise OnnxL2Error(f"--bits must be between 2 and 8, got {bits}")
+    if target_ratio is not None and target_ratio <= 1:
+        raise OnnxL2Error(f"--target-ratio must be above 1, got {target_ratio}")
 
 
 def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | None = None,
              lossless: bool = False, labels: Any = None, output_dir: str | os.PathLike | None = None,
-             label_output: str | None = None, devices: tuple[str, ...] = ("cpu", "cuda"),
-             fold: bool = True, quiet: bool = False) -> CompressResult:
+             output: str | None = None, loss: str = "auto",
+             max_loss_increase: float | str = 0.0, target_ratio: float | None = None,
+             target_size: int | str | None = None, bits_choices: tuple[int, ...] = DEFAULT_BITS_CHOICES,
+             keep: tuple[str, ...] = (), pins: dict[str, int] | None = None,
+             plan: str | os.PathLike | dict | None = None, taylor: bool = True,
+             eval_data: DataSource | None = None, eval_labels: Any = None,
+             devices: tuple[str, ...] = ("cpu", "cuda"), fold: bool = True,
+             quiet: bool = False) -> CompressResult:
     """Compress a model to a sidecar bitstream (and, unless lossless, a runnable ONNX).
 
-    ``data`` (npz path, folder, dict, or CalibrationDataReader) is used to validate the result;
-    with ``labels`` the report also has task accuracy before and after. ``fold`` fuses
-    BatchNormalization into the Conv before it (as ONNX Runtime does at load time) before the
-    lossy step, so that the norms' vectors are not stored beside every quantized kernel.
+    Modes: ``lossless``; ``bits=N`` (uniform per-channel quantization); a ``plan`` to replay;
+    otherwise the automatic mode, which needs calibration ``data``: one candidate per weight
+    chosen by an exact grouped knapsack inside the lossless neighbourhood (the calibration loss
+    may rise by at most ``max_loss_increase``, absolute or "N%"), or under ``target_ratio`` /
+    ``target_size`` (the least loss change that fits). ``keep`` patterns pin weights to float32,
+    ``pins`` ({pattern: bits}) pin a bit-width; both also apply with ``bits``.
+
+    The result is validated on ``eval_data`` (with ``eval_labels``) when given, else on ``data``.
+    ``fold`` fuses BatchNormalization into the Conv before it (as ONNX Runtime does at load
+    time), so that the norms' vectors are not stored beside every quantized kernel.
     """
-    _check_bits(bits, lossless)
+    _check_mode(bits, lossless, target_ratio, target_size, plan)
     stages = Stages(None if not quiet else False)
     started = time.perf_counter()
     if lossless:
         return _compress_lossless(model, output_dir, stages, started)
+    pins = dict(pins or {})
+    mode = "uniform" if bits is not None else "plan" if plan is not None else "auto"
+    options = MixedOptions(tuple(bits_choices), tuple(keep), pins, loss, output, max_loss_increase,
+                           None, taylor)
     with stages.stage("load"):
         loaded = load_model(model)
         proto, folded = fold_batchnorm(loaded.proto) if fold else (loaded.proto, 0)
         weights = discover_weights(proto)
         if labels is not None and data is None:
             raise OnnxL2Error("labels need data (--data) to go with them")
+        if mode == "auto" and data is None:
+            raise OnnxL2Error("the automatic mode needs calibration data (--data); "
+                              "or give --bits N for uniform quantization")
         arrays = load_data(data, loaded.proto) if data is not None else None
         label_array = load_labels(labels, len(next(iter(arrays.values())))) if labels is not None else None
-    with stages.stage("quantize"):
-        quantized = {w.key: quantize_per_channel(weight_array(proto, w), bits, w.channel_axis, key=w.key)
-                     for w in weights if w.compressible}
+        judge = (load_data(eval_data, loaded.proto), None) if eval_data is not None else (arrays, label_array)
+        if eval_labels is not None:
+            judge = (judge[0], load_labels(eval_labels, len(next(iter(judge[0].values())))))
+    if target_ratio is not None:
+        options.target_bytes = int(loaded.file_bytes / target_ratio)
+    elif target_size is not None:
+        options.target_bytes = parse_size(target_size) if isinstance(target_size, str) else int(target_size)
+    report: dict[str, Any] = {"onnxl2": __version__, "model": str(loaded.path or "<ModelProto>"),
+                              "mode": mode, "bits": bits, "folded_batchnorm": folded}
+    stem = loaded.stem
+    if mode == "auto":
+        def bitstream_bytes(chosen: dict[str, Candidate]) -> int:
+            files, _ = _emit(proto, weights, chosen, False, stem)
+            return len(encode_container(files, {})[0])
+
+        mixed = plan_mixed(proto, weights, arrays, label_array, options, bitstream_bytes, stages)
+        chosen, report["allocation"] = mixed.chosen, mixed.report
+    else:
+        with stages.stage("quantize"):
+            chosen = _fixed_choices(proto, weights, bits, options, _read_plan(plan) if plan else None)
     with stages.stage("emit"):
         owned = loaded.path is not None or proto is not loaded.proto
-        emitted, stored_as = emit_quantized(proto, weights, quantized, consume=owned)
-        stored = model_files(emitted, f"{loaded.stem}.l2.onnx")
-        del emitted
-    weight_rows = [{"name": w.name, "graph": w.graph, "role": w.role, "shape": list(w.shape),
-                    "params": w.numel, "bits": quantized[w.key].bits,
-                    "container": "int4" if quantized[w.key].bits <= 4 else "int8"}
-                   for w in weights if w.key in quantized]
-    report: dict[str, Any] = {"onnxl2": __version__, "model": str(loaded.path or "<ModelProto>"),
-                              "mode": "uniform", "bits": bits, "folded_batchnorm": folded}
+        stored, stored_as = _emit(proto, weights, chosen, owned, stem)
+    report["plan"] = {"format": 1, "model": report["model"],
+                      "choices": {key: cand.label for key, cand in chosen.items()}}
+    weight_rows = _weight_rows(weights, chosen, report.get("allocation"))
     blob, accounting = _encode_and_verify(stored, report, loaded.path, stages)
     report["sizes"] = _sizes(loaded.file_bytes, blob, stored, weights, weight_rows, stored_as, accounting)
     report["weights"] = weight_rows
     report["not_compressed"] = [{"name": w.name, "graph": w.graph, "bytes": w.nbytes, "reason": w.reason}
                                 for w in weights if not w.compressible]
-    if arrays is not None:
+    judge_data, judge_labels = judge
+    if judge_data is not None:
         with stages.stage("validate"):
             compressed_src = stored[0].data if len(stored) == 1 else files_to_model(
                 [(f.name, f.data) for f in stored])
             result = validate_models(str(loaded.path) if loaded.path else loaded.proto, compressed_src,
-                                     arrays, label_array, label_output, devices, spec_model=loaded.proto)
+                                     judge_data, judge_labels, output, devices, spec_model=loaded.proto)
             result.original_bytes = loaded.file_bytes
             result.compressed_bytes = sum(len(f.data) for f in stored)
-            report["validation"] = result.to_dict()
-    return _finish(report, blob, stored, output_dir, loaded.stem, stages, started,
-                   [loaded.path] + loaded.external_files if loaded.path else [])
+            report["validation"] = {"split": "evaluation" if eval_data is not None else "calibration",
+                                    **result.to_dict()}
+    extra = {"plan.json": to_json(report["plan"])}
+    return _finish(report, blob, stored, output_dir, stem, stages, started,
+                   [loaded.path] + loaded.external_files if loaded.path else [], extra=extra)
+
+
+def _read_plan(plan: str | os.PathLike | dict) -> dict[str, str]:
+    """A plan's choices: {weight key: "int4" | "float16" | "float32" | ...}."""
+    if isinstance(plan, dict):
+        doc = plan
+    else:
+        path = Path(plan)
+        if not path.is_file():
+            raise OnnxL2Error(f"no such plan file: {path}")
+        try:
+            doc = json.loads(path.read_text())
+        except ValueError as exc:
+            raise OnnxL2Error(f"plan {path} is not JSON ({exc})") from None
+    choices = doc.get("choices") if isinstance(doc, dict) else None
+    if not isinstance(choices, dict):
+        raise OnnxL2Error("a plan needs a 'choices' object: {weight: 'int4' | 'float16' | 'float32'}")
+    return choices
+
+
+_LABEL_BITS = {"float32": 32, "float16": 16, **{f"int{b}": b for b in range(2, 9)}}
+
+
+def _fixed_choices(proto: ModelProto, weights: list[Weight], bits: int | None, options: MixedOptions,
+                   plan: dict[str, str] | None) -> dict[str, Candidate]:
+    """Uniform bits (with pins), or a replayed plan: one candidate per compressible weight."""
+    chosen = {}
+    studied = {w.key: w for w in weights if w.compressible}
+    if plan is not None:
+        unknown = sorted(set(plan) - set(studied))
+        if unknown:
+            raise OnnxL2Error(f"the plan names weights this model does not have or cannot compress: "
+                              f"{', '.join(unknown[:5])}")
+    for key, w in studied.items():
+        if plan is not None:
+            label = plan.get(key, "float32")
+            if label not in _LABEL_BITS:
+                raise OnnxL2Error(f"plan: unknown choice {label!r} for {key} (use {', '.join(_LABEL_BITS)})")
+            choice = (_LABEL_BITS[label],)
+        else:
+            choice = allowed_bits(w, MixedOptions((bits,), options.keep, options.pins))
+        (chosen[key],) = make_candidates(key, weight_array(proto, w), w.channel_axis, choice,
+                                         always_float32=False)
+    return chosen
+
+
+def _emit(proto: ModelProto, weights: list[Weight], chosen: dict[str, Candidate], consume: bool,
+          stem: str) -> tuple[list[StoredFile], dict[str, tuple[str, ...]]]:
+    quantized = {k: c.quantized for k, c in chosen.items() if c.quantized is not None}
+    halves = frozenset(k for k, c in chosen.items() if c.bits == 16)
+    emitted, stored_as = emit_quantized(proto, weights, quantized, consume=consume, halves=halves)
+    return model_files(emitted, f"{stem}.l2.onnx"), stored_as
+
+
+def _weight_rows(weights: list[Weight], chosen: dict[str, Candidate], allocation: dict | None) -> list[dict]:
+    sens = chosen_rows(chosen, allocation["candidates"]) if allocation else {}
+    rows = []
+    for w in weights:
+        if w.key not in chosen:
+            continue
+        cand = chosen[w.key]
+        container = {32: "float32", 16: "float16"}.get(cand.bits, "int4" if cand.bits <= 4 else "int8")
+        rows.append({"name": w.name, "graph": w.graph, "role": w.role, "shape": list(w.shape),
+                     "params": w.numel, "bits": cand.bits, "choice": cand.label, "container": container,
+                     "candidate_bytes": cand.coded_bytes, **sens.get(w.key, {})})
+    return rows
 
 
 def _compress_lossless(model: ModelSource, output_dir, stages: Stages, started: float) -> CompressResult:
@@ -197,8 +303,8 @@ def _encode_and_verify(stored: list[StoredFile], report: dict, path: Path | None
 
 
 def _finish(report: dict, blob: bytes, stored: list[StoredFile], output_dir, stem: str,
-            stages: Stages, started: float, protect: list[Path], write_model: bool = True
-            ) -> CompressResult:
+            stages: Stages, started: float, protect: list[Path], write_model: bool = True,
+            extra: dict[str, bytes] | None = None) -> CompressResult:
     """Timings into the report; the bitstream, report and (unless lossless) model written."""
     report["timings_s"] = {**{k: round(v, 3) for k, v in stages.seconds.items()},
                            "total": round(time.perf_counter() - started, 3)}
@@ -211,6 +317,8 @@ def _finish(report: dict, blob: bytes, stored: list[StoredFile], output_dir, ste
         targets[out_dir / f"{stem}.l2b"] = blob
         targets[out_dir / "report.json"] = to_json(report)
         targets[out_dir / "report.html"] = to_html(report)
+        for name, data in (extra or {}).items():
+            targets[out_dir / name] = data
         write_files_atomically(targets, tuple(protect))
         result.written = list(targets)
     return result
@@ -227,11 +335,10 @@ def _sizes(original_bytes: int, blob: bytes, stored, weights, weight_rows, store
     sizes = {"original_file_bytes": original_bytes, "bitstream_bytes": len(blob),
              "file_ratio": original_bytes / len(blob)}
     sizes["compressed_onnx_bytes"] = sum(len(f.data) for f in stored)
-    by_key = {w.key: w for w in weights}
     float32_bytes = coded_bytes = 0
-    for row, (key, names) in zip(weight_rows, stored_as.items()):
-        w = by_key[key]
-        row["coded_bytes"] = sum(coded.get(n, raw_by_name.get(n, 0)) for n in names)
+    for row, w in zip(weight_rows, [w for w in weights if w.compressible]):
+        names = stored_as.get(w.key, (w.name,))
+        row["coded_bytes"] = sum(coded.get(n, raw_by_name.get(n, 0)) for n in names) or row["candidate_bytes"]
         row["bits_per_param"] = 8 * row["coded_bytes"] / max(1, w.numel)
         float32_bytes += 4 * w.numel
         coded_bytes += row["coded_bytes"]
@@ -295,14 +402,14 @@ def _as_session_source(model: ModelSource | bytes) -> tuple[Any, ModelProto]:
 
 
 def validate(original: ModelSource, compressed: ModelSource | bytes, data: DataSource,
-             labels: Any = None, label_output: str | None = None,
+             labels: Any = None, output: str | None = None,
              devices: tuple[str, ...] = ("cpu", "cuda")) -> ValidationResult:
     """Compare a compressed model with its original on the same data, on CPU (and CUDA)."""
     orig_src, orig_proto = _as_session_source(original)
     comp_src, _ = _as_session_source(compressed)
     arrays = load_data(data, orig_proto)
     label_array = load_labels(labels, len(next(iter(arrays.values())))) if labels is not None else None
-    result = validate_models(orig_src, comp_src, arrays, label_array, label_output, devices,
+    result = validate_models(orig_src, comp_src, arrays, label_array, output, devices,
                              spec_model=orig_proto)
     for src, attr in ((original, "original_bytes"), (compressed, "compressed_bytes")):
         if isinstance(src, (str, os.PathLike)):

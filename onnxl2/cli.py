@@ -14,7 +14,8 @@ import click
 from . import api
 from .errors import OnnxL2Error
 from .fileio import write_files_atomically
-from .report import format_table, human_bytes, summary_rows, to_json, validation_rows
+from .candidates import DEFAULT_BITS_CHOICES
+from .report import allocation_rows, format_table, human_bytes, summary_rows, to_json, validation_rows
 
 
 def _user_errors(func):
@@ -74,24 +75,78 @@ def inspect(model: str, as_json: bool, show_all: bool) -> None:
         click.echo(f"{hidden} tensors under 128 elements not shown (--all lists them)")
 
 
+def _parse_bits(values: tuple[str, ...]) -> tuple[int | None, dict[str, int]]:
+    """--bits N (uniform) and --bits PATTERN=N (pins), both repeatable in any mix."""
+    uniform, pins = None, {}
+    for value in values:
+        pattern, sep, number = value.rpartition("=")
+        try:
+            bits = int(number)
+        except ValueError:
+            raise OnnxL2Error(f"--bits takes N or PATTERN=N, got {value!r}") from None
+        if sep:
+            pins[pattern] = bits
+        else:
+            uniform = bits
+    return uniform, pins
+
+
+def _parse_choices(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return DEFAULT_BITS_CHOICES
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise OnnxL2Error(f"--bits-choices takes a comma-separated list such as 2,4,8,16; got {text!r}") from None
+
+
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--data", type=click.Path(), help="Calibration data: .npz keyed by input name, or a folder of .npy.")
-@click.option("--labels", type=click.Path(dir_okay=False), help="Integer labels (.npy) for --data: adds task accuracy.")
-@click.option("--bits", type=int, help="Uniform per-channel quantization at this bit-width (2..8).")
+@click.option("--labels", type=click.Path(dir_okay=False), help="Integer labels (.npy) for --data: the task loss.")
+@click.option("--eval-data", type=click.Path(), help="Held-out data that only judge the result (default: --data).")
+@click.option("--eval-labels", type=click.Path(dir_okay=False), help="Integer labels for --eval-data.")
+@click.option("--bits", "bits", multiple=True, metavar="N|PATTERN=N",
+              help="N: uniform quantization at N bits (2..8). PATTERN=N: pin matching weights (repeatable).")
 @click.option("--lossless", is_flag=True, help="No lossy step: decoding gives back the original file bit for bit.")
-@click.option("-o", "--output", "output_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--label-output", help="Model output the labels refer to (default: the first).")
+@click.option("--max-loss-increase", default="0", show_default=True,
+              help="Automatic mode: how far the calibration loss may rise (absolute, or N%).")
+@click.option("--target-ratio", type=float, help="Automatic mode under a size budget: original file bytes / bitstream bytes.")
+@click.option("--target-size", help="Automatic mode under a size budget: bitstream bytes (e.g. 3MB, 512KiB).")
+@click.option("--bits-choices", help="Candidate bit-widths, e.g. 2,3,4,5,6,8,16 (16 = float16; float32 always allowed).")
+@click.option("--keep", multiple=True, metavar="PATTERN", help="Keep matching weights in float32 (repeatable).")
+@click.option("--loss", type=click.Choice(["auto", "ce", "distance"]), default="auto", show_default=True,
+              help="Loss the automatic mode measures.")
+@click.option("--output", "output_name", help="Model output the loss (and labels) refer to (default: the first).")
+@click.option("--plan", type=click.Path(dir_okay=False), help="Replay a plan.json (choices per weight) instead of searching.")
+@click.option("--no-taylor", is_flag=True, help="Skip the first/second-order terms (a third of the passes).")
+@click.option("-o", "--out-dir", "output_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--cpu-only", is_flag=True, help="Validate on the CPU only, even when CUDA is present.")
 @click.option("--no-fold", is_flag=True, help="Keep BatchNormalization nodes instead of fusing them into Conv.")
 @click.option("--quiet", is_flag=True, help="No progress on the terminal.")
 @_user_errors
-def compress(model, data, labels, bits, lossless, output_dir, label_output, cpu_only, no_fold, quiet) -> None:
-    """Compress MODEL into OUTPUT: NAME.l2b (bitstream), NAME.l2.onnx (runnable), report.json."""
-    result = api.compress(model, data, bits=bits, lossless=lossless, labels=labels,
-                          output_dir=output_dir, label_output=label_output,
+def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_loss_increase, target_ratio,
+             target_size, bits_choices, keep, loss, output_name, plan, no_taylor, output_dir, cpu_only,
+             no_fold, quiet) -> None:
+    """Compress MODEL into a folder: NAME.l2b (bitstream), NAME.l2.onnx (runnable), plan.json, report.json/.html.
+
+    Without --bits, --lossless or --plan it runs the automatic mode on --data: the smallest plan
+    whose calibration loss does not rise (or rises at most --max-loss-increase), or the least
+    loss change under --target-ratio / --target-size.
+    """
+    uniform, pins = _parse_bits(bits)
+    result = api.compress(model, data, bits=uniform, lossless=lossless, labels=labels,
+                          output_dir=output_dir, output=output_name, loss=loss,
+                          max_loss_increase=max_loss_increase, target_ratio=target_ratio,
+                          target_size=target_size, bits_choices=_parse_choices(bits_choices),
+                          keep=keep, pins=pins, plan=plan, taylor=not no_taylor,
+                          eval_data=eval_data, eval_labels=eval_labels,
                           devices=("cpu",) if cpu_only else ("cpu", "cuda"), fold=not no_fold,
                           quiet=quiet)
+    if "allocation" in result.report:
+        click.echo(format_table(allocation_rows(result.report), ["weight", "choice", "coded bytes",
+                                                                 "predicted dL", "measured dL", ""]))
+        click.echo("")
     click.echo(format_table(summary_rows(result.report), ["", "value"], align_numbers=False))
     click.echo("wrote " + ", ".join(str(p) for p in result.written))
 
@@ -111,13 +166,13 @@ def decompress(bitstream: str, output: str) -> None:
 @click.argument("compressed", type=click.Path(dir_okay=False))
 @click.option("--data", required=True, type=click.Path(), help="Evaluation data (.npz or folder of .npy).")
 @click.option("--labels", type=click.Path(dir_okay=False), help="Integer labels (.npy): adds task accuracy.")
-@click.option("--label-output", help="Model output the labels refer to (default: the first).")
+@click.option("--output", "output_name", help="Model output the labels refer to (default: the first).")
 @click.option("--cpu-only", is_flag=True, help="Skip CUDA even when it is present.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the result as JSON here.")
 @_user_errors
-def validate(original, compressed, data, labels, label_output, cpu_only, json_out) -> None:
+def validate(original, compressed, data, labels, output_name, cpu_only, json_out) -> None:
     """Run ORIGINAL and COMPRESSED (.onnx or .l2b) on the same data and compare them."""
-    result = api.validate(original, compressed, data, labels=labels, label_output=label_output,
+    result = api.validate(original, compressed, data, labels=labels, output=output_name,
                           devices=("cpu",) if cpu_only else ("cpu", "cuda"))
     v = result.to_dict()
     rows = [["samples", str(v["samples"])]]

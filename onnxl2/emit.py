@@ -29,6 +29,8 @@ def default_opset(proto: ModelProto) -> int:
 
 def target_opset(proto: ModelProto, quantized: dict[str, QuantizedWeight]) -> int:
     """The lowest default-domain opset that can express the plan (never lower than the model's)."""
+    if not quantized:
+        return default_opset(proto)
     needed = OPSET_INT4 if any(q.bits <= 4 for q in quantized.values()) else OPSET_PER_CHANNEL
     return max(default_opset(proto), needed)
 
@@ -107,33 +109,45 @@ def _all_names(proto: ModelProto) -> set[str]:
 
 
 def emit_quantized(proto: ModelProto, weights: list[Weight], quantized: dict[str, QuantizedWeight],
-                   consume: bool = False) -> tuple[ModelProto, dict[str, tuple[str, str]]]:
-    """A new ModelProto where each weight in ``quantized`` is stored as integers + DQ node.
+                   consume: bool = False, halves: frozenset[str] = frozenset()
+                   ) -> tuple[ModelProto, dict[str, tuple[str, ...]]]:
+    """A new ModelProto where each weight in ``quantized`` is stored as integers + DQ node,
+    and each weight in ``halves`` as float16 + Cast.
 
-    Also returns, per weight key, the names of its integer and scale initializers. With
-    ``consume`` the float data of the quantized weights is dropped from ``proto`` (for callers
+    Also returns, per weight key, the names of the initializers that now hold it. With
+    ``consume`` the float data of the replaced weights is dropped from ``proto`` (for callers
     that own it and are done with it), which saves a copy of the model.
     """
-    replaced = [find_tensor(proto, w) for w in weights if w.key in quantized]
+    halves_values = {w.key: numpy_helper.to_array(find_tensor(proto, w)).astype(np.float16)
+                     for w in weights if w.key in halves}
+    replaced = [find_tensor(proto, w) for w in weights if w.key in quantized or w.key in halves]
     out = convert_opset(_copy_without_data(proto, replaced, consume), target_opset(proto, quantized))
     for opset in out.opset_import:
         if opset.domain in ("", "ai.onnx"):
             opset.version = max(opset.version, target_opset(proto, quantized))
     taken = _all_names(out)
-    stored_as: dict[str, tuple[str, str]] = {}
+    stored_as: dict[str, tuple[str, ...]] = {}
     by_graph: dict[str, list[Weight]] = {}
     for w in weights:
-        if w.key in quantized:
+        if w.key in quantized or w.key in halves:
             by_graph.setdefault(w.graph, []).append(w)
     for graph, path in iter_graphs(out.graph):
         for w in by_graph.get(path, []):
-            q = quantized[w.key]
-            q_name = _unique(f"{w.name}_quantized", taken)
-            s_name = _unique(f"{w.name}_scale", taken)
-            stored_as[w.key] = (q_name, s_name)
-            dq = helper.make_node("DequantizeLinear", [q_name, s_name], [w.name],
-                                  name=_unique(f"{w.name}_DequantizeLinear", taken), axis=q.axis)
-            new_inits = [_int_tensor(q_name, q.symbols, q.bits), numpy_helper.from_array(q.scales, s_name)]
+            if w.key in quantized:
+                q = quantized[w.key]
+                q_name = _unique(f"{w.name}_quantized", taken)
+                s_name = _unique(f"{w.name}_scale", taken)
+                stored_as[w.key] = (q_name, s_name)
+                dq = helper.make_node("DequantizeLinear", [q_name, s_name], [w.name],
+                                      name=_unique(f"{w.name}_DequantizeLinear", taken), axis=q.axis)
+                new_inits = [_int_tensor(q_name, q.symbols, q.bits),
+                             numpy_helper.from_array(q.scales, s_name)]
+            else:
+                h_name = _unique(f"{w.name}_float16", taken)
+                stored_as[w.key] = (h_name,)
+                dq = helper.make_node("Cast", [h_name], [w.name], name=_unique(f"{w.name}_Cast", taken),
+                                      to=w.elem_type)
+                new_inits = [numpy_helper.from_array(halves_values[w.key], h_name)]
             if w.source == "initializer":
                 index = next(i for i, t in enumerate(graph.initializer) if t.name == w.name)
                 del graph.initializer[index]

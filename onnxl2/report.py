@@ -56,9 +56,32 @@ def summary_rows(report: dict) -> list[list[str]]:
         rows.append(["weight ratio", f"{sizes['weight_ratio']:.2f}x"])
     if sizes.get("compressed_onnx_bytes"):
         rows.append(["compressed ONNX", human_bytes(sizes["compressed_onnx_bytes"])])
+    if report.get("allocation"):
+        a = report["allocation"]
+        rows.append(["loss", a["loss"]])
+        rows.append(["calibration loss change", f"{a['measured_loss_change']:+.3e} +- {a['measured_loss_change_se']:.1e}"
+                     f" ({a['form']}; {len(a['rounds'])} round(s), {a['forward_passes']} passes)"])
     if report.get("validation"):
+        rows.append(["judged on", f"{report['validation'].get('split', 'given')} data"])
         rows += validation_rows(report["validation"])
     rows.append(["round trip", report.get("roundtrip", "-")])
+    return rows
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2e}"
+
+
+def allocation_rows(report: dict) -> list[list[str]]:
+    """Per weight: the choice, its bytes, predicted and measured loss change (automatic mode)."""
+    rows = []
+    for w in report["weights"]:
+        rows.append([w["name"], w["choice"], f"{w['coded_bytes']:,}", _signed(w.get("predicted_loss_change")),
+                     _signed(w.get("measured_loss_change")), "within noise" if w.get("within_noise") else ""])
+    a = report["allocation"]
+    rows.append(["total", "", f"{sum(w['coded_bytes'] for w in report['weights']):,}",
+                 _signed(a["predicted_loss_change"]), _signed(a["measured_loss_change"]),
+                 f"+-{a['measured_loss_change_se']:.1e} (all layers at once)"])
     return rows
 
 

@@ -116,6 +116,17 @@ def _decode_payload(codec: str, coded: bytes, elem_type: int, count: int, length
     return out
 
 
+def stored_size(raw_bytes: int, coded_bytes: int) -> int:
+    """Bytes a payload adds to the bitstream, as :func:`encode_container` decides it.
+
+    Short payloads, and payloads that coding would not shrink, stay in the skeleton; each coded
+    one costs its section-table entry too.
+    """
+    if raw_bytes < MIN_CODED_PAYLOAD or coded_bytes >= raw_bytes:
+        return raw_bytes
+    return coded_bytes + _SECTION.size
+
+
 # ----------------------------------------------------------------------------- writer
 
 def encode_container(files: list[StoredFile], meta: dict) -> tuple[bytes, list[CodedTensor]]:

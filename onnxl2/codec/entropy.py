@@ -1,46 +1,105 @@
 """Order-0 rANS coding of integer symbols under an integer frequency table kept in the stream.
 
-The table is the symbols' histogram scaled to a power-of-two total (at least 1 per symbol that
-occurs), so the decoder builds exactly the model the encoder used from integers alone; the
-arithmetic is constriction's ``AnsCoder``. Only symbols that occur get a slot, so a sparse
-alphabet (say 9 distinct int8 values) costs nothing for the 247 that never appear. The table's
-precision is chosen per stream to minimise table bytes plus payload bytes.
+Why an integer table: the decoder must rebuild exactly the model the encoder used, on any
+platform, from the stream alone. The table is the symbols' histogram scaled to a power-of-two
+total 2**P (largest-remainder rounding, at least 1 per symbol that occurs); both sides hand those
+same integers to constriction's ``Categorical(perfect=False)``, whose quantization of them is a
+deterministic function of the input, and the arithmetic is constriction's ``AnsCoder``. P is
+chosen per stream to minimise table bytes plus payload bits.
 
-Stream: varint count | [varint distinct | zigzag first value + varint gaps | u8 precision |
-varint (freq - 1) per value | uint32 rANS words].
+The table has two layouts and the smaller is written: *sparse* lists only the values that occur
+(first value + gaps), so 9 distinct int8 values cost nothing for the 247 that never appear;
+*dense* gives every slot of [min, max] a frequency (0 = absent) and saves the gap bytes when the
+values are contiguous (float byte planes, 8-bit weights).
+
+Stream::
+
+    varint count                                   (0: nothing follows)
+    varint distinct d >= 1 (sparse):  zigzag first | varint gaps (d - 1)
+        d == 1: nothing follows (a constant array has no payload)
+        else:   u8 P | varint (freq - 1) per value | uint32-le rANS words
+    varint 0 (dense):  varint span S | zigzag min | u8 P | varint freq per slot | rANS words
+
+Symbols are coded and decoded in chunks so no single constriction call allocates more than a
+few MiB (a corrupted count must raise, not abort the interpreter on a failed Rust allocation).
 """
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass
+
 import constriction
+import numpy as np
 
 from .varint import decode_varints, encode_varints, unzigzag, zigzag
 
 _PRECISIONS = (8, 10, 12, 14, 16, 18, 20)
 #: More distinct values than this is not a job for an order-0 table (float bytes are <= 256).
 MAX_ALPHABET = 1 << 16
+#: Most symbols one stream holds: larger counts in a header mean corruption, not a tensor.
+MAX_COUNT = 1 << 32
+#: Value ranges up to this use bincount (fast) for the histogram, wider ones np.unique.
+_BINCOUNT_SPAN = 1 << 20
+#: Symbols per constriction call: bounds the temporary index arrays and Rust allocations.
+_CHUNK = 1 << 22
+_DENSE = 0
 
 
 class CodecError(ValueError):
     """Coded data that cannot be decoded: truncated, corrupted, or not ours."""
 
 
-def _histogram(symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct values, their counts, and each symbol's index into the distinct values."""
-    flat = np.asarray(symbols).reshape(-1).astype(np.int64, copy=False)
+@dataclass(frozen=True)
+class _Table:
+    """The coding model: slot values, integer frequencies per slot, and their total's log2."""
+
+    values: np.ndarray  # int64 value of each slot (dense: low, low + 1, ...)
+    freqs: np.ndarray  # int64 per slot, summing to 2**precision (dense slots may be 0)
+    precision: int
+    dense: bool
+
+    @property
+    def low(self) -> int:
+        return int(self.values[0])
+
+
+# --------------------------------------------------------------------------- histogram & table
+
+
+def _as_flat_ints(symbols: np.ndarray) -> np.ndarray:
+    flat = np.asarray(symbols).reshape(-1)
+    if flat.dtype.kind not in "iub":
+        raise TypeError(f"encode_symbols needs integers, got {flat.dtype}")
+    if flat.size > MAX_COUNT:
+        raise ValueError(f"{flat.size} symbols exceed one stream's limit of {MAX_COUNT}")
+    if flat.dtype == np.uint64:  # same bits as int64 keeps all arithmetic in int64
+        return flat.view(np.int64)
+    return flat
+
+
+def _chunks(n: int) -> range:
+    return range(0, n, _CHUNK)
+
+
+def _histogram(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values (sorted, int64) and their counts; chunked so no full int64 copy is made."""
     low, high = int(flat.min()), int(flat.max())
-    if high - low < 1 << 20:  # dense: bincount is much faster than unique
-        counts = np.bincount(flat - low, minlength=high - low + 1)
+    if high - low < _BINCOUNT_SPAN:  # dense: bincount is much faster than unique
+        counts = np.zeros(high - low + 1, dtype=np.int64)
+        for i in _chunks(flat.size):
+            part = flat[i:i + _CHUNK].astype(np.int64) - low
+            counts += np.bincount(part, minlength=counts.size)
         present = np.flatnonzero(counts)
-        index = np.zeros(counts.size, dtype=np.int32)
-        index[present] = np.arange(present.size, dtype=np.int32)
-        return present + low, counts[present], index[flat - low]
-    values, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
-    return values, counts, inverse.astype(np.int32)
+        return present + low, counts[present]
+    values, counts = np.unique(flat.astype(np.int64), return_counts=True)
+    return values, counts.astype(np.int64)
 
 
 def quantize_frequencies(counts: np.ndarray, precision: int) -> np.ndarray:
-    """Integer frequencies summing to 2**precision, each >= 1, close to ``counts`` in proportion."""
+    """Integer frequencies summing to 2**precision, each >= 1, close to ``counts`` in proportion.
+
+    Largest-remainder rounding: floor the exact shares, then hand the missing units to the
+    largest fractional parts; that is near the cross-entropy optimum for all but tiny counts.
+    """
     total = 1 << precision
     exact = counts.astype(np.float64) * total / counts.sum()
     freqs = np.maximum(1, np.floor(exact)).astype(np.int64)
@@ -56,110 +115,294 @@ def quantize_frequencies(counts: np.ndarray, precision: int) -> np.ndarray:
     return freqs
 
 
+def _varint_lengths(values: np.ndarray) -> np.ndarray:
+    """Bytes each value takes as a LEB128 varint, without encoding it."""
+    v = np.asarray(values, dtype=np.uint64)
+    shifts = np.arange(7, 64, 7, dtype=np.uint64)
+    return 1 + (v[:, None] >> shifts[None, :] > 0).sum(axis=1)
+
+
+def _layout_bytes(values: np.ndarray, freqs: np.ndarray) -> tuple[int, int]:
+    """Table bytes (excluding the shared zigzag start and P byte) of the sparse and dense layouts."""
+    gaps = np.diff(values) - 1
+    sparse = len(encode_varints(np.array([values.size]))) + int(_varint_lengths(gaps).sum())
+    sparse += int(_varint_lengths(freqs - 1).sum())
+    span = int(values[-1]) - int(values[0]) + 1
+    if span > MAX_ALPHABET:
+        return sparse, 1 << 62
+    dense = 1 + len(encode_varints(np.array([span]))) + int(_varint_lengths(freqs).sum())
+    return sparse, dense + (span - values.size)  # absent slots: one zero byte each
+
+
 def _cost_bits(counts: np.ndarray, freqs: np.ndarray, precision: int) -> float:
+    """Ideal payload bits of symbols with ``counts`` under ``freqs / 2**precision``."""
     return float(np.sum(counts * (precision - np.log2(freqs))))
 
 
-def _choose_table(counts: np.ndarray) -> tuple[int, np.ndarray]:
-    best = None
+def _choose_table(values: np.ndarray, counts: np.ndarray) -> _Table:
+    """The precision and layout that minimise table bytes plus (ideal) payload bits."""
+    best: tuple[float, _Table] | None = None
     for precision in _PRECISIONS:
         if (1 << precision) < counts.size:
             continue
         freqs = quantize_frequencies(counts, precision)
-        bits = _cost_bits(counts, freqs, precision) + 8 * len(encode_varints(freqs - 1))
+        sparse, dense = _layout_bytes(values, freqs)
+        bits = _cost_bits(counts, freqs, precision) + 8 * min(sparse, dense)
         if best is None or bits < best[0]:
-            best = (bits, precision, freqs)
+            best = (bits, _table(values, freqs, precision, dense < sparse))
     if best is None:
         raise ValueError(f"{counts.size} distinct symbols exceed the coder's table")
-    return best[1], best[2]
+    return best[1]
+
+
+def _table(values: np.ndarray, freqs: np.ndarray, precision: int, dense: bool) -> _Table:
+    """Spread present-value frequencies over [min, max] slots when the layout is dense."""
+    if not dense:
+        return _Table(values, freqs, precision, False)
+    slots = np.zeros(int(values[-1]) - int(values[0]) + 1, dtype=np.int64)
+    slots[values - values[0]] = freqs
+    return _Table(values[0] + np.arange(slots.size, dtype=np.int64), slots, precision, True)
+
+
+def _table_bytes(table: _Table) -> bytes:
+    """The table as it is written after the count (see the module docstring)."""
+    start = encode_varints(zigzag(table.values[:1]))
+    if table.dense:
+        return (encode_varints(np.array([_DENSE, table.freqs.size])) + start
+                + bytes([table.precision]) + encode_varints(table.freqs))
+    gaps = (np.diff(table.values) - 1).astype(np.uint64)
+    return (encode_varints(np.array([table.values.size])) + start + encode_varints(gaps)
+            + bytes([table.precision]) + encode_varints(table.freqs - 1))
+
+
+def _constant_bytes(value: int) -> bytes:
+    return encode_varints(np.array([1])) + encode_varints(zigzag(np.array([value])))
+
+
+# --------------------------------------------------------------------------- encoding
 
 
 def _model(freqs: np.ndarray):
+    """constriction's model of exactly these integers (its quantization is deterministic)."""
     return constriction.stream.model.Categorical(freqs.astype(np.float64), perfect=False)
 
 
-def encode_symbols(symbols: np.ndarray) -> bytes:
-    """Code an integer array (any shape; the caller keeps the shape) losslessly."""
-    flat = np.asarray(symbols).reshape(-1)
-    if flat.dtype.kind not in "iub":
-        raise TypeError(f"encode_symbols needs integers, got {flat.dtype}")
-    head = bytearray(encode_varints(np.array([flat.size])))
-    if flat.size == 0:
-        return bytes(head)
-    values, counts, index = _histogram(flat)
-    if values.size > MAX_ALPHABET:
-        raise ValueError(f"{values.size} distinct symbols: too many for an order-0 table")
-    head += encode_varints(np.array([values.size]))
-    gaps = np.diff(values) - 1
-    head += encode_varints(np.concatenate((zigzag(values[:1]), gaps.astype(np.uint64))))
-    if values.size == 1:
-        return bytes(head)
-    precision, freqs = _choose_table(counts)
-    head.append(precision)
-    head += encode_varints(freqs - 1)
+def _slot_mapper(table: _Table):
+    """A function from a chunk of symbols to their int32 slot indices."""
+    low = table.low
+    if table.dense:
+        return lambda part: (part.astype(np.int64) - low).astype(np.int32)
+    span = int(table.values[-1]) - low + 1
+    if span <= _BINCOUNT_SPAN:
+        lookup = np.zeros(span, dtype=np.int32)
+        lookup[table.values - low] = np.arange(table.values.size, dtype=np.int32)
+        return lambda part: lookup[part.astype(np.int64) - low]
+    return lambda part: np.searchsorted(table.values, part.astype(np.int64)).astype(np.int32)
+
+
+def _rans_coder(flat: np.ndarray, table: _Table):
+    """An AnsCoder holding all symbols; chunks pushed last-first equal one encode_reverse call."""
     coder = constriction.stream.stack.AnsCoder()
-    coder.encode_reverse(index, _model(freqs))
-    return bytes(head) + coder.get_compressed().astype("<u4").tobytes()
+    model, to_slots = _model(table.freqs), _slot_mapper(table)
+    for i in reversed(_chunks(flat.size)):
+        coder.encode_reverse(to_slots(flat[i:i + _CHUNK]), model)
+    return coder
 
 
-def decode_symbols(data: bytes) -> np.ndarray:
-    """Inverse of :func:`encode_symbols`: the flat int64 array."""
-    try:
-        (count,), pos = decode_varints(data, 1)
-        count = int(count)
-        if count == 0:
-            return np.zeros(0, dtype=np.int64)
-        (distinct,), pos = decode_varints(data, 1, pos)
-        distinct = int(distinct)
-        if not 1 <= distinct <= min(count, MAX_ALPHABET):
-            raise CodecError("symbol table is corrupted")
-        raw, pos = decode_varints(data, distinct, pos)
-        values = unzigzag(raw[:1])[0] + np.concatenate(([0], np.cumsum(raw[1:].astype(np.int64) + 1)))
-        if distinct == 1:
-            if pos != len(data):
-                raise CodecError("trailing bytes after a constant symbol stream")
-            return np.full(count, values[0], dtype=np.int64)
-        precision = data[pos]
-        freqs, pos = decode_varints(data, distinct, pos + 1)
-        freqs = freqs.astype(np.int64) + 1
-        if precision not in _PRECISIONS or int(freqs.sum()) != 1 << precision:
-            raise CodecError("frequency table is corrupted")
-        if (len(data) - pos) % 4:
-            raise CodecError("rANS payload is truncated")
-        words = np.frombuffer(data, dtype="<u4", offset=pos).astype(np.uint32)
-        coder = constriction.stream.stack.AnsCoder(words)
-        index = coder.decode(_model(freqs), count)
-        if not coder.is_empty():
-            raise CodecError("rANS payload does not end where it should (corrupted)")
-        return values[index]
-    except CodecError:
-        raise
-    except (ValueError, IndexError, OverflowError, RuntimeError) as exc:
-        raise CodecError(f"symbol stream is corrupted ({exc})") from None
+@dataclass(frozen=True)
+class _Plan:
+    """What encoding will write: the header, and the table of the payload (None: no payload)."""
+
+    head: bytes
+    table: _Table | None
+    values: np.ndarray
+    counts: np.ndarray
+
+
+def _plan(flat: np.ndarray) -> _Plan:
+    head = encode_varints(np.array([flat.size]))
+    if flat.size == 0:
+        return _Plan(head, None, np.zeros(0, np.int64), np.zeros(0, np.int64))
+    values, counts = _histogram(flat)
+    if values.size == 1:
+        return _Plan(head + _constant_bytes(int(values[0])), None, values, counts)
+    if values.size > MAX_ALPHABET:
+        raise ValueError(f"{values.size} distinct symbols: too many for an order-0 table "
+                         f"(limit {MAX_ALPHABET})")
+    table = _choose_table(values, counts)
+    return _Plan(head + _table_bytes(table), table, values, counts)
+
+
+def encode_symbols(symbols: np.ndarray) -> bytes:
+    """Code an integer array (any shape, flattened; the caller keeps the shape) losslessly.
+
+    Raises TypeError for non-integer input and ValueError for more than ``MAX_ALPHABET``
+    distinct values or ``MAX_COUNT`` symbols.
+    """
+    flat = _as_flat_ints(symbols)
+    plan = _plan(flat)
+    if plan.table is None:
+        return plan.head
+    return plan.head + _rans_coder(flat, plan.table).get_compressed().astype("<u4").tobytes()
 
 
 def coded_size_bits(symbols: np.ndarray) -> int:
-    """Exact size in bits of ``encode_symbols(symbols)``: computed by coding them."""
-    return 8 * len(encode_symbols(symbols))
+    """Exactly ``8 * len(encode_symbols(symbols))``.
+
+    The header is sized without coding; the rANS payload is sized by running the coder (its
+    word count depends on the symbols' order, so no shortcut is exact), but the words are not
+    copied out. Use :func:`estimate_bits` when a smooth, faster figure is enough.
+    """
+    flat = _as_flat_ints(symbols)
+    plan = _plan(flat)
+    words = 0 if plan.table is None else _rans_coder(flat, plan.table).num_words()
+    return 8 * (len(plan.head) + 4 * words)
 
 
 def estimate_bits(symbols: np.ndarray) -> float:
-    """Fast smooth estimate: table bytes plus the symbols' cost under the quantized table."""
-    flat = np.asarray(symbols).reshape(-1)
-    if flat.size == 0:
-        return 8.0
-    values, counts, _ = _histogram(flat)
-    side = 8 * len(encode_varints(np.array([flat.size, values.size])))
-    side += 8 * len(encode_varints(np.concatenate((zigzag(values[:1]), np.diff(values) - 1))))
-    if values.size == 1:
-        return float(side)
-    side += 8  # precision byte
-    precision, freqs = _choose_table(counts)
-    return side + 8 * len(encode_varints(freqs - 1)) + _cost_bits(counts, freqs, precision)
+    """Header bits (exact) plus the symbols' ideal cost under the quantized table.
+
+    Smooth in the symbols (no word rounding), and within a fraction of a percent of
+    :func:`coded_size_bits` for anything but tiny arrays; costs one histogram pass.
+    """
+    plan = _plan(_as_flat_ints(symbols))
+    if plan.table is None:
+        return float(8 * len(plan.head))
+    freqs = plan.table.freqs[np.searchsorted(plan.table.values, plan.values)]
+    return 8 * len(plan.head) + _cost_bits(plan.counts, freqs, plan.table.precision)
 
 
 def empirical_entropy_bits(symbols: np.ndarray) -> float:
     """n times the order-0 entropy of the symbols: the bound an order-0 coder approaches."""
-    _, counts, _ = _histogram(np.asarray(symbols).reshape(-1))
-    p = counts / counts.sum()
-    return float(-(counts * np.log2(p)).sum())
+    flat = np.asarray(symbols).reshape(-1)
+    if flat.size == 0:
+        return 0.0
+    _, counts = _histogram(flat)
+    return float(-(counts * np.log2(counts / counts.sum())).sum())
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def read_varints(data: bytes, count: int, pos: int = 0) -> tuple[np.ndarray, int]:
+    """``decode_varints`` that looks at no more than the bytes ``count`` varints can span.
+
+    decode_varints scans everything after ``pos``; reading a header in front of a payload of
+    megabytes would otherwise cost a full scan per field.
+    """
+    window = memoryview(data)[pos:pos + 10 * count]
+    values, used = decode_varints(window, count)
+    return values, pos + used
+
+
+def _read_count(data: bytes, expected: int | None) -> tuple[int, int]:
+    (count,), pos = read_varints(data, 1)
+    count = int(count)
+    if count > MAX_COUNT:
+        raise CodecError(f"symbol count {count} is implausible (corrupted header)")
+    if expected is not None and count != expected:
+        raise CodecError(f"stream holds {count} symbols, {expected} expected")
+    return count, pos
+
+
+def _read_table(data: bytes, pos: int, count: int) -> tuple[_Table | int, int]:
+    """The table after the count, or the single value of a constant stream."""
+    (distinct,), pos = read_varints(data, 1, pos)
+    distinct = int(distinct)
+    if distinct == _DENSE:
+        return _read_dense(data, pos)
+    if distinct > min(count, MAX_ALPHABET):
+        raise CodecError("symbol table is corrupted (more distinct values than symbols)")
+    raw, pos = read_varints(data, distinct, pos)
+    steps = np.concatenate(([0], np.cumsum(raw[1:].astype(np.int64) + 1)))
+    values = unzigzag(raw[:1])[0] + steps
+    if distinct == 1:
+        return int(values[0]), pos
+    precision, pos = _read_precision(data, pos)
+    freqs, pos = read_varints(data, distinct, pos)
+    return _checked(_Table(values, freqs.astype(np.int64) + 1, precision, False)), pos
+
+
+def _read_dense(data: bytes, pos: int) -> tuple[_Table, int]:
+    (span,), pos = read_varints(data, 1, pos)
+    span = int(span)
+    if not 2 <= span <= MAX_ALPHABET:
+        raise CodecError("dense symbol table has an impossible span")
+    (low,), pos = read_varints(data, 1, pos)
+    precision, pos = _read_precision(data, pos)
+    freqs, pos = read_varints(data, span, pos)
+    values = unzigzag(np.array([low]))[0] + np.arange(span, dtype=np.int64)
+    return _checked(_Table(values, freqs.astype(np.int64), precision, True)), pos
+
+
+def _read_precision(data: bytes, pos: int) -> tuple[int, int]:
+    if pos >= len(data) or data[pos] not in _PRECISIONS:
+        raise CodecError("frequency table precision is corrupted")
+    return data[pos], pos + 1
+
+
+def _checked(table: _Table) -> _Table:
+    """Refuse tables the encoder cannot have written (wrong total, one usable symbol)."""
+    if int(table.freqs.sum()) != 1 << table.precision or np.count_nonzero(table.freqs) < 2:
+        raise CodecError("frequency table is corrupted")
+    return table
+
+
+def _read_words(data: bytes, pos: int) -> np.ndarray:
+    if (len(data) - pos) % 4:
+        raise CodecError("rANS payload is truncated")
+    words = np.frombuffer(data, dtype="<u4", offset=pos).astype(np.uint32)
+    if words.size and words[-1] == 0:
+        raise CodecError("rANS payload is corrupted (ends in a zero word)")
+    return words
+
+
+def _decode_payload(words: np.ndarray, table: _Table, count: int) -> np.ndarray:
+    """Decode ``count`` symbols chunk by chunk into their values; checks the coder ends empty.
+
+    Once the coder is empty every further symbol is slot 0 (that is how a trailing run of the
+    smallest value is coded for free), so the rest is filled without asking constriction.
+    """
+    coder, model = constriction.stream.stack.AnsCoder(words), _model(table.freqs)
+    try:
+        out = np.empty(count, dtype=np.int64)
+    except MemoryError:
+        raise CodecError(f"cannot hold {count} symbols (corrupted count?)") from None
+    seen = np.zeros(table.freqs.size, dtype=bool)
+    for i in _chunks(count):
+        if coder.is_empty():
+            out[i:] = table.values[0]
+            seen[0] = True
+            break
+        slots = coder.decode(model, min(_CHUNK, count - i))
+        seen[slots] = True
+        out[i:i + slots.size] = table.values[slots]
+    if not coder.is_empty():
+        raise CodecError("rANS payload does not end where it should (corrupted or truncated)")
+    if not np.array_equal(seen, table.freqs > 0):
+        raise CodecError("decoded symbols do not match the frequency table (corrupted)")
+    return out
+
+
+def decode_symbols(data: bytes, count: int | None = None) -> np.ndarray:
+    """Inverse of :func:`encode_symbols`: the flat int64 array.
+
+    ``count``, when the caller knows it (from the tensor's shape), is checked before anything
+    is allocated. Raises :class:`CodecError` on truncated or corrupted input.
+    """
+    try:
+        n, pos = _read_count(data, count)
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        table, pos = _read_table(data, pos, n)
+        if isinstance(table, int):
+            if pos != len(data):
+                raise CodecError("trailing bytes after a constant symbol stream")
+            return np.full(n, table, dtype=np.int64)
+        return _decode_payload(_read_words(data, pos), table, n)
+    except CodecError:
+        raise
+    except MemoryError:
+        raise CodecError("symbol stream asks for more memory than there is (corrupted)") from None
+    except (ValueError, IndexError, OverflowError, RuntimeError, TypeError) as exc:
+        raise CodecError(f"symbol stream is corrupted ({exc})") from None

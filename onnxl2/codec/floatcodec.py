@@ -4,10 +4,12 @@ A float32 weight looks random byte by byte, but not plane by plane: the sign-and
 takes only a few values, and the mantissa bytes are near uniform. So the words are rotated to
 put the sign next to the mantissa (the top byte is then the exponent alone), split into byte
 planes, and each plane is coded on its own with rANS, lzma or stored raw, whichever is smallest;
-the whole array as one lzma stream competes too. Bit patterns are kept exactly (NaN payloads,
--0.0, denormals).
+the whole array raw or as one lzma stream competes too (small arrays, integer tables with long
+repeats). Integers are split into planes without rotation, complex numbers as their float
+parts. Bit patterns are kept exactly (NaN payloads, -0.0, denormals).
 
-Stream: dtype str (u8 length + ascii) | varint ndim | varint dims | u8 method | body.
+Stream: dtype str (u8 length + ascii) | varint ndim | varint dims | u8 method | body, where a
+plane body is, per plane (most significant first): varint length | u8 method | coded plane.
 """
 from __future__ import annotations
 
@@ -15,14 +17,32 @@ import lzma
 
 import numpy as np
 
-from .entropy import CodecError, decode_symbols, encode_symbols
+from .entropy import CodecError, decode_symbols, encode_symbols, estimate_bits, read_varints
 from .lzma_raw import compress as _lzma, decompress as _unlzma
-from .varint import decode_varints, encode_varints
+from .varint import encode_varints
 
 _RAW, _LZMA, _PLANES, _SYMBOLS = 0, 1, 2, 3
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+_KINDS = "fiubc"
 #: lzma is tried on inputs up to this size; past it, it costs seconds and rANS wins anyway.
 _LZMA_MAX_BYTES = 1 << 16
+#: Whole-array lzma is also tried when planes save less than this fraction of the raw size.
+_LZMA_IF_ABOVE = 0.97
+#: rANS can beat its own ideal estimate by at most the coder state's bits (plus rounding).
+_ESTIMATE_SLACK_BITS = 128
+
+
+def _component(dtype: np.dtype) -> np.dtype:
+    """The dtype whose words are split into planes: complex numbers are split into floats."""
+    if dtype.kind == "c":
+        return np.dtype(f"<f{dtype.itemsize // 2}")
+    return dtype
+
+
+def _check_dtype(dtype: np.dtype) -> np.dtype:
+    if dtype.kind not in _KINDS or _component(dtype).itemsize not in _UINT:
+        raise TypeError(f"unsupported dtype {dtype}")
+    return dtype
 
 
 def _rotate(words: np.ndarray, bits: int, left: bool) -> np.ndarray:
@@ -35,62 +55,98 @@ def _rotate(words: np.ndarray, bits: int, left: bool) -> np.ndarray:
 
 def _planes(arr: np.ndarray) -> np.ndarray:
     """(itemsize, n) byte planes, most significant first; floats with the sign rotated down."""
-    size = arr.dtype.itemsize
-    words = arr.reshape(-1).view(_UINT[size])
-    if arr.dtype.kind == "f":
+    part = _component(arr.dtype)
+    size = part.itemsize
+    words = arr.reshape(-1).view(part.newbyteorder("<") if size > 1 else part).view(_UINT[size])
+    if part.kind == "f":
         words = _rotate(words, 8 * size, left=True)
     return words.astype(f">u{size}").view(np.uint8).reshape(-1, size).T
 
 
 def _unplanes(planes: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    size = dtype.itemsize
+    """Inverse of :func:`_planes`: the flat array of ``dtype``."""
+    size = _component(dtype).itemsize
     words = np.ascontiguousarray(planes.T).view(f">u{size}").reshape(-1).astype(_UINT[size])
-    if dtype.kind == "f":
+    if _component(dtype).kind == "f":
         words = _rotate(words, 8 * size, left=False)
     return words.view(dtype)
 
 
+def _rans_worth_trying(plane: np.ndarray) -> bool:
+    """Skip coding near-uniform planes (low mantissa bytes) that rANS cannot shrink."""
+    return estimate_bits(plane) < 8 * plane.size + _ESTIMATE_SLACK_BITS
+
+
 def _best_plane_coding(plane: np.ndarray) -> bytes:
+    """u8 method + the plane coded raw, with rANS or with lzma: whichever is smallest."""
     raw = plane.tobytes()
-    options = [bytes([_RAW]) + raw, bytes([_SYMBOLS]) + encode_symbols(plane)]
+    options = [bytes([_RAW]) + raw]
+    if _rans_worth_trying(plane):
+        options.append(bytes([_SYMBOLS]) + encode_symbols(plane))
     if plane.size <= _LZMA_MAX_BYTES:
         options.append(bytes([_LZMA]) + _lzma(raw))
     return min(options, key=len)
 
 
+def _plane_body(arr: np.ndarray) -> bytes:
+    """u8 _PLANES + each plane as varint length | coded plane."""
+    if arr.dtype.itemsize == 1:  # one plane: the bytes themselves
+        return bytes([_SYMBOLS]) + encode_symbols(arr.reshape(-1).view(np.uint8))
+    body = bytearray([_PLANES])
+    for plane in _planes(arr):
+        coded = _best_plane_coding(plane)
+        body += encode_varints(np.array([len(coded)])) + coded
+    return bytes(body)
+
+
+def _header(arr: np.ndarray) -> bytes:
+    name = arr.dtype.str.encode()
+    return bytes([len(name)]) + name + encode_varints(np.array([arr.ndim, *arr.shape]))
+
+
 def encode_array(arr: np.ndarray) -> bytes:
-    """Code any numeric array so that :func:`decode_array` gives back the same bits."""
+    """Code any numeric array so that :func:`decode_array` gives back the same bits and shape.
+
+    Supports bool, int8..int64, uint8..uint64, float16/32/64 and complex64/128 (either byte
+    order; the decoded array keeps the stored dtype). Raises TypeError for other dtypes.
+    """
     arr = np.asarray(arr)
+    _check_dtype(arr.dtype)
     if not arr.flags.c_contiguous:  # (np.ascontiguousarray would turn a 0-d array into 1-d)
         arr = arr.copy()
-    if arr.dtype.kind not in "fiub" or arr.dtype.itemsize not in _UINT:
-        raise TypeError(f"unsupported dtype {arr.dtype}")
-    name = arr.dtype.str.encode()
-    head = bytes([len(name)]) + name + encode_varints(np.array([arr.ndim, *arr.shape]))
     raw = arr.tobytes()
     options = [bytes([_RAW]) + raw]
     if arr.size:
-        if arr.dtype.itemsize == 1:
-            options.append(bytes([_SYMBOLS]) + encode_symbols(arr.view(np.uint8)))
-        else:
-            body = bytearray([_PLANES])
-            for plane in _planes(arr):
-                coded = _best_plane_coding(plane)
-                body += encode_varints(np.array([len(coded)])) + coded
-            options.append(bytes(body))
-        if arr.nbytes <= _LZMA_MAX_BYTES or len(min(options, key=len)) > 0.97 * arr.nbytes:
+        options.append(_plane_body(arr))
+        if arr.nbytes <= _LZMA_MAX_BYTES or len(min(options, key=len)) > _LZMA_IF_ABOVE * arr.nbytes:
             options.append(bytes([_LZMA]) + _lzma(raw))
-    return head + min(options, key=len)
+    return _header(arr) + min(options, key=len)
 
 
-def _decode_plane(data: bytes, n: int) -> np.ndarray:
-    method, body = data[0], data[1:]
+# --------------------------------------------------------------------------- decoding
+
+
+def _read_header(data: bytes) -> tuple[np.dtype, tuple[int, ...], int]:
+    """dtype, shape and the position of the method byte."""
+    name_len = data[0]
+    dtype = _check_dtype(np.dtype(bytes(data[1:1 + name_len]).decode("ascii")))
+    (ndim,), pos = read_varints(data, 1, 1 + name_len)
+    if ndim > 64:
+        raise CodecError(f"array header claims {ndim} dimensions (corrupted)")
+    dims, pos = read_varints(data, int(ndim), pos)
+    if (dims > np.uint64(1 << 40)).any():
+        raise CodecError("array header has an implausible dimension (corrupted)")
+    return dtype, tuple(int(d) for d in dims), pos
+
+
+def _decode_bytes(method: int, body: bytes, n: int) -> np.ndarray:
+    """One coded byte stream of ``n`` bytes (a plane, or a one-byte dtype's data)."""
     if method == _RAW:
         plane = np.frombuffer(body, dtype=np.uint8)
     elif method == _LZMA:
         plane = np.frombuffer(_unlzma(body), dtype=np.uint8)
     elif method == _SYMBOLS:
-        plane = decode_symbols(body).astype(np.uint8)
+        plane = decode_symbols(body, n).astype(np.uint8)
     else:
         raise CodecError(f"unknown plane method {method}")
     if plane.size != n:
@@ -98,38 +154,50 @@ def _decode_plane(data: bytes, n: int) -> np.ndarray:
     return plane
 
 
+def _decode_planes(body: bytes, dtype: np.dtype, n: int) -> np.ndarray:
+    """Inverse of the plane part of :func:`_plane_body` for ``n`` elements of ``dtype``."""
+    part = _component(dtype)
+    words = n * (dtype.itemsize // part.itemsize)
+    planes = np.empty((part.itemsize, words), dtype=np.uint8)
+    cursor = 0
+    for k in range(part.itemsize):
+        (length,), cursor = read_varints(body, 1, cursor)
+        end = cursor + int(length)
+        if length == 0 or end > len(body):
+            raise CodecError("byte plane is truncated")
+        planes[k] = _decode_bytes(body[cursor], body[cursor + 1:end], words)
+        cursor = end
+    if cursor != len(body):
+        raise CodecError("trailing bytes after the byte planes")
+    return _unplanes(planes, dtype)
+
+
+def _decode_body(method: int, body: bytes, dtype: np.dtype, n: int) -> np.ndarray:
+    if method == _RAW:
+        return np.frombuffer(body, dtype=dtype)
+    if method == _LZMA:
+        return np.frombuffer(_unlzma(body), dtype=dtype)
+    if method == _SYMBOLS and dtype.itemsize == 1:
+        return _decode_bytes(_SYMBOLS, body, n).view(dtype)
+    if method == _PLANES and dtype.itemsize > 1:
+        return _decode_planes(body, dtype, n)
+    raise CodecError(f"unknown array method {method} for {dtype}")
+
+
 def decode_array(data: bytes) -> np.ndarray:
-    """Inverse of :func:`encode_array`."""
+    """Inverse of :func:`encode_array`: a new, writable array. Raises :class:`CodecError`."""
     try:
-        name_len = data[0]
-        dtype = np.dtype(data[1:1 + name_len].decode("ascii"))
-        (ndim,), pos = decode_varints(data, 1, 1 + name_len)
-        dims, pos = decode_varints(data, int(ndim), pos)
-        shape = tuple(int(d) for d in dims)
+        data = memoryview(data).cast("B")
+        dtype, shape, pos = _read_header(data)
         n = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        method, body = data[pos], data[pos + 1:]
-        if method == _RAW:
-            flat = np.frombuffer(body, dtype=dtype)
-        elif method == _LZMA:
-            flat = np.frombuffer(_unlzma(body), dtype=dtype)
-        elif method == _SYMBOLS:
-            flat = decode_symbols(body).astype(np.uint8).view(dtype)
-        elif method == _PLANES:
-            planes = np.empty((dtype.itemsize, n), dtype=np.uint8)
-            cursor = 0
-            for k in range(dtype.itemsize):
-                (length,), cursor = decode_varints(body, 1, cursor)
-                planes[k] = _decode_plane(body[cursor:cursor + int(length)], n)
-                cursor += int(length)
-            if cursor != len(body):
-                raise CodecError("trailing bytes after the byte planes")
-            flat = _unplanes(planes, dtype)
-        else:
-            raise CodecError(f"unknown array method {method}")
+        flat = _decode_body(data[pos], data[pos + 1:], dtype, n)
         if flat.size != n:
             raise CodecError("array decoded to the wrong number of elements")
         return flat.reshape(shape).copy()
     except CodecError:
         raise
-    except (ValueError, IndexError, TypeError, lzma.LZMAError, UnicodeDecodeError) as exc:
+    except MemoryError:
+        raise CodecError("array header asks for more memory than there is (corrupted)") from None
+    except (ValueError, IndexError, TypeError, OverflowError, lzma.LZMAError,
+            UnicodeDecodeError) as exc:
         raise CodecError(f"array stream is corrupted ({type(exc).__name__}: {exc})") from None

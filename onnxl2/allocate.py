@@ -1,0 +1,145 @@
+"""Choose one candidate per weight: the grouped knapsack, then verify by running the model.
+
+Two forms of one problem. In the *neighbourhood* form the plan is the smallest whose summed
+loss change stays within ``max_loss`` (0: the loss may not rise). In the *size* form the plan
+has the smallest summed loss change whose bitstream fits ``max_bytes``. The knapsack is solved
+exactly under the additive estimate; the plan is then measured for real (the loss change of all
+layers at once; the bitstream's true size), and if it leaves the neighbourhood or the budget the
+bound is tightened by what was missed and the problem solved again, a bounded number of rounds.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .errors import OnnxL2Error
+from .knapsack import minimize_cost, minimize_size
+from .sensitivity import Measurement, Sensitivity
+
+MAX_ROUNDS = 10
+#: The size form accepts a plan that lands within this fraction below the budget.
+SIZE_TOLERANCE = 0.02
+
+
+@dataclass
+class Round:
+    """One solve-and-measure round, for the report."""
+
+    index: int
+    bound: float
+    predicted_loss_change: float
+    measured_loss_change: float | None
+    measured_se: float | None
+    bitstream_bytes: int | None
+    optimality_gap: float
+    accepted: bool
+    note: str = ""
+
+
+@dataclass
+class Allocation:
+    """The chosen candidate per weight and how it was reached."""
+
+    choice: dict[str, int]
+    rounds: list[Round] = field(default_factory=list)
+    status: str = "ok"
+    message: str = ""
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "message": self.message,
+                "rounds": [asdict(r) for r in self.rounds]}
+
+
+def _groups(options: dict[str, list[Sensitivity]]) -> list[tuple[list[int], list[float]]]:
+    return [([s.coded_bytes for s in rows], [s.cost for s in rows]) for rows in options.values()]
+
+
+def _choice(options: dict[str, list[Sensitivity]], picks: list[int]) -> dict[str, int]:
+    return dict(zip(options, picks))
+
+
+def allocate_neighbourhood(options: dict[str, list[Sensitivity]], max_loss: float,
+                           measure_loss: Callable[[dict[str, int]], Measurement]) -> Allocation:
+    """Smallest plan whose loss change, measured with all layers at once, is at most ``max_loss``.
+
+    The knapsack bounds the summed distortion; the bound is searched (bisection in log scale,
+    from the most aggressive plan down) for the largest one whose plan passes the measured
+    check, keeping the smallest plan that passed. Every round is reported.
+    """
+    groups = _groups(options)
+    allocation = Allocation({})
+    highest = float(sum(max(costs) for _, costs in groups))
+    positive = [c for _, costs in groups for c in costs if c > 0]
+    lowest = min(positive) if positive else 0.0
+    best: tuple[dict[str, int], int] | None = None
+    if highest > 0:
+        lo, hi = np.log(max(lowest, highest * 1e-9)), np.log(highest)
+        bound = highest
+        for index in range(MAX_ROUNDS):
+            result = minimize_size(groups, bound)
+            choice = _choice(options, list(result.choice))
+            measured = measure_loss(choice)
+            ok = result.success and measured.mean <= max_loss
+            allocation.rounds.append(Round(index, bound, result.total_cost, measured.mean, measured.se,
+                                           None, result.gap, ok,
+                                           "within noise of zero" if measured.within_noise else ""))
+            if ok:
+                if best is None or result.total_size < best[1]:
+                    best = (choice, result.total_size)
+                lo = np.log(bound)
+                if index == 0:
+                    break
+            else:
+                hi = np.log(bound)
+            bound = float(np.exp((lo + hi) / 2))
+    if best is None:
+        result = minimize_size(groups, 0.0)  # only candidates with no measurable distortion
+        best = (_choice(options, list(result.choice)), result.total_size)
+        allocation.status = "fallback"
+        allocation.message = (f"no plan passed the loss check in {len(allocation.rounds)} rounds; "
+                              "kept only candidates without measurable distortion")
+    allocation.choice = best[0]
+    return allocation
+
+
+def allocate_size(options: dict[str, list[Sensitivity]], max_bytes: int, fixed_bytes: int,
+                  measure_size: Callable[[dict[str, int]], int]) -> Allocation:
+    """Least loss change whose bitstream is at most ``max_bytes`` (and within 2% below it)."""
+    smallest = sum(min(s.coded_bytes for s in rows) for rows in options.values())
+    if smallest + fixed_bytes > max_bytes:
+        raise OnnxL2Error(
+            f"the size budget of {max_bytes:,} bytes is out of reach: with every weight at its "
+            f"smallest candidate the bitstream needs about {smallest + fixed_bytes:,} bytes")
+    groups = _groups(options)
+    payload = max_bytes - fixed_bytes
+    allocation = Allocation({})
+    best = None
+    for index in range(MAX_ROUNDS):
+        result = minimize_cost(groups, payload)
+        if not result.success:
+            allocation.rounds.append(Round(index, payload, float("nan"), None, None, None, 0.0, False,
+                                           result.message))
+            payload = int(payload * 1.01) + 1
+            continue
+        choice = _choice(options, list(result.choice))
+        real = measure_size(choice)
+        under_budget = real <= max_bytes
+        cannot_grow = result.total_size >= sum(max(s.coded_bytes for s in rows) for rows in options.values())
+        ok = under_budget and (real >= (1 - SIZE_TOLERANCE) * max_bytes or cannot_grow)
+        allocation.rounds.append(Round(index, payload, result.total_cost, None, None, real, result.gap,
+                                       ok, "" if ok else f"bitstream {real:,} B against {max_bytes:,} B"))
+        if under_budget and (best is None or real > best[1]):
+            best = (choice, real)
+        if ok:
+            break
+        payload += max_bytes - real - (max_bytes // 400 if real > max_bytes else 0)
+    if best is None:
+        raise OnnxL2Error(f"could not fit the bitstream under {max_bytes:,} bytes "
+                          f"in {MAX_ROUNDS} rounds")
+    allocation.choice = best[0]
+    if not allocation.rounds[-1].accepted:
+        allocation.status = "approximate"
+        allocation.message = f"closest plan under the budget: {best[1]:,} bytes"
+    return allocation

@@ -1,0 +1,102 @@
+"""Per-sample losses that compression decisions are measured with.
+
+Loss changes from compressing one layer are tiny, so every loss here is returned per sample in
+float64: the sensitivity stage takes paired differences on the same samples and their standard
+error. Without labels the loss is taken against the original model's own predictions: cross-entropy
+to its arg-max for classifier outputs (a loss that compression can also lower), a normalised
+squared distance for any other output.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import OnnxL2Error
+
+LOSS_KINDS = ("auto", "ce", "distance")
+
+
+def _is_probabilities(output: np.ndarray) -> bool:
+    """Softmax outputs already sum to one along the class axis; logits do not."""
+    sample = output[: min(len(output), 8)].astype(np.float64)
+    return bool(sample.min() >= 0 and np.allclose(sample.sum(axis=-1), 1.0, atol=1e-3))
+
+
+def log_probabilities(output: np.ndarray, probabilities: bool) -> np.ndarray:
+    out = output.astype(np.float64)
+    if probabilities:
+        return np.log(np.clip(out, 1e-30, None))
+    out = out - out.max(axis=-1, keepdims=True)
+    return out - np.log(np.exp(out).sum(axis=-1, keepdims=True))
+
+
+def _normalised_distance(output: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    ref = reference.reshape(len(reference), -1).astype(np.float64)
+    got = output.reshape(len(output), -1).astype(np.float64)
+    return ((got - ref) ** 2).sum(axis=1) / np.maximum((ref ** 2).sum(axis=1), 1e-30)
+
+
+@dataclass
+class Loss:
+    """A loss on one model output, ready to score candidate outputs against fixed targets."""
+
+    kind: str  # "ce" (labels or pseudo-labels) or "distance"
+    output: str
+    targets: np.ndarray  # class indices for "ce", the original output for "distance"
+    reference: np.ndarray  # the original model's output
+    probabilities: bool = False
+    pseudo_labels: bool = False
+
+    def distortion(self, output: np.ndarray) -> np.ndarray:
+        """How far each sample's output moved from the original's, >= 0.
+
+        KL divergence from the original class distribution for classifiers (averaged over
+        steps), normalised squared distance otherwise. Unlike a task loss it cannot fall by
+        chance, and the distortions of independent perturbations add up (to second order),
+        which is what the knapsack's additive estimate needs.
+        """
+        if self.kind != "ce":
+            return _normalised_distance(output, self.reference)
+        p_log = log_probabilities(self.reference, self.probabilities)
+        q_log = log_probabilities(output, self.probabilities)
+        kl = (np.exp(p_log) * (p_log - q_log)).sum(axis=-1)
+        return np.maximum(kl.reshape(len(kl), -1).mean(axis=1), 0.0)
+
+    def per_sample(self, output: np.ndarray) -> np.ndarray:
+        """Loss of every sample (averaged over steps for sequence outputs), in float64."""
+        if self.kind == "ce":
+            logp = log_probabilities(output, self.probabilities)
+            picked = np.take_along_axis(logp, self.targets[..., None], axis=-1)[..., 0]
+            return -picked.reshape(len(picked), -1).mean(axis=1)
+        return _normalised_distance(output, self.targets)
+
+    def describe(self) -> str:
+        if self.kind == "distance":
+            return f"normalised squared distance to the original '{self.output}'"
+        source = "the original model's arg-max (pseudo-labels)" if self.pseudo_labels else "the labels"
+        return f"cross-entropy of '{self.output}' against {source}"
+
+
+def make_loss(kind: str, output_name: str, original_output: np.ndarray,
+              labels: np.ndarray | None) -> Loss:
+    """Choose the loss: task cross-entropy with labels, else against the original's predictions."""
+    if kind not in LOSS_KINDS:
+        raise OnnxL2Error(f"unknown loss {kind!r} (choose from {', '.join(LOSS_KINDS)})")
+    classifier = original_output.dtype.kind == "f" and original_output.ndim in (2, 3) \
+        and original_output.shape[-1] >= 2
+    if kind == "auto":
+        kind = "ce" if classifier or labels is not None else "distance"
+    if kind == "distance":
+        return Loss("distance", output_name, original_output, original_output)
+    if not classifier:
+        raise OnnxL2Error(f"cross-entropy needs class scores on the last axis; output "
+                          f"'{output_name}' has shape {list(original_output.shape)}")
+    probabilities = _is_probabilities(original_output)
+    if labels is not None:
+        if labels.shape != original_output.shape[:-1]:
+            raise OnnxL2Error(f"labels of shape {list(labels.shape)} do not fit output "
+                              f"'{output_name}' of shape {list(original_output.shape)}")
+        return Loss("ce", output_name, labels.astype(np.int64), original_output, probabilities)
+    return Loss("ce", output_name, original_output.argmax(axis=-1), original_output, probabilities,
+                pseudo_labels=True)

@@ -1,0 +1,164 @@
+"""Mixed precision inside the lossless neighbourhood: candidates -> sensitivity -> knapsack -> plan.
+
+Calibration data drive every decision here; evaluation data only judge the result afterwards.
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+from onnx import ModelProto
+
+from .allocate import allocate_neighbourhood, allocate_size
+from .candidates import ALLOWED_BITS, DEFAULT_BITS_CHOICES, Candidate, make_candidates
+from .data import batch_size_for, input_specs
+from .errors import OnnxL2Error
+from .losses import make_loss
+from .model import Weight, weight_array
+from .progress import Stages
+from .sensitivity import Probe, Sensitivity, sweep, terminal_progress
+
+
+@dataclass
+class MixedOptions:
+    """What the automatic mode may choose from and what it must respect."""
+
+    bits_choices: tuple[int, ...] = DEFAULT_BITS_CHOICES
+    keep: tuple[str, ...] = ()  # patterns of weights pinned to float32
+    pins: dict[str, int] = field(default_factory=dict)  # pattern -> bits
+    loss: str = "auto"
+    output: str | None = None
+    max_loss_increase: float | str = 0.0  # absolute, or "N%" of the calibration loss
+    target_bytes: int | None = None
+    taylor: bool = True
+
+    def __post_init__(self) -> None:
+        bad = [b for b in self.bits_choices if b not in ALLOWED_BITS]
+        if bad or not self.bits_choices:
+            raise OnnxL2Error(f"bit choices must be among {', '.join(map(str, ALLOWED_BITS))}; got {bad or 'none'}")
+        for pattern, bits in self.pins.items():
+            if bits not in ALLOWED_BITS:
+                raise OnnxL2Error(f"--bits {pattern}={bits}: bits must be among {ALLOWED_BITS}")
+
+
+def _matches(weight: Weight, pattern: str) -> bool:
+    return fnmatch.fnmatchcase(weight.name, pattern) or fnmatch.fnmatchcase(weight.key, pattern)
+
+
+def allowed_bits(weight: Weight, options: MixedOptions) -> tuple[int, ...]:
+    """Bit choices of one weight after --keep and --bits PATTERN=N pins."""
+    if any(_matches(weight, p) for p in options.keep):
+        return (32,)
+    for pattern, bits in options.pins.items():
+        if _matches(weight, pattern):
+            return (bits,)
+    return tuple(options.bits_choices)
+
+
+def parse_loss_bound(value: float | str, base_loss: float) -> float:
+    """An absolute bound, or a percentage of the calibration loss ('0.5%')."""
+    text = str(value).strip()
+    try:
+        if text.endswith("%"):
+            return abs(base_loss) * float(text[:-1]) / 100.0
+        return float(text)
+    except ValueError:
+        raise OnnxL2Error(f"--max-loss-increase must be a number or a percentage, got {value!r}") from None
+
+
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kKmMgG]i?[bB]?|[bB])?\s*$")
+
+
+def parse_size(text: str) -> int:
+    """'3MB' (10^6), '512KiB' (2^10), '1200000' (bytes)."""
+    match = _SIZE.match(str(text))
+    if not match:
+        raise OnnxL2Error(f"cannot read size {text!r} (examples: 3MB, 512KiB, 1200000)")
+    unit = (match.group(2) or "b").lower().rstrip("b")
+    factor = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "ki": 2**10, "mi": 2**20, "gi": 2**30}[unit]
+    return int(float(match.group(1)) * factor)
+
+
+@dataclass
+class MixedResult:
+    chosen: dict[str, Candidate]
+    report: dict
+
+
+def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.ndarray],
+               labels: np.ndarray | None, options: MixedOptions,
+               bitstream_bytes: Callable[[dict[str, Candidate]], int], stages: Stages,
+               device: str = "cpu") -> MixedResult:
+    """Pick a candidate per compressible weight, measured on ``data`` (calibration)."""
+    studied = [w for w in weights if w.compressible]
+    output = options.output or proto.graph.output[0].name
+    if output not in [o.name for o in proto.graph.output]:
+        raise OnnxL2Error(f"the model has no output '{output}' "
+                          f"(outputs: {', '.join(o.name for o in proto.graph.output)})")
+    with stages.stage("candidates"):
+        candidates = {w.key: make_candidates(w.key, weight_array(proto, w), w.channel_axis,
+                                             allowed_bits(w, options)) for w in studied}
+    with stages.stage("calibration passes"):
+        probe = Probe(proto, studied, data, batch_size_for(data, input_specs(proto)), output, device)
+        loss = make_loss(options.loss, output, probe.outputs({}), labels)
+        probe.set_loss(loss)
+    base_loss = float(probe.base.mean())
+    with stages.stage("sensitivity"):
+        progress = terminal_progress(stages.verbose, "sensitivity")
+        table = sweep(probe, candidates, taylor=options.taylor, progress=progress)
+
+    def overrides(choice: Mapping[str, int]) -> dict[str, np.ndarray]:
+        return {k: candidates[k][i].values() for k, i in choice.items() if candidates[k][i].bits != 32}
+
+    def measure_loss(choice: Mapping[str, int]):
+        return probe.change(overrides(choice))
+
+    def measure_size(choice: Mapping[str, int]) -> int:
+        return bitstream_bytes({k: candidates[k][i] for k, i in choice.items()})
+
+    with stages.stage("allocation"):
+        if options.target_bytes is not None:
+            smallest = {k: int(np.argmin([c.coded_bytes for c in cands])) for k, cands in candidates.items()}
+            fixed = measure_size(smallest) - sum(candidates[k][i].coded_bytes for k, i in smallest.items())
+            allocation = allocate_size(table, options.target_bytes, fixed, measure_size)
+            bound = None
+        else:
+            bound = parse_loss_bound(options.max_loss_increase, base_loss)
+            allocation = allocate_neighbourhood(table, bound, measure_loss)
+        final = measure_loss(allocation.choice)
+    chosen = {k: candidates[k][i] for k, i in allocation.choice.items()}
+    report = {
+        "loss": loss.describe(), "output": output, "calibration_samples": int(probe.base.size),
+        "calibration_loss": base_loss,
+        "form": "size budget" if options.target_bytes is not None else "loss neighbourhood",
+        "max_loss_increase": bound, "target_bytes": options.target_bytes,
+        "measured_loss_change": final.mean, "measured_loss_change_se": final.se,
+        "measured_within_noise": final.within_noise,
+        "predicted_loss_change": _sum_or_none(table[k][i].predicted for k, i in allocation.choice.items()),
+        "summed_distortion": float(sum(table[k][i].distortion for k, i in allocation.choice.items())),
+        "forward_passes": probe.passes, **allocation.to_dict(),
+        "candidates": {k: [s.to_dict() for s in rows] for k, rows in table.items()},
+    }
+    return MixedResult(chosen, report)
+
+
+def _sum_or_none(values) -> float | None:
+    values = list(values)
+    return None if any(v is None for v in values) else float(sum(values))
+
+
+def chosen_rows(chosen: dict[str, Candidate], table: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per weight, the sensitivity row of the chosen candidate (for the report's weight table)."""
+    out = {}
+    for key, cand in chosen.items():
+        row = next(r for r in table[key] if r["bits"] == cand.bits)
+        out[key] = {"predicted_loss_change": row["predicted"], "measured_loss_change": row["measured"],
+                    "measured_se": row["se"], "within_noise": row["within_noise"],
+                    "distortion": row["distortion"]}
+    return out
+
+
+__all__ = ["MixedOptions", "MixedResult", "plan_mixed", "parse_size", "Sensitivity"]

@@ -1,0 +1,196 @@
+"""How much each candidate changes the model's loss, measured with ONNX Runtime forward passes.
+
+One session serves every pass: the weights under study become graph inputs, so a candidate is
+tried by feeding its values instead of the original's, with no session rebuilt. For candidate
+perturbation ``d = candidate - original`` the sweep measures, on the same calibration batches:
+
+- the loss change itself, ``L(w + d) - L(w)``, per sample, in float64: its mean is the cost the
+  allocation uses, its standard error says whether it is distinguishable from noise;
+- the first- and second-order terms of the total differential along ``d``, by central
+  differences at half the step: ``g.d ~ L(w + d/2) - L(w - d/2)`` and
+  ``d'Hd/2 ~ 2 (L(w + d/2) - 2 L(w) + L(w - d/2))``; their sum is the Taylor prediction, shown
+  next to the measured change so that a user sees where the quadratic model holds.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+from onnx import ModelProto, helper
+
+from .candidates import Candidate
+from .data import iter_batches
+from .evaluate import make_session
+from .losses import Loss
+from .model import Weight, constant_tensor, iter_graphs, weight_array
+
+#: A change smaller than this many standard errors counts as zero.
+NOISE_SIGMAS = 2.0
+
+
+def probe_model(proto: ModelProto, weights: list[Weight]) -> ModelProto:
+    """A copy of the model whose ``weights`` are graph inputs instead of constants."""
+    out = ModelProto()
+    out.CopyFrom(proto)
+    keys = {w.key for w in weights}
+    main_inputs = {i.name for i in out.graph.input}
+    for graph, path in iter_graphs(out.graph):
+        studied = {w.name for w in weights if w.graph == path}
+        if not studied:
+            continue
+        keep = [t for t in graph.initializer if t.name not in studied]
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+        nodes = [n for n in graph.node
+                 if not (constant_tensor(n) is not None and n.output and n.output[0] in studied)]
+        del graph.node[:]
+        graph.node.extend(nodes)
+    for w in weights:
+        if w.key in keys and w.name not in main_inputs:
+            out.graph.input.append(helper.make_tensor_value_info(w.name, w.elem_type, list(w.shape)))
+            main_inputs.add(w.name)
+    return out
+
+
+@dataclass
+class Measurement:
+    """A mean loss change over calibration samples and its standard error."""
+
+    mean: float
+    se: float
+
+    @property
+    def within_noise(self) -> bool:
+        return abs(self.mean) <= NOISE_SIGMAS * self.se
+
+
+def paired(after: np.ndarray, before: np.ndarray) -> Measurement:
+    diff = after - before
+    se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
+    return Measurement(float(diff.mean()), se)
+
+
+class Probe:
+    """Runs the model on the calibration batches with any weights replaced, and scores it."""
+
+    def __init__(self, proto: ModelProto, weights: list[Weight], data: Mapping[str, np.ndarray],
+                 batch: int, output: str, device: str = "cpu") -> None:
+        names = [w.name for w in weights]
+        self.weights = [w for w in weights if names.count(w.name) == 1]  # names must be feedable
+        self.originals = {w.key: weight_array(proto, w) for w in self.weights}
+        self.session = make_session(probe_model(proto, self.weights), device)
+        self.batches = list(iter_batches(data, batch))
+        self.output = output
+        self.passes = 0
+        self.loss: Loss | None = None
+        self.base = np.zeros(0)
+
+    def set_loss(self, loss: Loss) -> None:
+        """Fix the loss (its targets may come from :meth:`outputs`) and measure the baseline."""
+        self.loss = loss
+        self.base = self.losses({})
+
+    def outputs(self, overrides: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The studied output with ``overrides`` (weight key -> values) in place of the originals."""
+        feeds_w = {w.name: overrides.get(w.key, self.originals[w.key]) for w in self.weights}
+        parts = [self.session.run([self.output], {**batch, **feeds_w})[0] for batch in self.batches]
+        self.passes += 1
+        return np.concatenate(parts, axis=0)
+
+    @property
+    def studied(self) -> set[str]:
+        return {w.key for w in self.weights}
+
+    def losses(self, overrides: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Per-sample loss with ``overrides`` (weight key -> values) in place of the originals."""
+        return self.loss.per_sample(self.outputs(overrides))
+
+    def change_and_distortion(self, overrides: Mapping[str, np.ndarray]) -> tuple[np.ndarray, float]:
+        """Per-sample loss and the mean output distortion, from one pass."""
+        out = self.outputs(overrides)
+        return self.loss.per_sample(out), float(self.loss.distortion(out).mean())
+
+    def change(self, overrides: Mapping[str, np.ndarray]) -> Measurement:
+        return paired(self.losses(overrides), self.base)
+
+
+@dataclass
+class Sensitivity:
+    """What one candidate costs in bytes and in loss."""
+
+    key: str
+    label: str
+    bits: int
+    coded_bytes: int
+    measured: float
+    se: float
+    distortion: float = 0.0
+    first_order: float | None = None
+    second_order: float | None = None
+
+    @property
+    def within_noise(self) -> bool:
+        return abs(self.measured) <= NOISE_SIGMAS * self.se
+
+    @property
+    def predicted(self) -> float | None:
+        if self.first_order is None:
+            return None
+        return self.first_order + self.second_order
+
+    @property
+    def cost(self) -> float:
+        """What the knapsack adds up: the output distortion (see :meth:`Loss.distortion`).
+
+        Summed per-layer *loss* changes proved a poor estimate of a whole plan's change: each
+        is mostly noise at the scale of one layer, the knapsack collects the ones that are
+        negative by chance, and the real changes add up. Distortions are non-negative, far less
+        noisy and additive; the loss itself is then measured for the whole plan.
+        """
+        return self.distortion
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "predicted": self.predicted, "within_noise": self.within_noise}
+
+
+def sweep(probe: Probe, candidates: Mapping[str, list[Candidate]], taylor: bool = True,
+          progress: Callable[[Iterable], Iterable] | None = None) -> dict[str, list[Sensitivity]]:
+    """Measure every candidate of every studied weight (float32 costs nothing and is not run)."""
+    jobs = [(key, c) for key, cands in candidates.items() for c in cands]
+    results: dict[str, list[Sensitivity]] = {key: [] for key in candidates}
+    iterator = progress(jobs) if progress else jobs
+    base = probe.base
+    for key, cand in iterator:
+        if cand.bits == 32 or key not in probe.studied:
+            results[key].append(Sensitivity(key, cand.label, cand.bits, cand.coded_bytes, 0.0, 0.0, 0.0,
+                                            0.0 if cand.bits == 32 else None,
+                                            0.0 if cand.bits == 32 else None))
+            continue
+        original = probe.originals[key]
+        values = cand.values()
+        full, distortion = probe.change_and_distortion({key: values})
+        delta = paired(full, base)
+        row = Sensitivity(key, cand.label, cand.bits, cand.coded_bytes, delta.mean, delta.se, distortion)
+        if taylor:
+            half = (values.astype(np.float64) - original) / 2
+            plus = probe.losses({key: (original + half).astype(original.dtype)})
+            minus = probe.losses({key: (original - half).astype(original.dtype)})
+            row.first_order = float(np.mean(plus - minus))
+            row.second_order = float(np.mean(2.0 * (plus - 2.0 * base + minus)))
+        results[key].append(row)
+    return results
+
+
+def terminal_progress(verbose: bool, label: str):
+    """A progress bar on stderr when it is a terminal, else nothing."""
+    if not verbose:
+        return None
+    import click
+
+    def wrap(items):
+        items = list(items)
+        with click.progressbar(items, label=label, file=sys.stderr, show_eta=True) as bar:
+            yield from bar
+    return wrap
