@@ -114,27 +114,38 @@ def allocate_size(options: dict[str, list[Sensitivity]], max_bytes: int, fixed_b
             f"smallest candidate the bitstream needs about {smallest + fixed_bytes:,} bytes")
     groups = _groups(options)
     payload = max_bytes - fixed_bytes
+    largest = sum(max(s.coded_bytes for s in rows) for rows in options.values())
     allocation = Allocation({})
     best = None
+    fits, too_big = None, None  # payload bounds known to fit / to overflow the real bitstream
     for index in range(MAX_ROUNDS):
         result = minimize_cost(groups, payload)
         if not result.success:
             allocation.rounds.append(Round(index, payload, float("nan"), None, None, None, 0.0, False,
                                            result.message))
+            fits = payload
             payload = int(payload * 1.01) + 1
             continue
         choice = _choice(options, list(result.choice))
         real = measure_size(choice)
         under_budget = real <= max_bytes
-        cannot_grow = result.total_size >= sum(max(s.coded_bytes for s in rows) for rows in options.values())
-        ok = under_budget and (real >= (1 - SIZE_TOLERANCE) * max_bytes or cannot_grow)
+        ok = under_budget and (real >= (1 - SIZE_TOLERANCE) * max_bytes or result.total_size >= largest)
         allocation.rounds.append(Round(index, payload, result.total_cost, None, None, real, result.gap,
                                        ok, "" if ok else f"bitstream {real:,} B against {max_bytes:,} B"))
         if under_budget and (best is None or real > best[1]):
             best = (choice, real)
         if ok:
             break
-        payload += max_bytes - real - (max_bytes // 400 if real > max_bytes else 0)
+        if under_budget:
+            fits = payload if fits is None else max(fits, payload)
+        else:
+            too_big = payload if too_big is None else min(too_big, payload)
+        if fits is not None and too_big is not None:
+            if too_big - fits <= 1:
+                break
+            payload = (fits + too_big) // 2
+        else:
+            payload += max_bytes - real
     if best is None:
         raise OnnxL2Error(f"could not fit the bitstream under {max_bytes:,} bytes "
                           f"in {MAX_ROUNDS} rounds")

@@ -104,9 +104,9 @@ def _encode_payload(raw: bytes, elem_type: int, count: int) -> tuple[str, bytes]
 
 def _decode_payload(codec: str, coded: bytes, elem_type: int, count: int, length: int) -> bytes:
     if codec == "nibbles":
-        out = pack_nibbles(decode_symbols(coded)).tobytes()
+        out = pack_nibbles(decode_symbols(coded, count)).tobytes()
     elif codec == "symbols":
-        out = decode_symbols(coded).astype(_NUMPY_OF_ONNX[elem_type]).tobytes()
+        out = decode_symbols(coded, count).astype(_NUMPY_OF_ONNX[elem_type]).tobytes()
     elif codec == "array":
         out = np.ascontiguousarray(decode_array(coded)).tobytes()
     else:

@@ -14,6 +14,7 @@ plane body is, per plane (most significant first): varint length | u8 method | c
 from __future__ import annotations
 
 import lzma
+import re
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from .varint import encode_varints
 _RAW, _LZMA, _PLANES, _SYMBOLS = 0, 1, 2, 3
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 _KINDS = "fiubc"
+_DTYPE_NAME = re.compile(r"[<>|=][fiubc][1-9][0-9]?")
 #: lzma is tried on inputs up to this size; past it, it costs seconds and rANS wins anyway.
 _LZMA_MAX_BYTES = 1 << 16
 #: Whole-array lzma is also tried when planes save less than this fraction of the raw size.
@@ -35,7 +37,7 @@ _ESTIMATE_SLACK_BITS = 128
 def _component(dtype: np.dtype) -> np.dtype:
     """The dtype whose words are split into planes: complex numbers are split into floats."""
     if dtype.kind == "c":
-        return np.dtype(f"<f{dtype.itemsize // 2}")
+        return np.dtype(f"f{dtype.itemsize // 2}")
     return dtype
 
 
@@ -57,7 +59,7 @@ def _planes(arr: np.ndarray) -> np.ndarray:
     """(itemsize, n) byte planes, most significant first; floats with the sign rotated down."""
     part = _component(arr.dtype)
     size = part.itemsize
-    words = arr.reshape(-1).view(part.newbyteorder("<") if size > 1 else part).view(_UINT[size])
+    words = arr.reshape(-1).view(part).view(_UINT[size])
     if part.kind == "f":
         words = _rotate(words, 8 * size, left=True)
     return words.astype(f">u{size}").view(np.uint8).reshape(-1, size).T
@@ -107,11 +109,14 @@ def _header(arr: np.ndarray) -> bytes:
 def encode_array(arr: np.ndarray) -> bytes:
     """Code any numeric array so that :func:`decode_array` gives back the same bits and shape.
 
-    Supports bool, int8..int64, uint8..uint64, float16/32/64 and complex64/128 (either byte
-    order; the decoded array keeps the stored dtype). Raises TypeError for other dtypes.
+    Supports bool, int8..int64, uint8..uint64, float16/32/64 and complex64/128; values of a
+    byte-swapped array are kept but come back in native byte order. Raises TypeError for other
+    dtypes (strings, objects, structured, float128).
     """
     arr = np.asarray(arr)
     _check_dtype(arr.dtype)
+    if not arr.dtype.isnative:  # planes are taken from numeric words, in native order
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     if not arr.flags.c_contiguous:  # (np.ascontiguousarray would turn a 0-d array into 1-d)
         arr = arr.copy()
     raw = arr.tobytes()
@@ -129,7 +134,10 @@ def encode_array(arr: np.ndarray) -> bytes:
 def _read_header(data: bytes) -> tuple[np.dtype, tuple[int, ...], int]:
     """dtype, shape and the position of the method byte."""
     name_len = data[0]
-    dtype = _check_dtype(np.dtype(bytes(data[1:1 + name_len]).decode("ascii")))
+    name = bytes(data[1:1 + name_len]).decode("ascii")
+    if not _DTYPE_NAME.fullmatch(name):  # np.dtype() parses far more than dtype names
+        raise CodecError(f"array header has a bad dtype {name!r}")
+    dtype = _check_dtype(np.dtype(name))
     (ndim,), pos = read_varints(data, 1, 1 + name_len)
     if ndim > 64:
         raise CodecError(f"array header claims {ndim} dimensions (corrupted)")
@@ -193,7 +201,8 @@ def decode_array(data: bytes) -> np.ndarray:
         flat = _decode_body(data[pos], data[pos + 1:], dtype, n)
         if flat.size != n:
             raise CodecError("array decoded to the wrong number of elements")
-        return flat.reshape(shape).copy()
+        out = flat.reshape(shape)
+        return out if out.flags.writeable else out.copy()
     except CodecError:
         raise
     except MemoryError:

@@ -1,0 +1,108 @@
+"""The automatic mode: neighbourhood and size forms, pins, plans, and the measured check."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import genmodels
+from onnxl2 import compress
+from onnxl2.allocate import allocate_neighbourhood
+from onnxl2.errors import OnnxL2Error
+from onnxl2.sensitivity import Measurement, Sensitivity
+
+
+@pytest.fixture(scope="module")
+def calib():
+    return genmodels.mixed_inputs(48, seed=11)
+
+
+def test_neighbourhood_plan_does_not_raise_the_calibration_loss(calib, tmp_path):
+    result = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), output_dir=tmp_path)
+    alloc = result.report["allocation"]
+    assert alloc["measured_loss_change"] <= 0.0
+    assert "pseudo-labels" in alloc["loss"]  # no labels: cross-entropy to the original's arg-max
+    assert any(r["accepted"] for r in alloc["rounds"])
+    assert result.report["sizes"]["file_ratio"] > 1.5
+    for key, rows in alloc["candidates"].items():
+        assert {r["label"] for r in rows} >= {"int2", "int4", "int8", "float16", "float32"}
+        for r in rows:
+            assert r["first_order"] is not None and r["second_order"] is not None
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert set(plan["choices"]) == {w["name"] for w in result.report["weights"]}
+
+
+def test_plan_replays_to_the_same_bitstream(calib, tmp_path):
+    first = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), output_dir=tmp_path,
+                     taylor=False)
+    again = compress(genmodels.mixed_model(), calib, plan=tmp_path / "plan.json", quiet=True, devices=("cpu",))
+    assert again.files == first.files and again.report["mode"] == "plan"
+
+
+def test_pins_are_honoured(calib):
+    result = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), taylor=False,
+                      keep=("conv_*",), pins={"emb_w": 3}, max_loss_increase="50%")
+    choices = {w["name"]: w["choice"] for w in result.report["weights"]}
+    assert choices["conv_w"] == "float32" and choices["emb_w"] == "int3"
+    assert [r["label"] for r in result.report["allocation"]["candidates"]["conv_w"]] == ["float32"]
+
+
+def test_uniform_bits_with_pins(calib):
+    result = compress(genmodels.mixed_model(), calib, bits=4, pins={"fc_w": 8}, keep=("tied_w",),
+                      quiet=True, devices=("cpu",))
+    choices = {w["name"]: w["choice"] for w in result.report["weights"]}
+    assert choices == {"conv_w": "int4", "fc_w": "int8", "tied_w": "float32", "emb_w": "int4",
+                       "const_w": "int4"}
+
+
+def test_target_size_lands_within_two_percent_below(calib):
+    model = genmodels.big_matmul_model(64, 64, layers=12)
+    feeds = {"x": np.random.default_rng(0).standard_normal((32, 64)).astype(np.float32)}
+    lossless = compress(model, lossless=True, quiet=True).report["sizes"]["bitstream_bytes"]
+    budget = lossless // 5
+    result = compress(model, feeds, target_size=budget, quiet=True, devices=("cpu",), taylor=False)
+    size = result.report["sizes"]["bitstream_bytes"]
+    assert 0.98 * budget <= size <= budget
+    assert result.report["allocation"]["status"] == "ok"
+    assert result.report["allocation"]["form"] == "size budget"
+
+
+def test_unreachable_target_is_a_clear_error(calib):
+    with pytest.raises(OnnxL2Error, match="out of reach"):
+        compress(genmodels.mixed_model(), calib, target_ratio=500, quiet=True, taylor=False)
+
+
+def test_automatic_mode_needs_data():
+    with pytest.raises(OnnxL2Error, match="calibration data"):
+        compress(genmodels.mixed_model(), quiet=True)
+
+
+def _options(n_groups: int = 4):
+    """Each group: float32 (big, no distortion), int8, int4, int2 (smaller, more distortion)."""
+    options = {}
+    for g in range(n_groups):
+        rows = [Sensitivity(f"w{g}", label, bits, size, 0.0, 0.0, dist)
+                for label, bits, size, dist in (("float32", 32, 4000, 0.0), ("int8", 8, 1000, 1e-4),
+                                                ("int4", 4, 500, 1e-3), ("int2", 2, 250, 1e-2))]
+        options[f"w{g}"] = rows
+    return options
+
+
+def test_neighbourhood_loop_recovers_when_the_additive_estimate_is_wrong():
+    """Layers interact: the real loss change grows with the square of the summed distortion
+    and is positive beyond a threshold the additive estimate cannot see."""
+    options = _options()
+    seen = []
+
+    def measure(choice):
+        total = sum(options[k][i].distortion for k, i in choice.items())
+        seen.append(total)
+        return Measurement(1e4 * total ** 2 - 0.05, 1e-4)
+
+    allocation = allocate_neighbourhood(options, 0.0, measure)
+    chosen = sum(options[k][i].distortion for k, i in allocation.choice.items())
+    assert 1e4 * chosen ** 2 - 0.05 <= 0  # the chosen plan passes the real check
+    assert not allocation.rounds[0].accepted and len(allocation.rounds) > 2
+    assert any(r.accepted for r in allocation.rounds)
+    assert chosen > 0  # and it is not the trivial all-float plan
