@@ -123,7 +123,7 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
              plan: str | os.PathLike | dict | None = None, taylor: bool = True,
              eval_data: DataSource | None = None, eval_labels: Any = None,
              devices: tuple[str, ...] = ("cpu", "cuda"), fold: bool = True,
-             quiet: bool = False) -> CompressResult:
+             sweep_cache: str | os.PathLike | None = None, quiet: bool = False) -> CompressResult:
     """Compress a model to a sidecar bitstream (and, unless lossless, a runnable ONNX).
 
     Modes: ``lossless``; ``bits=N`` (uniform per-channel quantization); a ``plan`` to replay;
@@ -134,6 +134,8 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
     ``pins`` ({pattern: bits}) pin a bit-width; both also apply with ``bits``.
 
     The result is validated on ``eval_data`` (with ``eval_labels``) when given, else on ``data``.
+    ``sweep_cache`` (a folder) keeps sensitivity sweeps, so that runs on the same model, data and
+    candidate rules with other bounds or targets skip the sweep.
     ``fold`` fuses BatchNormalization into the Conv before it (as ONNX Runtime does at load
     time), so that the norms' vectors are not stored beside every quantized kernel.
     """
@@ -172,7 +174,8 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
             files, _ = _emit(proto, weights, chosen, False, stem)
             return len(encode_container(files, {})[0])
 
-        mixed = plan_mixed(proto, weights, arrays, label_array, options, bitstream_bytes, stages)
+        mixed = plan_mixed(proto, weights, arrays, label_array, options, bitstream_bytes, stages,
+                           cache_dir=Path(sweep_cache) if sweep_cache else None)
         chosen, report["allocation"] = mixed.chosen, mixed.report
     else:
         with stages.stage("quantize"):

@@ -119,15 +119,17 @@ def _parse_choices(text: str | None) -> tuple[int, ...]:
               help="Loss the automatic mode measures.")
 @click.option("--output", "output_name", help="Model output the loss (and labels) refer to (default: the first).")
 @click.option("--plan", type=click.Path(dir_okay=False), help="Replay a plan.json (choices per weight) instead of searching.")
-@click.option("--no-taylor", is_flag=True, help="Skip the first/second-order terms (a third of the passes).")
+@click.option("--no-taylor", is_flag=True, help="Skip the first/second-order terms (two thirds of the passes).")
+@click.option("--sweep-cache", type=click.Path(file_okay=False),
+              help="Folder keeping sensitivity sweeps: a rerun with another bound or target skips the sweep.")
 @click.option("-o", "--out-dir", "output_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--cpu-only", is_flag=True, help="Validate on the CPU only, even when CUDA is present.")
 @click.option("--no-fold", is_flag=True, help="Keep BatchNormalization nodes instead of fusing them into Conv.")
 @click.option("--quiet", is_flag=True, help="No progress on the terminal.")
 @_user_errors
 def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_loss_increase, target_ratio,
-             target_size, bits_choices, keep, loss, output_name, plan, no_taylor, output_dir, cpu_only,
-             no_fold, quiet) -> None:
+             target_size, bits_choices, keep, loss, output_name, plan, no_taylor, sweep_cache, output_dir,
+             cpu_only, no_fold, quiet) -> None:
     """Compress MODEL into a folder: NAME.l2b (bitstream), NAME.l2.onnx (runnable), plan.json, report.json/.html.
 
     Without --bits, --lossless or --plan it runs the automatic mode on --data: the smallest plan
@@ -142,7 +144,7 @@ def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_lo
                           keep=keep, pins=pins, plan=plan, taylor=not no_taylor,
                           eval_data=eval_data, eval_labels=eval_labels,
                           devices=("cpu",) if cpu_only else ("cpu", "cuda"), fold=not no_fold,
-                          quiet=quiet)
+                          sweep_cache=sweep_cache, quiet=quiet)
     if "allocation" in result.report:
         click.echo(format_table(allocation_rows(result.report), ["weight", "choice", "coded bytes",
                                                                  "predicted dL", "measured dL", ""]))

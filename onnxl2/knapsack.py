@@ -49,17 +49,20 @@ Groups = Sequence[tuple[Sequence[int], Sequence[float]]]
 #: A plan's summed cost may exceed ``max_cost`` by this fraction of ``sum_g max_i |cost|``:
 #: far above the rounding noise of adding the costs up, far below any cost worth telling apart.
 COST_RTOL = 1e-12
-#: Plans over the real budget (let through by the solver's feasibility tolerance) cut off one by
-#: one before the budget row is tightened instead; then how many tightening rounds at most.
+#: Plans over the real budget (let through by the solver's tolerances) cut off one by one
+#: before the budget row is tightened instead; then how many tightening rounds at most.
 MAX_CUTS = 8
 MAX_TIGHTEN = 4
-#: Tightening below the offending plan, scaled units: twice HiGHS's default MIP feasibility
-#: tolerance, so that plan cannot pass again.
-_TIGHTEN_STEP = 2e-6
-_EXTRA: dict = {}
+#: First tightening below the offending plan, relative to the budget row's right-hand side
+#: (HiGHS's tolerances act relative to it); ten times more each further round.
+_TIGHTEN_RTOL = 1e-9
+#: The largest per-group spread of sizes and of costs becomes this many solver units. Order one
+#: (the textbook choice) puts a bit of a 1e9-bit spread at 1e-9, inside HiGHS's optimality and
+#: feasibility tolerances, and HiGHS then returns plans some bits off the optimum; at 1e6 one
+#: bit stays a thousandth of a unit while coefficients remain in a range HiGHS scales well.
 _SPAN = 1e6
-#: Absolute gap for the cost objective, scaled units (passed to HiGHS verbatim): far below
-#: any difference between cost estimates.
+#: Absolute gap for the cost objective as a fraction of the largest cost spread (passed to
+#: HiGHS verbatim): far below any difference between cost estimates.
 _COST_ABS_GAP = 1e-10
 _SCIPY_STATUS = {0: "optimal", 1: "limit", 2: "infeasible", 3: "unbounded", 4: "error"}
 
@@ -259,29 +262,61 @@ def _solve_milp(problem: _Problem, objective: str, budget: float, closest: np.nd
     abs_gap = 0.5 / obj_scale if objective == "size" else _COST_ABS_GAP * _SPAN
     cuts: list[np.ndarray] = []
     tightened = 0.0
-    for _ in range(MAX_CUTS + MAX_TIGHTEN):
+    for attempt in range(MAX_CUTS + MAX_TIGHTEN):
         remaining = time_limit - (time.perf_counter() - start)
         res = _milp(problem, obj, con, rhs, cuts, max(remaining, 1e-3), rel_gap, abs_gap)
         status = _status(res)
         notes = _notes(len(cuts), tightened * con_scale, objective)
         if res.x is None:
-            if status == "infeasible":
-                return _infeasible(problem, closest, objective, budget, start, notes)
+            if status == "infeasible":  # only after fix-ups: the closest plan fits (checked)
+                return _approximate(problem, closest, objective, start,
+                                    "milp found the tightened problem infeasible", notes)
             return _result(problem, closest, status, f"milp found no plan ({res.message})",
                            math.inf, math.nan, start, success=False)
         picks = _picks(problem, res.x)
         if _fits(problem, picks, objective, budget):
+            picks, swaps = _polish(problem, picks, objective, budget)
+            if swaps:
+                notes.append(f"{swaps} single-option swap(s) improved the solver's plan")
             return _result(problem, picks, status, "; ".join([str(res.message), *notes]),
                            _gap(res, status), _bound(res, obj_scale, obj_offset), start,
                            success=status == "optimal")
         if len(cuts) < MAX_CUTS:
             cuts.append(picks)
         else:
-            new_rhs = min(rhs, float(con[picks].sum())) - _TIGHTEN_STEP
+            step = _TIGHTEN_RTOL * 10.0 ** (attempt - MAX_CUTS) * max(1.0, abs(rhs))
+            new_rhs = min(rhs, float(con[picks].sum())) - step
             tightened += rhs - new_rhs
             rhs = new_rhs
-    return _result(problem, closest, "error", "milp kept returning plans over the budget; "
-                   + "; ".join(notes), math.inf, math.nan, start, success=False)
+    return _approximate(problem, closest, objective, start,
+                        "milp kept returning plans over the budget", notes)
+
+
+def _polish(problem: _Problem, picks: np.ndarray, objective: str,
+            budget: float) -> tuple[np.ndarray, int]:
+    """Take the best single-group swap that keeps the unscaled budget, while one improves.
+
+    A proven optimum admits none; when the budget lies within the solver's relative tolerance
+    of a plan (spreads near 1e9 bits) HiGHS can stop a few bits or a sliver of cost short, and
+    this exact check catches the common case of that. Vectorised over all options per pass.
+    """
+    picks = picks.copy()
+    for swaps in range(problem.n_groups + 1):
+        current = picks[problem.group]
+        if objective == "size":
+            gain = (problem.size[current] - problem.size).astype(np.float64)
+            room = problem.cost_tol + budget - math.fsum(problem.cost[picks].tolist())
+            fits = problem.cost - problem.cost[current] <= room
+        else:
+            gain = problem.cost[current] - problem.cost
+            room = budget - int(problem.size[picks].sum())
+            fits = problem.size - problem.size[current] <= room
+        gain = np.where(fits, gain, 0.0)
+        best = int(np.argmax(gain))
+        if gain[best] <= (0.0 if objective == "size" else problem.cost_tol):
+            return picks, swaps
+        picks[problem.group[best]] = best
+    return picks, problem.n_groups
 
 
 def _notes(cuts: int, tightened: float, objective: str) -> list[str]:
@@ -325,8 +360,9 @@ def _milp(problem: _Problem, obj: np.ndarray, con: np.ndarray, rhs: float,
     lower = np.concatenate((np.ones(g), np.full(1 + len(cuts), -np.inf)))
     upper = np.concatenate((np.ones(g), [rhs], np.full(len(cuts), g - 1.0)))
     options = {"time_limit": time_limit, "mip_rel_gap": rel_gap, "disp": False,
-               # passed verbatim to HiGHS by scipy (its warning says so)
-               "mip_abs_gap": abs_gap, **_EXTRA}
+               # passed verbatim to HiGHS by scipy (its warning says so); not its feasibility
+               # tolerances: tightening those makes HiGHS's presolve return wrong optima
+               "mip_abs_gap": abs_gap}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Unrecognized options", category=RuntimeWarning)
         return milp(obj, constraints=LinearConstraint(rows, lower, upper),
@@ -380,6 +416,15 @@ def _objective(problem: _Problem, picks: np.ndarray, objective: str) -> float:
     if objective == "size":
         return float(int(problem.size[picks].sum()))
     return math.fsum(problem.cost[picks].tolist())
+
+
+def _approximate(problem: _Problem, closest: np.ndarray, objective: str, start: float,
+                 why: str, notes: Sequence[str]) -> KnapsackResult:
+    """Fix-ups ran out: fall back on the plan closest to the budget, which is known to fit."""
+    best = "smallest" if objective == "cost" else "least costly"
+    return _result(problem, closest, "approximate", "; ".join(
+        [f"{why}; returning the {best} plan, which fits but is not optimal", *notes]),
+        math.inf, math.nan, start, success=False)
 
 
 def _infeasible(problem: _Problem, closest: np.ndarray, objective: str, budget: float,

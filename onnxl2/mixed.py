@@ -5,8 +5,11 @@ Calibration data drive every decision here; evaluation data only judge the resul
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
@@ -16,10 +19,15 @@ from .allocate import allocate_neighbourhood, allocate_size
 from .candidates import ALLOWED_BITS, DEFAULT_BITS_CHOICES, Candidate, make_candidates
 from .data import batch_size_for, input_specs
 from .errors import OnnxL2Error
+from .fileio import write_files_atomically
 from .losses import make_loss
 from .model import Weight, weight_array
 from .progress import Stages
 from .sensitivity import Probe, Sensitivity, sweep, terminal_progress
+
+
+#: Bumped whenever what a sweep measures changes, so that caches of older sweeps are not reused.
+SWEEP_VERSION = 1
 
 
 @dataclass
@@ -82,6 +90,41 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * factor)
 
 
+def _cache_key(proto: ModelProto, data: Mapping[str, np.ndarray], labels: np.ndarray | None,
+               options: MixedOptions, output: str) -> str:
+    """Same model, data, loss and candidate rules: same sweep."""
+    digest = hashlib.sha256(proto.SerializeToString(deterministic=True))
+    for name in sorted(data):
+        digest.update(name.encode() + np.ascontiguousarray(data[name]).tobytes())
+    if labels is not None:
+        digest.update(np.ascontiguousarray(labels).tobytes())
+    digest.update(json.dumps([options.bits_choices, options.keep, sorted(options.pins.items()),
+                              options.loss, output, options.taylor, SWEEP_VERSION]).encode())
+    return digest.hexdigest()[:32]
+
+
+def _load_cached(cache_dir: Path | None, key: str | None, candidates) -> dict | None:
+    if cache_dir is None:
+        return None
+    path = Path(cache_dir) / f"sweep-{key}.json"
+    if not path.is_file():
+        return None
+    rows = json.loads(path.read_text())
+    table = {k: [Sensitivity(**{f: r[f] for f in Sensitivity.__dataclass_fields__}) for r in v]
+             for k, v in rows.items()}
+    if {k: [r.bits for r in v] for k, v in table.items()} != {k: [c.bits for c in v] for k, v in candidates.items()}:
+        return None
+    return table
+
+
+def _store_cached(cache_dir: Path | None, key: str | None, table: dict) -> None:
+    if cache_dir is None:
+        return
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    payload = json.dumps({k: [r.to_dict() for r in v] for k, v in table.items()}).encode()
+    write_files_atomically({Path(cache_dir) / f"sweep-{key}.json": payload})
+
+
 @dataclass
 class MixedResult:
     chosen: dict[str, Candidate]
@@ -91,7 +134,7 @@ class MixedResult:
 def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.ndarray],
                labels: np.ndarray | None, options: MixedOptions,
                bitstream_bytes: Callable[[dict[str, Candidate]], int], stages: Stages,
-               device: str = "cpu") -> MixedResult:
+               device: str = "cpu", cache_dir: Path | None = None) -> MixedResult:
     """Pick a candidate per compressible weight, measured on ``data`` (calibration)."""
     studied = [w for w in weights if w.compressible]
     output = options.output or proto.graph.output[0].name
@@ -107,8 +150,12 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
         probe.set_loss(loss)
     base_loss = float(probe.base.mean())
     with stages.stage("sensitivity"):
-        progress = terminal_progress(stages.verbose, "sensitivity")
-        table = sweep(probe, candidates, taylor=options.taylor, progress=progress)
+        key = _cache_key(proto, data, labels, options, output) if cache_dir else None
+        table = _load_cached(cache_dir, key, candidates)
+        if table is None:
+            progress = terminal_progress(stages.verbose, "sensitivity")
+            table = sweep(probe, candidates, taylor=options.taylor, progress=progress)
+            _store_cached(cache_dir, key, table)
 
     def overrides(choice: Mapping[str, int]) -> dict[str, np.ndarray]:
         return {k: candidates[k][i].values() for k, i in choice.items() if candidates[k][i].bits != 32}

@@ -106,3 +106,14 @@ def test_neighbourhood_loop_recovers_when_the_additive_estimate_is_wrong():
     assert not allocation.rounds[0].accepted and len(allocation.rounds) > 2
     assert any(r.accepted for r in allocation.rounds)
     assert chosen > 0  # and it is not the trivial all-float plan
+
+
+def test_sweep_cache_is_reused(calib, tmp_path):
+    first = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), taylor=False,
+                     sweep_cache=tmp_path)
+    assert len(list(tmp_path.glob("sweep-*.json"))) == 1
+    second = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), taylor=False,
+                      sweep_cache=tmp_path, max_loss_increase="10%")
+    passes = [r.report["allocation"]["forward_passes"] for r in (first, second)]
+    assert passes[1] < passes[0] / 2
+    assert second.report["allocation"]["candidates"] == first.report["allocation"]["candidates"]
