@@ -121,6 +121,7 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
              target_size: int | str | None = None, bits_choices: tuple[int, ...] = DEFAULT_BITS_CHOICES,
              keep: tuple[str, ...] = (), pins: dict[str, int] | None = None,
              plan: str | os.PathLike | dict | None = None, taylor: bool = True,
+             sweep: str = "auto", sweep_budget_s: float = 300.0,
              eval_data: DataSource | None = None, eval_labels: Any = None,
              devices: tuple[str, ...] = ("cpu", "cuda"), fold: bool = True,
              sweep_cache: str | os.PathLike | None = None, quiet: bool = False) -> CompressResult:
@@ -134,6 +135,8 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
     ``pins`` ({pattern: bits}) pin a bit-width; both also apply with ``bits``.
 
     The result is validated on ``eval_data`` (with ``eval_labels``) when given, else on ``data``.
+    ``sweep`` "full" measures every candidate, "proxy" one per weight (the others scaled by
+    their weight error), "auto" picks full when it fits ``sweep_budget_s`` seconds.
     ``sweep_cache`` (a folder) keeps sensitivity sweeps, so that runs on the same model, data and
     candidate rules with other bounds or targets skip the sweep.
     ``fold`` fuses BatchNormalization into the Conv before it (as ONNX Runtime does at load
@@ -147,7 +150,7 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
     pins = dict(pins or {})
     mode = "uniform" if bits is not None else "plan" if plan is not None else "auto"
     options = MixedOptions(tuple(bits_choices), tuple(keep), pins, loss, output, max_loss_increase,
-                           None, taylor)
+                           None, taylor, sweep, sweep_budget_s)
     with stages.stage("load"):
         loaded = load_model(model)
         proto, folded = fold_batchnorm(loaded.proto) if fold else (loaded.proto, 0)

@@ -120,6 +120,9 @@ def _parse_choices(text: str | None) -> tuple[int, ...]:
 @click.option("--output", "output_name", help="Model output the loss (and labels) refer to (default: the first).")
 @click.option("--plan", type=click.Path(dir_okay=False), help="Replay a plan.json (choices per weight) instead of searching.")
 @click.option("--no-taylor", is_flag=True, help="Skip the first/second-order terms (two thirds of the passes).")
+@click.option("--sweep", type=click.Choice(["auto", "full", "proxy"]), default="auto", show_default=True,
+              help="full: measure every candidate; proxy: one per weight, the rest scaled; auto: full if it fits --sweep-budget.")
+@click.option("--sweep-budget", type=float, default=300.0, show_default=True, help="Seconds a full sweep may take (auto).")
 @click.option("--sweep-cache", type=click.Path(file_okay=False),
               help="Folder keeping sensitivity sweeps: a rerun with another bound or target skips the sweep.")
 @click.option("-o", "--out-dir", "output_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
@@ -128,8 +131,8 @@ def _parse_choices(text: str | None) -> tuple[int, ...]:
 @click.option("--quiet", is_flag=True, help="No progress on the terminal.")
 @_user_errors
 def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_loss_increase, target_ratio,
-             target_size, bits_choices, keep, loss, output_name, plan, no_taylor, sweep_cache, output_dir,
-             cpu_only, no_fold, quiet) -> None:
+             target_size, bits_choices, keep, loss, output_name, plan, no_taylor, sweep, sweep_budget,
+             sweep_cache, output_dir, cpu_only, no_fold, quiet) -> None:
     """Compress MODEL into a folder: NAME.l2b (bitstream), NAME.l2.onnx (runnable), plan.json, report.json/.html.
 
     Without --bits, --lossless or --plan it runs the automatic mode on --data: the smallest plan
@@ -141,7 +144,8 @@ def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_lo
                           output_dir=output_dir, output=output_name, loss=loss,
                           max_loss_increase=max_loss_increase, target_ratio=target_ratio,
                           target_size=target_size, bits_choices=_parse_choices(bits_choices),
-                          keep=keep, pins=pins, plan=plan, taylor=not no_taylor,
+                          keep=keep, pins=pins, plan=plan, taylor=not no_taylor, sweep=sweep,
+                          sweep_budget_s=sweep_budget,
                           eval_data=eval_data, eval_labels=eval_labels,
                           devices=("cpu",) if cpu_only else ("cpu", "cuda"), fold=not no_fold,
                           sweep_cache=sweep_cache, quiet=quiet)

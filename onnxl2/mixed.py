@@ -8,6 +8,7 @@ import fnmatch
 import hashlib
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
@@ -23,7 +24,7 @@ from .fileio import write_files_atomically
 from .losses import make_loss
 from .model import Weight, weight_array
 from .progress import Stages
-from .sensitivity import Probe, Sensitivity, sweep, terminal_progress
+from .sensitivity import Probe, Sensitivity, proxy_sweep, sweep, terminal_progress
 
 
 #: Bumped whenever what a sweep measures changes, so that caches of older sweeps are not reused.
@@ -42,11 +43,15 @@ class MixedOptions:
     max_loss_increase: float | str = 0.0  # absolute, or "N%" of the calibration loss
     target_bytes: int | None = None
     taylor: bool = True
+    sweep: str = "auto"  # "full" (every candidate measured), "proxy", or "auto" (by the time budget)
+    sweep_budget_s: float = 300.0
 
     def __post_init__(self) -> None:
         bad = [b for b in self.bits_choices if b not in ALLOWED_BITS]
         if bad or not self.bits_choices:
             raise OnnxL2Error(f"bit choices must be among {', '.join(map(str, ALLOWED_BITS))}; got {bad or 'none'}")
+        if self.sweep not in ("auto", "full", "proxy"):
+            raise OnnxL2Error(f"sweep must be auto, full or proxy; got {self.sweep!r}")
         for pattern, bits in self.pins.items():
             if bits not in ALLOWED_BITS:
                 raise OnnxL2Error(f"--bits {pattern}={bits}: bits must be among {ALLOWED_BITS}")
@@ -99,7 +104,7 @@ def _cache_key(proto: ModelProto, data: Mapping[str, np.ndarray], labels: np.nda
     if labels is not None:
         digest.update(np.ascontiguousarray(labels).tobytes())
     digest.update(json.dumps([options.bits_choices, options.keep, sorted(options.pins.items()),
-                              options.loss, output, options.taylor, SWEEP_VERSION]).encode())
+                              options.loss, output, options.taylor, options.sweep, SWEEP_VERSION]).encode())
     return digest.hexdigest()[:32]
 
 
@@ -146,15 +151,23 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
                                              allowed_bits(w, options)) for w in studied}
     with stages.stage("calibration passes"):
         probe = Probe(proto, studied, data, batch_size_for(data, input_specs(proto)), output, device)
+        started = time.perf_counter()
         loss = make_loss(options.loss, output, probe.outputs({}), labels)
+        pass_seconds = time.perf_counter() - started
         probe.set_loss(loss)
+    per_candidate = 3 if options.taylor else 1
+    full_passes = per_candidate * sum(c.bits != 32 for cands in candidates.values() for c in cands)
+    mode = options.sweep
+    if mode == "auto":
+        mode = "full" if full_passes * pass_seconds <= options.sweep_budget_s else "proxy"
     base_loss = float(probe.base.mean())
     with stages.stage("sensitivity"):
         key = _cache_key(proto, data, labels, options, output) if cache_dir else None
         table = _load_cached(cache_dir, key, candidates)
         if table is None:
-            progress = terminal_progress(stages.verbose, "sensitivity")
-            table = sweep(probe, candidates, taylor=options.taylor, progress=progress)
+            progress = terminal_progress(stages.verbose, f"sensitivity ({mode})")
+            run = sweep if mode == "full" else proxy_sweep
+            table = run(probe, candidates, taylor=options.taylor, progress=progress)
             _store_cached(cache_dir, key, table)
 
     def overrides(choice: Mapping[str, int]) -> dict[str, np.ndarray]:
@@ -181,6 +194,7 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
         "loss": loss.describe(), "output": output, "calibration_samples": int(probe.base.size),
         "calibration_loss": base_loss,
         "form": "size budget" if options.target_bytes is not None else "loss neighbourhood",
+        "sweep": mode, "seconds_per_pass": pass_seconds,
         "max_loss_increase": bound, "target_bytes": options.target_bytes,
         "measured_loss_change": final.mean, "measured_loss_change_se": final.se,
         "measured_within_noise": final.within_noise,

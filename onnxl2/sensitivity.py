@@ -124,15 +124,16 @@ class Sensitivity:
     label: str
     bits: int
     coded_bytes: int
-    measured: float
-    se: float
+    measured: float | None
+    se: float | None
     distortion: float = 0.0
     first_order: float | None = None
     second_order: float | None = None
+    source: str = "measured"  # or "proxy": distortion scaled from the layer's measured candidate
 
     @property
     def within_noise(self) -> bool:
-        return abs(self.measured) <= NOISE_SIGMAS * self.se
+        return self.measured is not None and abs(self.measured) <= NOISE_SIGMAS * self.se
 
     @property
     def predicted(self) -> float | None:
@@ -153,6 +154,49 @@ class Sensitivity:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "predicted": self.predicted, "within_noise": self.within_noise}
+
+
+def reference_candidate(cands: list[Candidate]) -> Candidate | None:
+    """The candidate a proxy sweep measures: int4 if offered, else the nearest integer one."""
+    ints = [c for c in cands if c.quantized is not None]
+    if not ints:
+        halves = [c for c in cands if c.bits == 16]
+        return halves[0] if halves else None
+    return min(ints, key=lambda c: (abs(c.bits - 4), c.bits))
+
+
+def _error_energy(cand: Candidate) -> float:
+    return float(np.square(cand.values().astype(np.float64) - cand.original).sum())
+
+
+def proxy_sweep(probe: Probe, candidates: Mapping[str, list[Candidate]], taylor: bool = True,
+                progress: Callable[[Iterable], Iterable] | None = None) -> dict[str, list[Sensitivity]]:
+    """One measured candidate per weight; the others' distortion scaled by their error energy.
+
+    Output distortion is second order in the perturbation, so within one layer it grows with
+    the squared weight error; the measured reference fixes the layer's own factor. Rows say
+    which values are measured and which are scaled; the final plan is always measured.
+    """
+    refs = {key: reference_candidate(cands) for key, cands in candidates.items()}
+    measured = sweep(probe, {key: [ref] for key, ref in refs.items() if ref is not None}, taylor, progress)
+    results: dict[str, list[Sensitivity]] = {}
+    for key, cands in candidates.items():
+        ref = refs[key]
+        ref_row = measured[key][0] if ref is not None else None
+        ref_energy = _error_energy(ref) if ref is not None else 0.0
+        rows = []
+        for cand in cands:
+            if cand is ref:
+                rows.append(ref_row)
+            elif cand.bits == 32 or ref is None:
+                rows.append(Sensitivity(key, cand.label, cand.bits, cand.coded_bytes, 0.0, 0.0, 0.0,
+                                        0.0 if cand.bits == 32 else None, 0.0 if cand.bits == 32 else None))
+            else:
+                ratio = _error_energy(cand) / ref_energy if ref_energy > 0 else 0.0
+                rows.append(Sensitivity(key, cand.label, cand.bits, cand.coded_bytes, None, None,
+                                        ref_row.distortion * ratio, source="proxy"))
+        results[key] = rows
+    return results
 
 
 def sweep(probe: Probe, candidates: Mapping[str, list[Candidate]], taylor: bool = True,

@@ -117,3 +117,15 @@ def test_sweep_cache_is_reused(calib, tmp_path):
     passes = [r.report["allocation"]["forward_passes"] for r in (first, second)]
     assert passes[1] < passes[0] / 2
     assert second.report["allocation"]["candidates"] == first.report["allocation"]["candidates"]
+
+
+def test_proxy_sweep_measures_one_candidate_per_weight(calib):
+    result = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), sweep="proxy")
+    alloc = result.report["allocation"]
+    assert alloc["sweep"] == "proxy"
+    for rows in alloc["candidates"].values():
+        sources = [r["source"] for r in rows if r["bits"] != 32]
+        assert sources.count("measured") == 1 and sources.count("proxy") == len(sources) - 1
+        int4 = next(r for r in rows if r["label"] == "int4")
+        assert int4["source"] == "measured" and int4["first_order"] is not None
+    assert alloc["measured_loss_change"] <= 0.0
