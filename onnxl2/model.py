@@ -176,6 +176,17 @@ def constant_tensor(node: onnx.NodeProto) -> TensorProto | None:
     return None
 
 
+def remove_constants(graph: GraphProto, names: set[str]) -> None:
+    """Drop the initializers and Constant nodes that define ``names`` in this graph."""
+    keep_inits = [t for t in graph.initializer if t.name not in names]
+    del graph.initializer[:]
+    graph.initializer.extend(keep_inits)
+    keep_nodes = [n for n in graph.node
+                  if not (constant_tensor(n) is not None and n.output and n.output[0] in names)]
+    del graph.node[:]
+    graph.node.extend(keep_nodes)
+
+
 def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
     for attr in node.attribute:
         if attr.name == name:

@@ -24,7 +24,7 @@ from .candidates import Candidate
 from .data import iter_batches
 from .evaluate import make_session
 from .losses import Loss
-from .model import Weight, constant_tensor, iter_graphs, weight_array
+from .model import Weight, iter_graphs, remove_constants, weight_array
 
 #: A change smaller than this many standard errors counts as zero.
 NOISE_SIGMAS = 2.0
@@ -38,15 +38,8 @@ def probe_model(proto: ModelProto, weights: list[Weight]) -> ModelProto:
     main_inputs = {i.name for i in out.graph.input}
     for graph, path in iter_graphs(out.graph):
         studied = {w.name for w in weights if w.graph == path}
-        if not studied:
-            continue
-        keep = [t for t in graph.initializer if t.name not in studied]
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
-        nodes = [n for n in graph.node
-                 if not (constant_tensor(n) is not None and n.output and n.output[0] in studied)]
-        del graph.node[:]
-        graph.node.extend(nodes)
+        if studied:
+            remove_constants(graph, studied)
     for w in weights:
         if w.key in keys and w.name not in main_inputs:
             out.graph.input.append(helper.make_tensor_value_info(w.name, w.elem_type, list(w.shape)))

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto, numpy_helper
 
-from ..model import constant_tensor
+from ..model import constant_tensor, remove_constants
 
 
 def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
@@ -87,13 +87,7 @@ def fold_batchnorm(proto: ModelProto) -> tuple[ModelProto, int]:
 
 
 def _drop(graph: onnx.GraphProto, names: set[str]) -> None:
-    keep_inits = [t for t in graph.initializer if t.name not in names]
-    del graph.initializer[:]
-    graph.initializer.extend(keep_inits)
-    keep_nodes = [n for n in graph.node
-                  if not (constant_tensor(n) is not None and n.output and n.output[0] in names)]
-    del graph.node[:]
-    graph.node.extend(keep_nodes)
+    remove_constants(graph, names)
     keep_inputs = [i for i in graph.input if i.name not in names]
     del graph.input[:]
     graph.input.extend(keep_inputs)
