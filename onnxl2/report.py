@@ -159,16 +159,36 @@ def to_html(report: dict) -> bytes:
     weights = report.get("weights") or []
     if weights:
         labels = [w["name"] for w in weights]
-        sections += ["<h2>Coded bits per parameter, per layer (symbols and scales)</h2>",
+        sections += ["<h2>Coded bits per parameter, per layer</h2>",
                      _bar_chart(labels, [w["bits_per_param"] for w in weights], "bit"),
                      "<h2>Coded bytes per layer</h2>",
                      _bar_chart(labels, [w["coded_bytes"] for w in weights], "B", "bar2"),
                      "<h2>Weights</h2>",
-                     _table(["weight", "graph", "role", "shape", "params", "bits", "container",
+                     _table(["weight", "graph", "role", "shape", "params", "choice", "container",
                              "coded bytes", "bits/param"],
                             [[w["name"], w["graph"], w["role"], "x".join(map(str, w["shape"])),
-                              w["params"], w["bits"], w["container"], w["coded_bytes"],
+                              w["params"], w["choice"], w["container"], w["coded_bytes"],
                               round(w["bits_per_param"], 3)] for w in weights])]
+    alloc = report.get("allocation")
+    if alloc:
+        sections += [f"<h2>Allocation ({_esc(alloc['form'])}, {_esc(alloc['sweep'])} sweep)</h2>",
+                     f"<p>loss: {_esc(alloc['loss'])}; calibration loss {alloc['calibration_loss']:.6g} "
+                     f"over {alloc['calibration_samples']} samples; measured change of the plan "
+                     f"{alloc['measured_loss_change']:+.3e} &plusmn; {alloc['measured_loss_change_se']:.1e}"
+                     f"{' (within noise)' if alloc['measured_within_noise'] else ''}; "
+                     f"{alloc['forward_passes']} forward passes. {_esc(alloc.get('message', ''))}</p>",
+                     _table(["round", "bound", "bitstream bytes", "measured loss change", "se", "accepted"],
+                            [[r["index"], r["bound"], r["bitstream_bytes"] or "-",
+                              "-" if r["measured_loss_change"] is None else r["measured_loss_change"],
+                              "-" if r["measured_se"] is None else r["measured_se"],
+                              "yes" if r["accepted"] else "no"] for r in alloc["rounds"]]),
+                     "<h2>Chosen candidates: predicted (Taylor) and measured loss change per layer</h2>",
+                     _table(["weight", "choice", "coded bytes", "distortion", "predicted", "measured", "se", ""],
+                            [[w["name"], w["choice"], w["coded_bytes"], w.get("distortion", 0.0),
+                              "-" if w.get("predicted_loss_change") is None else w["predicted_loss_change"],
+                              "-" if w.get("measured_loss_change") is None else w["measured_loss_change"],
+                              "-" if w.get("measured_se") is None else w["measured_se"],
+                              "within noise" if w.get("within_noise") else ""] for w in weights])]
     left = report.get("not_compressed") or []
     if left:
         sections += [f"<h2>Kept in float ({len(left)} tensors, "

@@ -129,3 +129,9 @@ def test_proxy_sweep_measures_one_candidate_per_weight(calib):
         int4 = next(r for r in rows if r["label"] == "int4")
         assert int4["source"] == "measured" and int4["first_order"] is not None
     assert alloc["measured_loss_change"] <= 0.0
+
+
+def test_html_report_shows_the_allocation(calib, tmp_path):
+    compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), taylor=False, output_dir=tmp_path)
+    page = (tmp_path / "report.html").read_text()
+    assert "Allocation (loss neighbourhood" in page and "predicted (Taylor) and measured" in page
