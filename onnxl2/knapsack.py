@@ -36,7 +36,10 @@ miss the optimum by a sliver.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -366,10 +369,29 @@ def _milp(problem: _Problem, obj: np.ndarray, con: np.ndarray, rhs: float,
                # passed verbatim to HiGHS by scipy (its warning says so); not its feasibility
                # tolerances: tightening those makes HiGHS's presolve return wrong optima
                "mip_abs_gap": abs_gap}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _solver_output_silenced():
         warnings.filterwarnings("ignore", message="Unrecognized options", category=RuntimeWarning)
         return milp(obj, constraints=LinearConstraint(rows, lower, upper),
                     integrality=np.ones(n), bounds=(0, 1), options=options)
+
+
+@contextlib.contextmanager
+def _solver_output_silenced():
+    """HiGHS writes debugging lines straight to file descriptor 1 even with disp=False; keep
+    them out of the user's output (and out of piped JSON)."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):  # no real stdout (some embedded interpreters): nothing to hide
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _status(res) -> str:

@@ -142,7 +142,8 @@ def _bar_chart(labels: list[str], values: list[float], unit: str, css: str = "ba
         width = max(1.0, bar_w * value / top)
         parts.append(f'<text x="{label_w - 6}" y="{y + 11}" text-anchor="end">{_esc(label[-40:])}</text>'
                      f'<rect class="{css}" x="{label_w}" y="{y}" width="{width:.1f}" height="{row - 4}"/>'
-                     f'<text x="{label_w + width + 4}" y="{y + 11}">{value:.3g} {unit}</text>')
+                     f'<text x="{label_w + width + 4}" y="{y + 11}">'
+                     f'{f"{value:,.0f}" if unit == "B" else f"{value:.3g}"} {unit}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,6 +40,8 @@ def main() -> None:
     parser.add_argument("--bits", type=int, nargs="*", default=[2, 3, 4, 5, 6, 8])
     parser.add_argument("--no-taylor", action="store_true")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "sweeps",
+                        help="sweep cache folder (reruns with the same model and data skip the sweep)")
     args = parser.parse_args()
     folder = args.model
     labels = {split: folder / f"{split}_labels.npy" for split in ("calib", "eval")}
@@ -48,17 +49,20 @@ def main() -> None:
                   labels=labels["calib"] if labels["calib"].exists() else None,
                   eval_labels=labels["eval"] if labels["eval"].exists() else None)
     rows = []
-    with tempfile.TemporaryDirectory() as cache:
-        for bits in args.bits:
-            start = time.perf_counter()
-            result = onnxl2.compress(folder / "model.onnx", folder / "calib.npz", bits=bits, **common)
-            rows.append(_row(f"uniform --bits {bits}", result, time.perf_counter() - start))
-        for name, extra in [("neighbourhood (eps 0)", {})] + [
-                (f"--target-ratio {t:g}", {"target_ratio": t}) for t in args.targets]:
-            start = time.perf_counter()
-            result = onnxl2.compress(folder / "model.onnx", folder / "calib.npz", sweep_cache=cache,
+    for bits in args.bits:
+        start = time.perf_counter()
+        result = onnxl2.compress(folder / "model.onnx", folder / "calib.npz", bits=bits, **common)
+        rows.append(_row(f"uniform --bits {bits}", result, time.perf_counter() - start))
+    for name, extra in [("neighbourhood (eps 0)", {})] + [
+            (f"--target-ratio {t:g}", {"target_ratio": t}) for t in args.targets]:
+        start = time.perf_counter()
+        try:
+            result = onnxl2.compress(folder / "model.onnx", folder / "calib.npz", sweep_cache=args.cache,
                                      taylor=not args.no_taylor, **common, **extra)
-            rows.append(_row(name, result, time.perf_counter() - start))
+        except onnxl2.OnnxL2Error as exc:
+            print(f"{name}: {exc}")
+            continue
+        rows.append(_row(name, result, time.perf_counter() - start))
     has_acc = rows[0]["accuracy"] is not None
     print(f"model {folder} (accuracy of the original on eval: "
           f"{rows[0]['accuracy_original'] if has_acc else 'no labels'})\n")
