@@ -203,7 +203,7 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
                                      judge_data, judge_labels, output, devices, spec_model=loaded.proto)
             result.original_bytes = loaded.file_bytes
             result.compressed_bytes = sum(len(f.data) for f in stored)
-            report["validation"] = {"split": "evaluation" if eval_data is not None else "calibration",
+            report["validation"] = {"split": "--eval-data" if eval_data is not None else "--data",
                                     **result.to_dict()}
     extra = {"plan.json": to_json(report["plan"])}
     return _finish(report, blob, stored, output_dir, stem, stages, started,

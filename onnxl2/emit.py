@@ -72,10 +72,17 @@ def convert_opset(proto: ModelProto, opset: int) -> ModelProto:
     if default_opset(proto) >= opset:
         return proto
     try:
-        return version_converter.convert_version(proto, opset)
+        converted = version_converter.convert_version(proto, opset)
     except Exception as exc:
         raise ModelError(f"cannot convert the model to opset {opset}, which the compressed "
                          f"weights need ({str(exc).splitlines()[0][:200]})") from None
+    # the converter runs shape inference and records every inferred shape as value_info:
+    # metadata the model did not have, which would only make the bitstream larger
+    kept = {v.name for v in proto.graph.value_info}
+    inferred = [v for v in converted.graph.value_info if v.name in kept]
+    del converted.graph.value_info[:]
+    converted.graph.value_info.extend(inferred)
+    return converted
 
 
 def _int_tensor(name: str, symbols: np.ndarray, bits: int) -> TensorProto:

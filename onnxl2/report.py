@@ -62,7 +62,7 @@ def summary_rows(report: dict) -> list[list[str]]:
         rows.append(["calibration loss change", f"{a['measured_loss_change']:+.3e} +- {a['measured_loss_change_se']:.1e}"
                      f" ({a['form']}; {len(a['rounds'])} round(s), {a['forward_passes']} passes)"])
     if report.get("validation"):
-        rows.append(["judged on", f"{report['validation'].get('split', 'given')} data"])
+        rows.append(["judged on", f"the {report['validation'].get('split', 'given')} samples"])
         rows += validation_rows(report["validation"])
     rows.append(["round trip", report.get("roundtrip", "-")])
     return rows
