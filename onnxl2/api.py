@@ -104,6 +104,8 @@ class CompressResult(_ModelFiles):
 def _check_mode(bits: int | None, lossless: bool, target_ratio, target_size, plan) -> None:
     if lossless and (bits is not None or target_ratio or target_size or plan):
         raise OnnxL2Error("--lossless takes no --bits, --target-ratio, --target-size or --plan")
+    if plan is not None and (bits is not None or target_ratio or target_size):
+        raise OnnxL2Error("--plan fixes every choice: it takes no --bits N or target")
     if bits is not None and (target_ratio or target_size):
         raise OnnxL2Error("give either --bits or a target (--target-ratio / --target-size), not both")
     if target_ratio and target_size:
