@@ -149,6 +149,11 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
     with stages.stage("candidates"):
         candidates = {w.key: make_candidates(w.key, weight_array(proto, w), w.channel_axis,
                                              allowed_bits(w, options)) for w in studied}
+    if options.target_bytes is None and options.loss == "distance" and \
+            parse_loss_bound(options.max_loss_increase, 1.0) <= 0:
+        raise OnnxL2Error("a distance to the original output cannot fall below zero, so with "
+                          "--max-loss-increase 0 nothing could be compressed: give a bound "
+                          "(e.g. --max-loss-increase 1e-4) or a --target-ratio")
     with stages.stage("calibration passes"):
         probe = Probe(proto, studied, data, batch_size_for(data, input_specs(proto)), output, device)
         started = time.perf_counter()

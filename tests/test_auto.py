@@ -135,3 +135,8 @@ def test_html_report_shows_the_allocation(calib, tmp_path):
     compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), taylor=False, output_dir=tmp_path)
     page = (tmp_path / "report.html").read_text()
     assert "Allocation (loss neighbourhood" in page and "predicted (Taylor) and measured" in page
+
+
+def test_distance_loss_needs_a_bound_or_a_target(calib):
+    with pytest.raises(OnnxL2Error, match="cannot fall below zero"):
+        compress(genmodels.mixed_model(), calib, loss="distance", quiet=True)

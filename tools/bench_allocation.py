@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--targets", type=float, nargs="*", default=[10.0, 20.0])
     parser.add_argument("--bits", type=int, nargs="*", default=[2, 3, 4, 5, 6, 8])
     parser.add_argument("--no-taylor", action="store_true")
+    parser.add_argument("--loss", default="auto", help="auto, ce or distance (use distance for embeddings)")
+    parser.add_argument("--max-loss-increase", default="0", help="bound of the neighbourhood row")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "sweeps",
                         help="sweep cache folder (reruns with the same model and data skip the sweep)")
@@ -53,12 +55,13 @@ def main() -> None:
         start = time.perf_counter()
         result = onnxl2.compress(folder / "model.onnx", folder / "calib.npz", bits=bits, **common)
         rows.append(_row(f"uniform --bits {bits}", result, time.perf_counter() - start))
-    for name, extra in [("neighbourhood (eps 0)", {})] + [
+    for name, extra in [(f"neighbourhood (max loss increase {args.max_loss_increase})",
+                         {"max_loss_increase": args.max_loss_increase})] + [
             (f"--target-ratio {t:g}", {"target_ratio": t}) for t in args.targets]:
         start = time.perf_counter()
         try:
             result = onnxl2.compress(folder / "model.onnx", folder / "calib.npz", sweep_cache=args.cache,
-                                     taylor=not args.no_taylor, **common, **extra)
+                                     taylor=not args.no_taylor, loss=args.loss, **common, **extra)
         except onnxl2.OnnxL2Error as exc:
             print(f"{name}: {exc}")
             continue
