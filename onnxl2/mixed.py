@@ -147,7 +147,8 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
         raise OnnxL2Error(f"the model has no output '{output}' "
                           f"(outputs: {', '.join(o.name for o in proto.graph.output)})")
     with stages.stage("candidates"):
-        candidates = {w.key: make_candidates(w.key, weight_array(proto, w), w.channel_axis,
+        originals = {w.key: weight_array(proto, w) for w in studied}  # one copy, shared below
+        candidates = {w.key: make_candidates(w.key, originals[w.key], w.channel_axis,
                                              allowed_bits(w, options)) for w in studied}
     if options.target_bytes is None and options.loss == "distance" and \
             parse_loss_bound(options.max_loss_increase, 1.0) <= 0:
@@ -155,7 +156,8 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
                           "--max-loss-increase 0 nothing could be compressed: give a bound "
                           "(e.g. --max-loss-increase 1e-4) or a --target-ratio")
     with stages.stage("calibration passes"):
-        probe = Probe(proto, studied, data, batch_size_for(data, input_specs(proto)), output, device)
+        probe = Probe(proto, studied, data, batch_size_for(data, input_specs(proto)), output, device,
+                      originals)
         started = time.perf_counter()
         loss = make_loss(options.loss, output, probe.outputs({}), labels)
         pass_seconds = time.perf_counter() - started

@@ -69,10 +69,12 @@ class Probe:
     """Runs the model on the calibration batches with any weights replaced, and scores it."""
 
     def __init__(self, proto: ModelProto, weights: list[Weight], data: Mapping[str, np.ndarray],
-                 batch: int, output: str, device: str = "cpu") -> None:
+                 batch: int, output: str, device: str = "cpu",
+                 originals: Mapping[str, np.ndarray] | None = None) -> None:
         names = [w.name for w in weights]
         self.weights = [w for w in weights if names.count(w.name) == 1]  # names must be feedable
-        self.originals = {w.key: weight_array(proto, w) for w in self.weights}
+        self.originals = {w.key: originals[w.key] if originals else weight_array(proto, w)
+                          for w in self.weights}
         self.session = make_session(probe_model(proto, self.weights), device)
         self.batches = list(iter_batches(data, batch))
         self.output = output
