@@ -8,6 +8,8 @@ lowest one that the opsets need, which is what the installed runtime is most lik
 """
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
 from onnx import ModelProto, TensorProto, helper, numpy_helper, version_converter
 
@@ -116,17 +118,16 @@ def _all_names(proto: ModelProto) -> set[str]:
 
 
 def emit_quantized(proto: ModelProto, weights: list[Weight], quantized: dict[str, QuantizedWeight],
-                   consume: bool = False, halves: frozenset[str] = frozenset()
+                   consume: bool = False, halves: Mapping[str, np.ndarray] | None = None
                    ) -> tuple[ModelProto, dict[str, tuple[str, ...]]]:
     """A new ModelProto where each weight in ``quantized`` is stored as integers + DQ node,
-    and each weight in ``halves`` as float16 + Cast.
+    and each weight in ``halves`` (key -> its float16 values) as float16 + Cast.
 
     Also returns, per weight key, the names of the initializers that now hold it. With
     ``consume`` the float data of the replaced weights is dropped from ``proto`` (for callers
     that own it and are done with it), which saves a copy of the model.
     """
-    halves_values = {w.key: numpy_helper.to_array(find_tensor(proto, w)).astype(np.float16)
-                     for w in weights if w.key in halves}
+    halves = halves or {}
     replaced = [find_tensor(proto, w) for w in weights if w.key in quantized or w.key in halves]
     out = convert_opset(_copy_without_data(proto, replaced, consume), target_opset(proto, quantized))
     for opset in out.opset_import:
@@ -154,7 +155,7 @@ def emit_quantized(proto: ModelProto, weights: list[Weight], quantized: dict[str
                 stored_as[w.key] = (h_name,)
                 dq = helper.make_node("Cast", [h_name], [w.name], name=_unique(f"{w.name}_Cast", taken),
                                       to=w.elem_type)
-                new_inits = [numpy_helper.from_array(halves_values[w.key], h_name)]
+                new_inits = [numpy_helper.from_array(np.asarray(halves[w.key], np.float16), h_name)]
             if w.source == "initializer":
                 index = next(i for i, t in enumerate(graph.initializer) if t.name == w.name)
                 del graph.initializer[index]

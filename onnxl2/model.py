@@ -85,10 +85,14 @@ class LoadedModel:
 
     @property
     def stem(self) -> str:
-        if self.path is None:
-            return "model"
-        name = self.path.name
-        return name[: -len(".onnx")] if name.endswith(".onnx") else self.path.stem
+        return model_stem(self.path)
+
+
+def model_stem(path: Path | None) -> str:
+    """The name outputs are called after: ``model.onnx`` -> ``model`` (``model.l2b`` ...)."""
+    if path is None:
+        return "model"
+    return path.name[: -len(".onnx")] if path.name.endswith(".onnx") else path.stem
 
 
 def _external_locations(proto: ModelProto) -> list[str]:

@@ -13,11 +13,13 @@ from onnx import ModelProto, TensorProto
 from .codec.container import StoredFile
 from pathlib import Path
 
-from .codec.wire import TensorSpan, scan_model, tensor_spans
+from .codec.wire import scan_model, tensor_spans
 from .errors import ModelError
 from .model import iter_model_tensors
 
-#: Above this a ModelProto no longer serializes (protobuf's 2 GiB limit); keep a margin.
+#: protobuf cannot serialize a message of 2 GiB or more.
+PROTOBUF_LIMIT = 2**31 - 1
+#: Past this size the model's tensors move to an external data file (a margin below the limit).
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 #: Tensors at least this large move to the external data file when one is needed.
 EXTERNAL_TENSOR_MIN_BYTES = 1024
@@ -26,21 +28,6 @@ _ALIGN = 4096
 
 def _external_info(tensor: TensorProto) -> dict[str, str]:
     return {entry.key: entry.value for entry in tensor.external_data}
-
-
-def external_spans(proto: ModelProto) -> dict[str, list[TensorSpan]]:
-    """Per external data file, the byte ranges of the tensors stored in it."""
-    spans: dict[str, list[TensorSpan]] = {}
-    for tensor in iter_model_tensors(proto):
-        if tensor.data_location != TensorProto.EXTERNAL:
-            continue
-        info = _external_info(tensor)
-        if "length" not in info:
-            continue
-        spans.setdefault(info["location"], []).append(TensorSpan(
-            tensor.name, tensor.data_type, tuple(tensor.dims), int(info.get("offset", 0)),
-            int(info["length"])))
-    return spans
 
 
 def original_files(source: Path | ModelProto) -> list[StoredFile]:
@@ -63,13 +50,7 @@ def original_files(source: Path | ModelProto) -> list[StoredFile]:
     if not scan.has_graph or not scan.has_opset:
         raise ModelError(f"{path} is not an ONNX model (no graph or no opset)")
     files = [StoredFile(path.name, data, tuple(scan.spans))]
-    by_location: dict[str, list[TensorSpan]] = {}
-    for ref in scan.external:
-        by_location.setdefault(ref.location, [])
-        if ref.length is not None:
-            by_location[ref.location].append(
-                TensorSpan(ref.name, ref.elem_type, ref.dims, ref.offset, ref.length))
-    for location, spans in by_location.items():
+    for location, spans in scan.external_files().items():
         ext = path.parent / location
         if not ext.is_file():
             raise ModelError(f"external data file of {path.name} is missing: {ext}")
@@ -99,12 +80,12 @@ def model_files(proto: ModelProto, name: str) -> list[StoredFile]:
                            ("length", str(length))):
             entry = tensor.external_data.add()
             entry.key, entry.value = key, value
-    if out.ByteSize() >= EXTERNAL_DATA_THRESHOLD:
+    if out.ByteSize() >= PROTOBUF_LIMIT:
         raise ModelError("the compressed model's graph alone exceeds 2 GB")
     data = out.SerializeToString()
-    ext_spans = external_spans(out).get(location, [])
-    return [StoredFile(name, data, tuple(tensor_spans(data))),
-            StoredFile(location, bytes(blob), tuple(ext_spans))]
+    scan = scan_model(data)
+    return [StoredFile(name, data, tuple(scan.spans)),
+            StoredFile(location, bytes(blob), tuple(scan.external_files().get(location, [])))]
 
 
 def files_to_model(files: list[tuple[str, bytes]]) -> ModelProto:

@@ -118,3 +118,22 @@ def test_lossy_loop_body_weight():
     assert [(w["name"], w["graph"]) for w in result.report["weights"]] == [("body_w", "main/loop.body")]
     assert decompress(result.bitstream).files[0][1] == result.files[0][1]
     assert result.report["validation"]["devices"][0]["outputs"][0]["cosine_min"] > 0.999
+
+
+def test_emitted_model_past_the_protobuf_limit_goes_to_external_data(monkeypatch, tmp_path):
+    """Past 2 GB the compressed ONNX moves its tensors to NAME.data; shown here with a low limit."""
+    from onnxl2 import storage
+
+    monkeypatch.setattr(storage, "EXTERNAL_DATA_THRESHOLD", 2_000)
+    feeds = genmodels.mixed_inputs()
+    result = compress(genmodels.mixed_model(), feeds, bits=8, output_dir=tmp_path / "out", quiet=True,
+                      devices=("cpu",))
+    assert [name for name, _ in result.files] == ["model.l2.onnx", "model.l2.onnx.data"]
+    restored = decompress(tmp_path / "out" / "model.l2b", tmp_path / "r" / "model.l2.onnx")
+    for name, data in result.files:
+        assert (tmp_path / "r" / name).read_bytes() == (tmp_path / "out" / name).read_bytes() == data
+    assert len(restored.files) == 2
+    session = ort.InferenceSession(str(tmp_path / "r" / "model.l2.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, feeds)[0], _run(result.model.SerializeToString(), feeds),
+                               rtol=1e-5, atol=1e-6)
+    assert result.report["validation"]["devices"][0]["outputs"][0]["cosine_min"] > 0.999

@@ -33,14 +33,11 @@ class TensorSpan:
 
 @dataclass(frozen=True)
 class ExternalRef:
-    """A tensor whose data lie in another file (ONNX external data)."""
+    """A tensor whose data lie in another file (ONNX external data); ``span`` is where in that
+    file, or None when the model does not record the length."""
 
-    name: str
-    elem_type: int
-    dims: tuple[int, ...]
     location: str
-    offset: int
-    length: int | None
+    span: TensorSpan | None
 
 
 @dataclass(frozen=True)
@@ -51,6 +48,15 @@ class ModelScan:
     external: list[ExternalRef]
     has_graph: bool
     has_opset: bool
+
+    def external_files(self) -> dict[str, list[TensorSpan]]:
+        """Per external data file (every one the model names), the tensor spans inside it."""
+        files: dict[str, list[TensorSpan]] = {}
+        for ref in self.external:
+            files.setdefault(ref.location, [])
+            if ref.span is not None:
+                files[ref.location].append(ref.span)
+        return files
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -118,7 +124,7 @@ def _tensor(buf: bytes, start: int, end: int, spans: list) -> None:
             external[key] = text
         elif number == _TENSOR_DATA_LOCATION and wire == 0:
             location = value
-        if number == _TENSOR_DIMS:
+        elif number == _TENSOR_DIMS:
             dims.extend(_packed_varints(buf, *value) if wire == 2 else [value])
         elif number == _TENSOR_TYPE and wire == 0:
             elem_type = value
@@ -127,9 +133,9 @@ def _tensor(buf: bytes, start: int, end: int, spans: list) -> None:
         elif number in (_TENSOR_RAW, _TENSOR_FLOAT, _TENSOR_DOUBLE) and wire == 2:
             payload = value
     if location == _EXTERNAL and "location" in external:
-        length = int(external["length"]) if "length" in external else None
-        spans.append(ExternalRef(name, elem_type, tuple(dims), external["location"],
-                                 int(external.get("offset", 0)), length))
+        span = TensorSpan(name, elem_type, tuple(dims), int(external.get("offset", 0)),
+                          int(external["length"])) if "length" in external else None
+        spans.append(ExternalRef(external["location"], span))
     elif payload is not None and payload[1] > payload[0]:
         spans.append(TensorSpan(name, elem_type, tuple(dims), payload[0], payload[1] - payload[0]))
 
