@@ -14,6 +14,7 @@ import click
 from . import api
 from .errors import OnnxL2Error
 from .fileio import write_files_atomically
+from .model import MIN_COMPRESSIBLE_ELEMENTS
 from .candidates import DEFAULT_BITS_CHOICES
 from .report import allocation_rows, format_table, human_bytes, summary_rows, to_json, validation_rows
 
@@ -53,7 +54,7 @@ def inspect(model: str, as_json: bool, show_all: bool) -> None:
     rows = []
     hidden = 0
     for w in result.weights:
-        if not show_all and not w.compressible and w.numel < 128:
+        if not show_all and not w.compressible and w.numel < MIN_COMPRESSIBLE_ELEMENTS:
             hidden += 1
             continue
         consumers = ",".join(sorted({c.op_type for c in w.consumers})) or "-"
@@ -72,7 +73,7 @@ def inspect(model: str, as_json: bool, show_all: bool) -> None:
                f"({human_bytes(t['compressible_bytes'])}, "
                f"{100 * t['compressible_bytes'] / max(1, t['bytes']):.1f}% of weight bytes)")
     if hidden:
-        click.echo(f"{hidden} tensors under 128 elements not shown (--all lists them)")
+        click.echo(f"{hidden} tensors under {MIN_COMPRESSIBLE_ELEMENTS} elements not shown (--all lists them)")
 
 
 def _parse_bits(values: tuple[str, ...]) -> tuple[int | None, dict[str, int]]:

@@ -58,11 +58,8 @@ def run_model(session: ort.InferenceSession, data: Mapping[str, np.ndarray], bat
         for name, value in zip(names, results):
             parts[name].append(np.asarray(value))
     outputs = {}
-    for name, chunks in parts.items():
-        try:
-            outputs[name] = np.concatenate(chunks, axis=0) if chunks[0].ndim else np.stack(chunks)
-        except ValueError:  # varying trailing dims (e.g. dynamic sequence lengths): keep per batch
-            outputs[name] = np.concatenate([c.reshape(c.shape[0], -1) for c in chunks], axis=0)
+    for name, chunks in parts.items():  # batches share their trailing dims: inputs are stacked arrays
+        outputs[name] = np.concatenate(chunks, axis=0) if chunks[0].ndim else np.stack(chunks)
     return RunResult(outputs, times)
 
 

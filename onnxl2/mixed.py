@@ -24,7 +24,7 @@ from .fileio import write_files_atomically
 from .losses import make_loss
 from .model import Weight, weight_array
 from .progress import Stages
-from .sensitivity import Probe, Sensitivity, proxy_sweep, sweep, terminal_progress
+from .sensitivity import Measurement, Probe, Sensitivity, proxy_sweep, sweep, terminal_progress
 
 
 #: Bumped whenever what a sweep measures changes, so that caches of older sweeps are not reused.
@@ -146,15 +146,15 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
     if output not in [o.name for o in proto.graph.output]:
         raise OnnxL2Error(f"the model has no output '{output}' "
                           f"(outputs: {', '.join(o.name for o in proto.graph.output)})")
-    with stages.stage("candidates"):
-        originals = {w.key: weight_array(proto, w) for w in studied}  # one copy, shared below
-        candidates = {w.key: make_candidates(w.key, originals[w.key], w.channel_axis,
-                                             allowed_bits(w, options)) for w in studied}
     if options.target_bytes is None and options.loss == "distance" and \
             parse_loss_bound(options.max_loss_increase, 1.0) <= 0:
         raise OnnxL2Error("a distance to the original output cannot fall below zero, so with "
                           "--max-loss-increase 0 nothing could be compressed: give a bound "
                           "(e.g. --max-loss-increase 1e-4) or a --target-ratio")
+    with stages.stage("candidates"):
+        originals = {w.key: weight_array(proto, w) for w in studied}  # one copy, shared below
+        candidates = {w.key: make_candidates(w.key, originals[w.key], w.channel_axis,
+                                             allowed_bits(w, options)) for w in studied}
     with stages.stage("calibration passes"):
         probe = Probe(proto, studied, data, batch_size_for(data, input_specs(proto)), output, device,
                       originals)
@@ -180,8 +180,13 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
     def overrides(choice: Mapping[str, int]) -> dict[str, np.ndarray]:
         return {k: candidates[k][i].values() for k, i in choice.items() if candidates[k][i].bits != 32}
 
-    def measure_loss(choice: Mapping[str, int]):
-        return probe.change(overrides(choice))
+    measured: dict[tuple, Measurement] = {}  # a plan seen twice (final check, repeated rounds) runs once
+
+    def measure_loss(choice: Mapping[str, int]) -> Measurement:
+        plan = tuple(sorted(choice.items()))
+        if plan not in measured:
+            measured[plan] = probe.change(overrides(choice))
+        return measured[plan]
 
     def measure_size(choice: Mapping[str, int]) -> int:
         return bitstream_bytes({k: candidates[k][i] for k, i in choice.items()})
@@ -229,4 +234,4 @@ def chosen_rows(chosen: dict[str, Candidate], table: dict[str, list[dict]]) -> d
     return out
 
 
-__all__ = ["MixedOptions", "MixedResult", "plan_mixed", "parse_size", "Sensitivity"]
+__all__ = ["MixedOptions", "MixedResult", "plan_mixed", "parse_size", "parse_loss_bound", "allowed_bits"]
