@@ -123,8 +123,7 @@ def allocate_size(options: dict[str, list[Sensitivity]], max_bytes: int, fixed_b
         if not result.success:
             allocation.rounds.append(Round(index, payload, float("nan"), None, None, None, 0.0, False,
                                            result.message))
-            fits = payload
-            payload = int(payload * 1.01) + 1
+            payload = int(payload * 1.01) + 1  # below the least achievable payload: grow
             continue
         choice = _choice(options, list(result.choice))
         real = measure_size(choice)

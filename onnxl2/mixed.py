@@ -159,9 +159,10 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
         probe = Probe(proto, studied, data, batch_size_for(data, input_specs(proto)), output, device,
                       originals)
         started = time.perf_counter()
-        loss = make_loss(options.loss, output, probe.outputs({}), labels)
+        original_output = probe.outputs({})
         pass_seconds = time.perf_counter() - started
-        probe.set_loss(loss)
+        loss = make_loss(options.loss, output, original_output, labels)
+        probe.set_loss(loss, original_output)
     per_candidate = 3 if options.taylor else 1
     full_passes = per_candidate * sum(c.bits != 32 for cands in candidates.values() for c in cands)
     mode = options.sweep

@@ -56,7 +56,12 @@ class Measurement:
 
     @property
     def within_noise(self) -> bool:
-        return abs(self.mean) <= NOISE_SIGMAS * self.se
+        return within_noise(self.mean, self.se)
+
+
+def within_noise(mean: float | None, se: float | None) -> bool:
+    """A change no larger than NOISE_SIGMAS standard errors counts as zero."""
+    return mean is not None and abs(mean) <= NOISE_SIGMAS * se
 
 
 def paired(after: np.ndarray, before: np.ndarray) -> Measurement:
@@ -75,6 +80,7 @@ class Probe:
         self.weights = [w for w in weights if names.count(w.name) == 1]  # names must be feedable
         self.originals = {w.key: originals[w.key] if originals else weight_array(proto, w)
                           for w in self.weights}
+        self.studied = {w.key for w in self.weights}
         self.session = make_session(probe_model(proto, self.weights), device)
         self.batches = list(iter_batches(data, batch))
         self.output = output
@@ -82,10 +88,10 @@ class Probe:
         self.loss: Loss | None = None
         self.base = np.zeros(0)
 
-    def set_loss(self, loss: Loss) -> None:
-        """Fix the loss (its targets may come from :meth:`outputs`) and measure the baseline."""
+    def set_loss(self, loss: Loss, original_output: np.ndarray) -> None:
+        """Fix the loss (its targets may come from the original output) and the baseline."""
         self.loss = loss
-        self.base = self.losses({})
+        self.base = loss.per_sample(original_output)
 
     def outputs(self, overrides: Mapping[str, np.ndarray]) -> np.ndarray:
         """The studied output with ``overrides`` (weight key -> values) in place of the originals."""
@@ -93,10 +99,6 @@ class Probe:
         parts = [self.session.run([self.output], {**batch, **feeds_w})[0] for batch in self.batches]
         self.passes += 1
         return np.concatenate(parts, axis=0)
-
-    @property
-    def studied(self) -> set[str]:
-        return {w.key for w in self.weights}
 
     def losses(self, overrides: Mapping[str, np.ndarray]) -> np.ndarray:
         """Per-sample loss with ``overrides`` (weight key -> values) in place of the originals."""
@@ -128,7 +130,7 @@ class Sensitivity:
 
     @property
     def within_noise(self) -> bool:
-        return self.measured is not None and abs(self.measured) <= NOISE_SIGMAS * self.se
+        return within_noise(self.measured, self.se)
 
     @property
     def predicted(self) -> float | None:
