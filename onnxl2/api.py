@@ -96,7 +96,7 @@ class _ModelFiles:
 class CompressResult(_ModelFiles):
     """What compress produced: the bitstream, the model it decodes to, and the report."""
 
-    bitstream: bytes = b""
+    bitstream: bytes | bytearray = b""
     report: dict = field(default_factory=dict)
     written: list[Path] = field(default_factory=list)
 
@@ -303,7 +303,7 @@ def _encode_and_verify(stored: list[StoredFile], report: dict, path: Path | None
                 "source": path.name if path else None, "onnxl2": __version__}
         blob, accounting = encode_container(stored, meta)
     with stages.stage("verify round trip"):
-        decode_container(blob)  # raises unless every file matches the sha256 taken from ``stored``
+        decode_container(blob, keep=False)  # raises unless every file matches its sha256
     report["roundtrip"] = "bit-exact (decoded files equal the written files byte for byte)"
     return blob, accounting
 

@@ -46,8 +46,6 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-from scipy import sparse
-from scipy.optimize import LinearConstraint, milp
 
 #: ``groups`` argument of the solvers: one ``(sizes, costs)`` pair per group.
 Groups = Sequence[tuple[Sequence[int], Sequence[float]]]
@@ -358,6 +356,9 @@ def _scaled(problem: _Problem, quantity: str) -> tuple[np.ndarray, float, float]
 def _milp(problem: _Problem, obj: np.ndarray, con: np.ndarray, rhs: float,
           cuts: Sequence[np.ndarray], time_limit: float, rel_gap: float, abs_gap: float):
     """One binary program: exactly one option per group, the budget row, no-good cuts."""
+    from scipy import sparse  # scipy.optimize costs a third of a second: import it when solving
+    from scipy.optimize import LinearConstraint, milp
+
     n, g = len(obj), problem.n_groups
     one_each = sparse.csr_array((np.ones(n), (problem.group, np.arange(n))), shape=(g, n))
     cut_rows = [sparse.csr_array((np.ones(g), (np.zeros(g, dtype=np.int64), picks)), shape=(1, n))

@@ -129,9 +129,14 @@ def stored_size(raw_bytes: int, coded_bytes: int) -> int:
 
 # ----------------------------------------------------------------------------- writer
 
-def encode_container(files: list[StoredFile], meta: dict) -> tuple[bytes, list[CodedTensor]]:
-    """Pack files into one self-contained bitstream; returns it and per-tensor accounting."""
-    sections: list[bytes] = []
+def encode_container(files: list[StoredFile], meta: dict) -> tuple[bytearray, list[CodedTensor]]:
+    """Pack files into one self-contained bitstream; returns it and per-tensor accounting.
+
+    Payloads are appended to one buffer as they are coded (none is kept beside it) and the
+    header is put in front at the end, so the bitstream exists once in memory, not twice.
+    """
+    body = bytearray()
+    table: list[tuple[int, int]] = []  # (length, crc32) of every section after the first two
     skeleton = bytearray()
     manifest_files = []
     accounting: list[CodedTensor] = []
@@ -151,20 +156,23 @@ def encode_container(files: list[StoredFile], meta: dict) -> tuple[bytes, list[C
             skeleton += data[cursor:span.offset]
             cursor = span.offset + span.length
             entries.append([span.offset, span.length, codec, span.elem_type, count,
-                            len(sections) + 2, span.name])
-            sections.append(payload)
+                            len(table) + 2, span.name])
+            table.append((len(payload), zlib.crc32(payload)))
+            body += payload
             accounting.append(CodedTensor(stored.name, span.name, codec, span.length, len(payload)))
         skeleton += data[cursor:]
         manifest_files.append({"name": stored.name, "size": len(data),
                                "sha256": hashlib.sha256(data).hexdigest(), "spans": entries})
     manifest = {"format": FORMAT_VERSION, "meta": meta, "files": manifest_files}
-    manifest_bytes = lzma_compress(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode())
-    all_sections = [manifest_bytes, lzma_compress(bytes(skeleton))] + sections
-    header = bytearray(_HEAD.pack(MAGIC, FORMAT_VERSION, 0, len(all_sections)))
-    for section in all_sections:
-        header += _SECTION.pack(len(section), zlib.crc32(section))
+    first = [lzma_compress(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()),
+             lzma_compress(bytes(skeleton))]
+    table = [(len(section), zlib.crc32(section)) for section in first] + table
+    header = bytearray(_HEAD.pack(MAGIC, FORMAT_VERSION, 0, len(table)))
+    for length, crc in table:
+        header += _SECTION.pack(length, crc)
     header += _CRC.pack(zlib.crc32(header))
-    return b"".join([bytes(header)] + all_sections), accounting
+    body[0:0] = header + first[0] + first[1]
+    return body, accounting
 
 
 # ----------------------------------------------------------------------------- reader
@@ -213,8 +221,12 @@ def _manifest(sections: list[memoryview]) -> dict:
         raise BitstreamError(f"bitstream manifest is unreadable ({exc})") from None
 
 
-def decode_container(blob: bytes) -> tuple[list[tuple[str, bytearray]], dict]:
-    """Decode every file; raises :class:`BitstreamError` unless each matches its sha256."""
+def decode_container(blob: bytes, keep: bool = True) -> tuple[list[tuple[str, bytearray]], dict]:
+    """Decode every file; raises :class:`BitstreamError` unless each matches its sha256.
+
+    With ``keep=False`` the files are only checked, piece by piece, and not assembled: a
+    verification pass then needs no second copy of the model in memory.
+    """
     sections = _read_sections(blob)
     manifest = _manifest(sections)
     try:
@@ -226,17 +238,27 @@ def decode_container(blob: bytes) -> tuple[list[tuple[str, bytearray]], dict]:
     try:
         for entry in manifest["files"]:
             out = bytearray()
+            digest = hashlib.sha256()
+            size = 0
+
+            def emit(piece: bytes) -> None:
+                nonlocal size
+                digest.update(piece)
+                size += len(piece)
+                if keep:
+                    out.extend(piece)
+
             cursor = 0
             for offset, length, codec, elem_type, count, section, _name in entry["spans"]:
                 gap = offset - cursor
-                out += skeleton[skel_pos:skel_pos + gap]
+                emit(skeleton[skel_pos:skel_pos + gap])
                 skel_pos += gap
-                out += _decode_payload(codec, bytes(sections[section]), elem_type, count, length)
+                emit(_decode_payload(codec, bytes(sections[section]), elem_type, count, length))
                 cursor = offset + length
             tail = entry["size"] - cursor
-            out += skeleton[skel_pos:skel_pos + tail]
+            emit(skeleton[skel_pos:skel_pos + tail])
             skel_pos += tail
-            if hashlib.sha256(out).hexdigest() != entry["sha256"]:
+            if size != entry["size"] or digest.hexdigest() != entry["sha256"]:
                 raise BitstreamError(f"decoded {entry['name']} does not match its checksum")
             files.append((entry["name"], out))  # a bytearray: no second copy of a large file
     except BitstreamError:
