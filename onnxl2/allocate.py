@@ -118,6 +118,7 @@ def allocate_size(options: dict[str, list[Sensitivity]], max_bytes: int, fixed_b
     allocation = Allocation({})
     best = None
     fits, too_big = None, None  # payload bounds known to fit / to overflow the real bitstream
+    overshoots = 0
     for index in range(MAX_ROUNDS):
         result = minimize_cost(groups, payload)
         if not result.success:
@@ -143,8 +144,11 @@ def allocate_size(options: dict[str, list[Sensitivity]], max_bytes: int, fixed_b
             if too_big - fits <= 1:
                 break
             payload = (fits + too_big) // 2
-        else:
+        elif under_budget:
             payload += max_bytes - real
+        else:  # over: step down by the overshoot plus a margin that doubles while plans stay too big
+            overshoots += 1
+            payload -= real - max_bytes + int(SIZE_TOLERANCE / 8 * max_bytes * 2 ** overshoots)
     if best is None:
         raise OnnxL2Error(f"could not fit the bitstream under {max_bytes:,} bytes "
                           f"in {MAX_ROUNDS} rounds")

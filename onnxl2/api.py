@@ -15,7 +15,10 @@ import numpy as np
 from onnx import ModelProto
 
 from . import __version__
-from .candidates import DEFAULT_BITS_CHOICES, Candidate, make_candidates
+from .candidates import DEFAULT_BITS_CHOICES, DEFAULT_RATES, Candidate, candidate_for_label, make_candidates, \
+    parse_label
+from .data import batch_size_for, input_specs
+from .hessian import layer_hessians
 from .codec.container import StoredFile, decode_container, encode_container
 from .data import DataSource, load_data, load_labels
 from .emit import default_opset, emit_quantized
@@ -101,7 +104,8 @@ class CompressResult(_ModelFiles):
     written: list[Path] = field(default_factory=list)
 
 
-def _check_mode(bits: int | None, lossless: bool, target_ratio, target_size, plan) -> None:
+def _check_mode(bits: int | None, lossless: bool, target_ratio, target_size, plan,
+                rates: tuple[float, ...] = (0.0,)) -> None:
     if lossless and (bits is not None or target_ratio or target_size or plan):
         raise OnnxL2Error("--lossless takes no --bits, --target-ratio, --target-size or --plan")
     if plan is not None and (bits is not None or target_ratio or target_size):
@@ -112,6 +116,8 @@ def _check_mode(bits: int | None, lossless: bool, target_ratio, target_size, pla
         raise OnnxL2Error("give either --target-ratio or --target-size, not both")
     if bits is not None and bits not in BITS_RANGE:
         raise OnnxL2Error(f"--bits must be between 2 and 8, got {bits}")
+    if bits is not None and len(rates) != 1:
+        raise OnnxL2Error("--bits takes one rate (--rates R)")
     if target_ratio is not None and target_ratio <= 1:
         raise OnnxL2Error(f"--target-ratio must be above 1, got {target_ratio}")
 
@@ -126,7 +132,8 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
              sweep: str = "auto", sweep_budget_s: float = 300.0,
              eval_data: DataSource | None = None, eval_labels: Any = None,
              devices: tuple[str, ...] = ("cpu", "cuda"), fold: bool = True,
-             sweep_cache: str | os.PathLike | None = None, quiet: bool = False) -> CompressResult:
+             sweep_cache: str | os.PathLike | None = None, compensate: bool = False,
+             rates: tuple[float, ...] = DEFAULT_RATES, quiet: bool = False) -> CompressResult:
     """Compress a model to a sidecar bitstream (and, unless lossless, a runnable ONNX).
 
     Modes: ``lossless``; ``bits=N`` (uniform per-channel quantization); a ``plan`` to replay;
@@ -141,10 +148,14 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
     their weight error), "auto" picks full when it fits ``sweep_budget_s`` seconds.
     ``sweep_cache`` (a folder) keeps sensitivity sweeps, so that runs on the same model, data and
     candidate rules with other bounds or targets skip the sweep.
+    ``compensate`` spreads each rounded column's error onto the columns not yet rounded through
+    the layer's input Hessian on ``data`` (GPTQ; MatMul, Gemm and Conv weights), in the automatic
+    mode and with ``bits``. ``rates`` are prices of a bit in the rounding, in units of the
+    squared step: each gives a candidate that rounds towards cheaper symbols (0: nearest).
     ``fold`` fuses BatchNormalization into the Conv before it (as ONNX Runtime does at load
     time), so that the norms' vectors are not stored beside every quantized kernel.
     """
-    _check_mode(bits, lossless, target_ratio, target_size, plan)
+    _check_mode(bits, lossless, target_ratio, target_size, plan, tuple(rates))
     stages = Stages(None if not quiet else False)
     started = time.perf_counter()
     if lossless:
@@ -152,7 +163,7 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
     pins = dict(pins or {})
     mode = "uniform" if bits is not None else "plan" if plan is not None else "auto"
     options = MixedOptions(tuple(bits_choices), tuple(keep), pins, loss, output, max_loss_increase,
-                           None, taylor, sweep, sweep_budget_s)
+                           None, taylor, sweep, sweep_budget_s, compensate, tuple(rates))
     with stages.stage("load"):
         loaded = load_model(model)
         proto, folded = fold_batchnorm(loaded.proto) if fold else (loaded.proto, 0)
@@ -177,14 +188,14 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
     if mode == "auto":
         def bitstream_bytes(chosen: dict[str, Candidate]) -> int:
             files, _ = _emit(proto, weights, chosen, False, stem)
-            return len(encode_container(files, {})[0])
+            return len(encode_container(files, _container_meta(report, loaded.path))[0])
 
         mixed = plan_mixed(proto, weights, arrays, label_array, options, bitstream_bytes, stages,
                            cache_dir=Path(sweep_cache) if sweep_cache else None)
         chosen, report["allocation"] = mixed.chosen, mixed.report
     else:
         with stages.stage("quantize"):
-            chosen = _fixed_choices(proto, weights, bits, options, _read_plan(plan) if plan else None)
+            chosen = _fixed_choices(proto, weights, bits, options, _read_plan(plan) if plan else None, arrays)
     with stages.stage("emit"):
         owned = loaded.path is not None or proto is not loaded.proto
         stored, stored_as = _emit(proto, weights, chosen, owned, stem)
@@ -230,30 +241,46 @@ def _read_plan(plan: str | os.PathLike | dict) -> dict[str, str]:
     return choices
 
 
-_LABEL_BITS = {"float32": 32, "float16": 16, **{f"int{b}": b for b in range(2, 9)}}
-
-
 def _fixed_choices(proto: ModelProto, weights: list[Weight], bits: int | None, options: MixedOptions,
-                   plan: dict[str, str] | None) -> dict[str, Candidate]:
+                   plan: dict[str, str] | None, data: dict[str, np.ndarray] | None = None) -> dict[str, Candidate]:
     """Uniform bits (with pins), or a replayed plan: one candidate per compressible weight."""
     chosen = {}
     studied = {w.key: w for w in weights if w.compressible}
-    uniform = MixedOptions((bits,), options.keep, options.pins) if plan is None else None
-    if plan is not None:
-        unknown = sorted(set(plan) - set(studied))
-        if unknown:
-            raise OnnxL2Error(f"the plan names weights this model does not have or cannot compress: "
-                              f"{', '.join(unknown[:5])}")
+    if plan is None:
+        uniform = MixedOptions((bits,), options.keep, options.pins)
+        hessians = {}
+        if options.compensate:
+            if data is None:
+                raise OnnxL2Error("--compensate needs calibration data (--data)")
+            hessians = layer_hessians(proto, list(studied.values()), data, batch_size_for(data, input_specs(proto)))
+        for key, w in studied.items():
+            (chosen[key],) = make_candidates(key, weight_array(proto, w), w.channel_axis,
+                                             allowed_bits(w, uniform), always_float32=False,
+                                             hessian=hessians.get(key), rates=options.rates)
+        return chosen
+    unknown = sorted(set(plan) - set(studied))
+    if unknown:
+        raise OnnxL2Error(f"the plan names weights this model does not have or cannot compress: "
+                          f"{', '.join(unknown[:5])}")
+    labels = {key: plan.get(key, "float32") for key in studied}
+    for key, label in labels.items():
+        try:
+            parse_label(label)
+        except ValueError:
+            raise OnnxL2Error(f"plan: unknown choice {label!r} for {key} (use float32, float16, int2..int8, "
+                              "optionally +gptq and +rN, e.g. int4+gptq+r0.3)") from None
+    needs = [studied[k] for k, label in labels.items() if "+gptq" in label]
+    hessians = {}
+    if needs:
+        if data is None:
+            raise OnnxL2Error("the plan has error-compensated choices (+gptq): give the calibration data (--data)")
+        hessians = layer_hessians(proto, needs, data, batch_size_for(data, input_specs(proto)))
+        missing = [w.key for w in needs if w.key not in hessians]
+        if missing:
+            raise OnnxL2Error(f"plan: {missing[0]} cannot be error-compensated (no supported consumer)")
     for key, w in studied.items():
-        if plan is not None:
-            label = plan.get(key, "float32")
-            if label not in _LABEL_BITS:
-                raise OnnxL2Error(f"plan: unknown choice {label!r} for {key} (use {', '.join(_LABEL_BITS)})")
-            choice = (_LABEL_BITS[label],)
-        else:
-            choice = allowed_bits(w, uniform)
-        (chosen[key],) = make_candidates(key, weight_array(proto, w), w.channel_axis, choice,
-                                         always_float32=False)
+        chosen[key] = candidate_for_label(key, weight_array(proto, w), w.channel_axis, labels[key],
+                                          hessians.get(key))
     return chosen
 
 
@@ -295,13 +322,17 @@ def _compress_lossless(model: ModelSource, output_dir, stages: Stages, started: 
     return _finish(report, blob, stored, output_dir, stem, stages, started, protect, write_model=False)
 
 
+def _container_meta(report: dict, path: Path | None) -> dict:
+    """What the bitstream's header says besides the files (sized by the size budget too)."""
+    return {"mode": report["mode"], "bits": report["bits"], "source": path.name if path else None,
+            "onnxl2": __version__}
+
+
 def _encode_and_verify(stored: list[StoredFile], report: dict, path: Path | None,
                        stages: Stages) -> tuple[bytes, list]:
     """Write the bitstream, then decode it and check it gives back exactly ``stored``."""
     with stages.stage("encode"):
-        meta = {"mode": report["mode"], "bits": report["bits"],
-                "source": path.name if path else None, "onnxl2": __version__}
-        blob, accounting = encode_container(stored, meta)
+        blob, accounting = encode_container(stored, _container_meta(report, path))
     with stages.stage("verify round trip"):
         decode_container(blob, keep=False)  # raises unless every file matches its sha256
     report["roundtrip"] = "bit-exact (decoded files equal the written files byte for byte)"

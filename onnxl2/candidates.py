@@ -6,6 +6,7 @@ nominal bit-width: a 4-bit layer whose symbols have 2.6 bits of entropy costs 2.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,11 +14,16 @@ import numpy as np
 from .codec.container import stored_size
 from .codec.entropy import encode_symbols
 from .codec.floatcodec import encode_array
+from .hessian import LayerHessian
+from .transforms.compensate import compensated_quantize, output_error
 from .transforms.quantize import QuantizedWeight, quantize_per_channel
 
 #: Bit choices a user can ask for: 2..8 are integers per channel, 16 is float16, 32 keeps float32.
 ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
 DEFAULT_BITS_CHOICES = (2, 3, 4, 5, 6, 8, 16)
+#: Prices of a bit (in units of the squared rounding step) the automatic mode tries by default.
+DEFAULT_RATES = (0.0,)
+_LABEL = re.compile(r"^(?:float(?P<float>32|16)|int(?P<bits>[2-8])(?P<gptq>\+gptq)?(?:\+r(?P<rate>[0-9.]+))?)$")
 
 
 @dataclass
@@ -29,10 +35,16 @@ class Candidate:
     coded_bytes: int
     original: np.ndarray
     quantized: QuantizedWeight | None = None
+    compensated: bool = False  # errors spread through the layer Hessian (GPTQ)
+    rate: float = 0.0  # price of a bit in the rounding (0: nearest)
+    output_error: float | None = None  # summed squared layer-output error on calibration inputs
 
     @property
     def label(self) -> str:
-        return {32: "float32", 16: "float16"}.get(self.bits, f"int{self.bits}")
+        """What a plan file says: float32, float16, int4, int4+gptq, int4+gptq+r0.3, ..."""
+        if self.bits in (16, 32):
+            return f"float{self.bits}"
+        return f"int{self.bits}" + ("+gptq" if self.compensated else "") + (f"+r{self.rate:g}" if self.rate else "")
 
     def values(self) -> np.ndarray:
         """The weight as the compressed model computes it (built on demand, to save memory)."""
@@ -50,10 +62,25 @@ def integer_payload_bytes(q: QuantizedWeight) -> int:
             + stored_size(q.scales.nbytes, len(encode_array(q.scales))))
 
 
+def parse_label(label: str) -> tuple[int, bool, float]:
+    """(bits, compensated, rate) of a plan label; ValueError if it is not one."""
+    match = _LABEL.match(label)
+    if not match:
+        raise ValueError(label)
+    if match["float"]:
+        return int(match["float"]), False, 0.0
+    return int(match["bits"]), bool(match["gptq"]), float(match["rate"] or 0.0)
+
+
 def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple[int, ...],
-                    always_float32: bool = True) -> list[Candidate]:
+                    always_float32: bool = True, hessian: LayerHessian | None = None,
+                    rates: tuple[float, ...] = (0.0,)) -> list[Candidate]:
     """Every allowed way to store ``weight``; float32 (as it is) is among them unless a caller
-    that fixes the choice says otherwise."""
+    that fixes the choice says otherwise.
+
+    With the layer's ``hessian`` the integer candidates are error-compensated (GPTQ), one per
+    rate, and every candidate carries its layer-output error; without, rate 0 is plain rounding.
+    """
     out = []
     for bits in sorted(set(bits_choices) | ({32} if always_float32 else set())):
         if bits == 32:
@@ -64,6 +91,22 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
             half = weight.astype(np.float16)
             out.append(Candidate(key, 16, stored_size(half.nbytes, len(encode_array(half))), weight))
         else:
-            q = quantize_per_channel(weight, bits, axis, key=key)
-            out.append(Candidate(key, bits, integer_payload_bytes(q), weight, q))
+            base = quantize_per_channel(weight, bits, axis, key=key)
+            for rate in rates:
+                q = base if hessian is None and rate == 0 else compensated_quantize(
+                    weight, axis, bits, hessian, rate, key=key, base=base)
+                out.append(Candidate(key, bits, integer_payload_bytes(q), weight, q,
+                                     compensated=hessian is not None, rate=float(rate)))
+    if hessian is not None:
+        for cand in out:
+            cand.output_error = 0.0 if cand.bits == 32 else output_error(weight, cand.values(), hessian)
     return out
+
+
+def candidate_for_label(key: str, weight: np.ndarray, axis: int, label: str,
+                        hessian: LayerHessian | None) -> Candidate:
+    """The one candidate a plan names (compensated ones need the layer's Hessian)."""
+    bits, compensated, rate = parse_label(label)
+    (cand,) = make_candidates(key, weight, axis, (bits,), always_float32=False,
+                              hessian=hessian if compensated else None, rates=(rate,))
+    return cand

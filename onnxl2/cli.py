@@ -13,6 +13,7 @@ import click
 
 from . import api
 from .errors import OnnxL2Error
+from .losses import LOSS_KINDS
 from .fileio import write_files_atomically
 from .model import MIN_COMPRESSIBLE_ELEMENTS
 from .candidates import DEFAULT_BITS_CHOICES
@@ -101,6 +102,13 @@ def _parse_choices(text: str | None) -> tuple[int, ...]:
         raise OnnxL2Error(f"--bits-choices takes a comma-separated list such as 2,4,8,16; got {text!r}") from None
 
 
+def _parse_rates(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise OnnxL2Error(f"--rates takes numbers separated by commas, got {text!r}") from None
+
+
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--data", type=click.Path(), help="Calibration data: .npz keyed by input name, or a folder of .npy.")
@@ -116,8 +124,8 @@ def _parse_choices(text: str | None) -> tuple[int, ...]:
 @click.option("--target-size", help="Automatic mode under a size budget: bitstream bytes (e.g. 3MB, 512KiB).")
 @click.option("--bits-choices", help="Candidate bit-widths, e.g. 2,3,4,5,6,8,16 (16 = float16; float32 always allowed).")
 @click.option("--keep", multiple=True, metavar="PATTERN", help="Keep matching weights in float32 (repeatable).")
-@click.option("--loss", type=click.Choice(["auto", "ce", "distance"]), default="auto", show_default=True,
-              help="Loss the automatic mode measures.")
+@click.option("--loss", type=click.Choice(list(LOSS_KINDS)), default="auto", show_default=True,
+              help="Loss the automatic mode measures (neighbour: embeddings judged by their nearest neighbours).")
 @click.option("--output", "output_name", help="Model output the loss (and labels) refer to (default: the first).")
 @click.option("--plan", type=click.Path(dir_okay=False), help="Replay a plan.json (choices per weight) instead of searching.")
 @click.option("--no-taylor", is_flag=True, help="Skip the first/second-order terms (two thirds of the passes).")
@@ -126,6 +134,10 @@ def _parse_choices(text: str | None) -> tuple[int, ...]:
 @click.option("--sweep-budget", type=float, default=300.0, show_default=True, help="Seconds a full sweep may take (auto).")
 @click.option("--sweep-cache", type=click.Path(file_okay=False),
               help="Folder keeping sensitivity sweeps: a rerun with another bound or target skips the sweep.")
+@click.option("--compensate", is_flag=True,
+              help="GPTQ error compensation through each layer's inputs on --data (automatic mode, or --bits with --data).")
+@click.option("--rates", default="0", show_default=True,
+              help="Prices of a bit in the rounding (units of the squared step), one candidate each, e.g. 0,0.3.")
 @click.option("-o", "--out-dir", "output_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--cpu-only", is_flag=True, help="Validate on the CPU only, even when CUDA is present.")
 @click.option("--no-fold", is_flag=True, help="Keep BatchNormalization nodes instead of fusing them into Conv.")
@@ -133,7 +145,7 @@ def _parse_choices(text: str | None) -> tuple[int, ...]:
 @_user_errors
 def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_loss_increase, target_ratio,
              target_size, bits_choices, keep, loss, output_name, plan, no_taylor, sweep, sweep_budget,
-             sweep_cache, output_dir, cpu_only, no_fold, quiet) -> None:
+             sweep_cache, compensate, rates, output_dir, cpu_only, no_fold, quiet) -> None:
     """Compress MODEL into a folder: NAME.l2b (bitstream), NAME.l2.onnx (runnable), plan.json, report.json/.html.
 
     Without --bits, --lossless or --plan it runs the automatic mode on --data: the smallest plan
@@ -149,7 +161,8 @@ def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_lo
                           sweep_budget_s=sweep_budget,
                           eval_data=eval_data, eval_labels=eval_labels,
                           devices=("cpu",) if cpu_only else ("cpu", "cuda"), fold=not no_fold,
-                          sweep_cache=sweep_cache, quiet=quiet)
+                          sweep_cache=sweep_cache, compensate=compensate, rates=_parse_rates(rates),
+                          quiet=quiet)
     if "allocation" in result.report:
         click.echo(format_table(allocation_rows(result.report), ["weight", "choice", "coded bytes",
                                                                  "predicted dL", "measured dL", ""]))

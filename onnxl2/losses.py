@@ -4,7 +4,11 @@ Loss changes from compressing one layer are tiny, so every loss here is returned
 float64: the sensitivity stage takes paired differences on the same samples and their standard
 error. Without labels the loss is taken against the original model's own predictions: cross-entropy
 to its arg-max for classifier outputs (a loss that compression can also lower), a normalised
-squared distance for any other output.
+squared distance for any other output. Embedding models can instead be judged as retrievers:
+"neighbour" is the cross-entropy of each sample's similarities to the other samples against the
+original model's nearest neighbour, which, like the classifier's, compression can also lower.
+Maps of independent probabilities (a text detector's per-pixel score) get "bce": binary
+cross-entropy to the original's own decisions (p > 0.5), the per-pixel analogue of the arg-max.
 """
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ import numpy as np
 
 from .errors import OnnxL2Error
 
-LOSS_KINDS = ("auto", "ce", "distance")
+LOSS_KINDS = ("auto", "ce", "bce", "distance", "neighbour")
+NEIGHBOUR_TEMPERATURE = 0.05  # the usual contrastive temperature of sentence encoders
 
 
 def _is_probabilities(output: np.ndarray) -> bool:
@@ -37,13 +42,38 @@ def _normalised_distance(output: np.ndarray, reference: np.ndarray) -> np.ndarra
     return ((got - ref) ** 2).sum(axis=1) / np.maximum((ref ** 2).sum(axis=1), 1e-30)
 
 
+def _unit_rows(output: np.ndarray) -> np.ndarray:
+    rows = output.reshape(len(output), -1).astype(np.float64)
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-30)
+
+
+def _neighbour_log_probabilities(output: np.ndarray) -> np.ndarray:
+    """Row i: log-softmax over j != i of cosine(i, j) / temperature (self excluded)."""
+    unit = _unit_rows(output)
+    scores = unit @ unit.T / NEIGHBOUR_TEMPERATURE
+    np.fill_diagonal(scores, -np.inf)
+    return log_probabilities(scores, False)
+
+
+def _is_probability_map(output: np.ndarray) -> bool:
+    """Independent probabilities per element (sigmoid maps), not a distribution per row."""
+    sample = output[: min(len(output), 8)]
+    return output.dtype.kind == "f" and output.ndim >= 3 and bool(sample.min() >= 0 and sample.max() <= 1) \
+        and not _is_probabilities(output)
+
+
+def _bernoulli_log(output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    p = np.clip(output.reshape(len(output), -1).astype(np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p), np.log1p(-p)
+
+
 @dataclass
 class Loss:
     """A loss on one model output, ready to score candidate outputs against fixed targets."""
 
-    kind: str  # "ce" (labels or pseudo-labels) or "distance"
+    kind: str  # "ce" (labels or pseudo-labels), "distance" or "neighbour"
     output: str
-    targets: np.ndarray  # class indices for "ce", the original output for "distance"
+    targets: np.ndarray  # class (or neighbour) indices, the original output for "distance"
     reference: np.ndarray  # the original model's output
     probabilities: bool = False
     pseudo_labels: bool = False
@@ -56,6 +86,11 @@ class Loss:
         chance, and the distortions of independent perturbations add up (to second order),
         which is what the knapsack's additive estimate needs.
         """
+        if self.kind == "bce":
+            p_on, p_off = _bernoulli_log(self.reference)
+            q_on, q_off = _bernoulli_log(output)
+            kl = np.exp(p_on) * (p_on - q_on) + np.exp(p_off) * (p_off - q_off)
+            return np.maximum(kl.mean(axis=1), 0.0)
         if self.kind != "ce":
             return _normalised_distance(output, self.reference)
         p_log = log_probabilities(self.reference, self.probabilities)
@@ -69,11 +104,22 @@ class Loss:
             logp = log_probabilities(output, self.probabilities)
             picked = np.take_along_axis(logp, self.targets[..., None], axis=-1)[..., 0]
             return -picked.reshape(len(picked), -1).mean(axis=1)
+        if self.kind == "bce":
+            on, off = _bernoulli_log(output)
+            return -np.where(self.targets, on, off).mean(axis=1)
+        if self.kind == "neighbour":
+            logp = _neighbour_log_probabilities(output)
+            return -logp[np.arange(len(logp)), self.targets]
         return _normalised_distance(output, self.targets)
 
     def describe(self) -> str:
         if self.kind == "distance":
             return f"normalised squared distance to the original '{self.output}'"
+        if self.kind == "bce":
+            return f"binary cross-entropy of '{self.output}' against the original's decisions (p > 0.5)"
+        if self.kind == "neighbour":
+            return (f"cross-entropy of '{self.output}' similarities (cosine / {NEIGHBOUR_TEMPERATURE}) "
+                    "against the original's nearest neighbour among the other samples")
         source = "the original model's arg-max (pseudo-labels)" if self.pseudo_labels else "the labels"
         return f"cross-entropy of '{self.output}' against {source}"
 
@@ -86,9 +132,24 @@ def make_loss(kind: str, output_name: str, original_output: np.ndarray,
     classifier = original_output.dtype.kind == "f" and original_output.ndim in (2, 3) \
         and original_output.shape[-1] >= 2
     if kind == "auto":
-        kind = "ce" if classifier or labels is not None else "distance"
+        kind = "ce" if classifier or labels is not None else \
+            "bce" if _is_probability_map(original_output) else "distance"
+    if kind == "bce":
+        if labels is not None:
+            raise OnnxL2Error("the bce loss takes its targets from the original model; give no labels")
+        if not _is_probability_map(original_output) and not (original_output.min() >= 0 and original_output.max() <= 1):
+            raise OnnxL2Error(f"binary cross-entropy needs probabilities in [0, 1]; output '{output_name}' "
+                              f"ranges over [{original_output.min():.3g}, {original_output.max():.3g}]")
+        return Loss("bce", output_name, original_output.reshape(len(original_output), -1) > 0.5, original_output)
     if kind == "distance":
         return Loss("distance", output_name, original_output, original_output)
+    if kind == "neighbour":
+        if labels is not None:
+            raise OnnxL2Error("the neighbour loss takes its targets from the original model; give no labels")
+        if len(original_output) < 3:
+            raise OnnxL2Error(f"the neighbour loss needs at least 3 calibration samples; got {len(original_output)}")
+        targets = _neighbour_log_probabilities(original_output).argmax(axis=1)
+        return Loss("neighbour", output_name, targets, original_output)
     if not classifier:
         raise OnnxL2Error(f"cross-entropy needs class scores on the last axis; output "
                           f"'{output_name}' has shape {list(original_output.shape)}")

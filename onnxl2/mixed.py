@@ -17,10 +17,11 @@ import numpy as np
 from onnx import ModelProto
 
 from .allocate import allocate_neighbourhood, allocate_size
-from .candidates import ALLOWED_BITS, DEFAULT_BITS_CHOICES, Candidate, make_candidates
+from .candidates import ALLOWED_BITS, DEFAULT_BITS_CHOICES, DEFAULT_RATES, Candidate, make_candidates
 from .data import batch_size_for, input_specs
 from .errors import OnnxL2Error
 from .fileio import write_files_atomically
+from .hessian import layer_hessians
 from .losses import make_loss
 from .model import Weight, weight_array
 from .progress import Stages
@@ -28,7 +29,7 @@ from .sensitivity import Measurement, Probe, Sensitivity, proxy_sweep, sweep, te
 
 
 #: Bumped whenever what a sweep measures changes, so that caches of older sweeps are not reused.
-SWEEP_VERSION = 1
+SWEEP_VERSION = 2
 
 
 @dataclass
@@ -45,11 +46,15 @@ class MixedOptions:
     taylor: bool = True
     sweep: str = "auto"  # "full" (every candidate measured), "proxy", or "auto" (by the time budget)
     sweep_budget_s: float = 300.0
+    compensate: bool = False  # GPTQ error compensation where the layer Hessian can be captured
+    rates: tuple[float, ...] = DEFAULT_RATES  # prices of a bit in the rounding, one candidate each
 
     def __post_init__(self) -> None:
         bad = [b for b in self.bits_choices if b not in ALLOWED_BITS]
         if bad or not self.bits_choices:
             raise OnnxL2Error(f"bit choices must be among {', '.join(map(str, ALLOWED_BITS))}; got {bad or 'none'}")
+        if not self.rates or any(not 0 <= r <= 10 for r in self.rates):
+            raise OnnxL2Error(f"rates must be between 0 and 10; got {list(self.rates)}")
         if self.sweep not in ("auto", "full", "proxy"):
             raise OnnxL2Error(f"sweep must be auto, full or proxy; got {self.sweep!r}")
         for pattern, bits in self.pins.items():
@@ -95,6 +100,14 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * factor)
 
 
+def _check_distance_bound(kind: str, options: "MixedOptions") -> None:
+    """A distance cannot fall below zero: at epsilon 0 nothing could be compressed."""
+    if options.target_bytes is None and kind == "distance" and parse_loss_bound(options.max_loss_increase, 1.0) <= 0:
+        raise OnnxL2Error("a distance to the original output cannot fall below zero, so with "
+                          "--max-loss-increase 0 nothing could be compressed: give a bound "
+                          "(e.g. --max-loss-increase 1e-4) or a --target-ratio")
+
+
 def _cache_key(proto: ModelProto, data: Mapping[str, np.ndarray], labels: np.ndarray | None,
                options: MixedOptions, output: str) -> str:
     """Same model, data, loss and candidate rules: same sweep."""
@@ -104,7 +117,8 @@ def _cache_key(proto: ModelProto, data: Mapping[str, np.ndarray], labels: np.nda
     if labels is not None:
         digest.update(np.ascontiguousarray(labels).tobytes())
     digest.update(json.dumps([options.bits_choices, options.keep, sorted(options.pins.items()),
-                              options.loss, output, options.taylor, options.sweep, SWEEP_VERSION]).encode())
+                              options.loss, output, options.taylor, options.sweep, options.compensate,
+                              list(options.rates), SWEEP_VERSION]).encode())
     return digest.hexdigest()[:32]
 
 
@@ -117,7 +131,7 @@ def _load_cached(cache_dir: Path | None, key: str | None, candidates) -> dict | 
     rows = json.loads(path.read_text())
     table = {k: [Sensitivity(**{f: r[f] for f in Sensitivity.__dataclass_fields__}) for r in v]
              for k, v in rows.items()}
-    if {k: [r.bits for r in v] for k, v in table.items()} != {k: [c.bits for c in v] for k, v in candidates.items()}:
+    if {k: [r.label for r in v] for k, v in table.items()} != {k: [c.label for c in v] for k, v in candidates.items()}:
         return None
     return table
 
@@ -146,23 +160,25 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
     if output not in [o.name for o in proto.graph.output]:
         raise OnnxL2Error(f"the model has no output '{output}' "
                           f"(outputs: {', '.join(o.name for o in proto.graph.output)})")
-    if options.target_bytes is None and options.loss == "distance" and \
-            parse_loss_bound(options.max_loss_increase, 1.0) <= 0:
-        raise OnnxL2Error("a distance to the original output cannot fall below zero, so with "
-                          "--max-loss-increase 0 nothing could be compressed: give a bound "
-                          "(e.g. --max-loss-increase 1e-4) or a --target-ratio")
-    with stages.stage("candidates"):
-        originals = {w.key: weight_array(proto, w) for w in studied}  # one copy, shared below
-        candidates = {w.key: make_candidates(w.key, originals[w.key], w.channel_axis,
-                                             allowed_bits(w, options)) for w in studied}
+    _check_distance_bound(options.loss, options)
+    batch = batch_size_for(data, input_specs(proto))
+    originals = {w.key: weight_array(proto, w) for w in studied}  # one copy, shared below
     with stages.stage("calibration passes"):
-        probe = Probe(proto, studied, data, batch_size_for(data, input_specs(proto)), output, device,
-                      originals)
+        probe = Probe(proto, studied, data, batch, output, device, originals)
         started = time.perf_counter()
         original_output = probe.outputs({})
         pass_seconds = time.perf_counter() - started
         loss = make_loss(options.loss, output, original_output, labels)
+        _check_distance_bound(loss.kind, options)
         probe.set_loss(loss, original_output)
+    hessians = {}
+    if options.compensate:
+        with stages.stage("layer inputs"):
+            hessians = layer_hessians(proto, studied, data, batch, device)
+    with stages.stage("candidates"):
+        candidates = {w.key: make_candidates(w.key, originals[w.key], w.channel_axis, allowed_bits(w, options),
+                                             hessian=hessians.get(w.key), rates=options.rates)
+                      for w in studied}
     per_candidate = 3 if options.taylor else 1
     full_passes = per_candidate * sum(c.bits != 32 for cands in candidates.values() for c in cands)
     mode = options.sweep
@@ -172,6 +188,7 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
     with stages.stage("sensitivity"):
         key = _cache_key(proto, data, labels, options, output) if cache_dir else None
         table = _load_cached(cache_dir, key, candidates)
+        cached = table is not None
         if table is None:
             progress = terminal_progress(stages.verbose, f"sensitivity ({mode})")
             run = sweep if mode == "full" else proxy_sweep
@@ -207,7 +224,7 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
         "loss": loss.describe(), "output": output, "calibration_samples": int(probe.base.size),
         "calibration_loss": base_loss,
         "form": "size budget" if options.target_bytes is not None else "loss neighbourhood",
-        "sweep": mode, "seconds_per_pass": pass_seconds,
+        "sweep": mode, "sweep_cached": cached, "compensated_weights": len(hessians), "seconds_per_pass": pass_seconds,
         "max_loss_increase": bound, "target_bytes": options.target_bytes,
         "measured_loss_change": final.mean, "measured_loss_change_se": final.se,
         "measured_within_noise": final.within_noise,
@@ -228,7 +245,7 @@ def chosen_rows(chosen: dict[str, Candidate], table: dict[str, list[dict]]) -> d
     """Per weight, the sensitivity row of the chosen candidate (for the report's weight table)."""
     out = {}
     for key, cand in chosen.items():
-        row = next(r for r in table[key] if r["bits"] == cand.bits)
+        row = next(r for r in table[key] if r["label"] == cand.label)
         out[key] = {"predicted_loss_change": row["predicted"], "measured_loss_change": row["measured"],
                     "measured_se": row["se"], "within_noise": row["within_noise"],
                     "distortion": row["distortion"]}

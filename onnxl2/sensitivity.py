@@ -159,10 +159,13 @@ def reference_candidate(cands: list[Candidate]) -> Candidate | None:
     if not ints:
         halves = [c for c in cands if c.bits == 16]
         return halves[0] if halves else None
-    return min(ints, key=lambda c: (abs(c.bits - 4), c.bits))
+    return min(ints, key=lambda c: (abs(c.bits - 4), c.bits, c.rate))
 
 
 def _error_energy(cand: Candidate) -> float:
+    """Layer-output error where the layer Hessian is known, else the weight error."""
+    if cand.output_error is not None:
+        return cand.output_error
     return float(np.square(cand.values().astype(np.float64) - cand.original).sum())
 
 
@@ -171,7 +174,8 @@ def proxy_sweep(probe: Probe, candidates: Mapping[str, list[Candidate]], taylor:
     """One measured candidate per weight; the others' distortion scaled by their error energy.
 
     Output distortion is second order in the perturbation, so within one layer it grows with
-    the squared weight error; the measured reference fixes the layer's own factor. Rows say
+    the squared error of the layer's output (of its weight where no Hessian is known); the
+    measured reference fixes the layer's own factor. Rows say
     which values are measured and which are scaled; the final plan is always measured.
     """
     refs = {key: reference_candidate(cands) for key, cands in candidates.items()}

@@ -11,6 +11,7 @@ Layout (default cache ``<repo>/.cache/zoo``, or ``$ONNXL2_ZOO_DIR``, or ``--cach
     <name>/model.onnx             the file exactly as shipped in the wheel
     <name>/calib.npz, eval.npz    keys = input names, first axis = samples, float32
     <name>/calib_labels.npy, eval_labels.npy    (classifier only; int64, 1 = turned by 180 deg)
+    <name>/calib_texts.json, eval_texts.json    (recogniser only; the rendered strings)
 
 Idempotent: models whose files exist (and whose sha256 matches) are skipped unless ``--force``;
 the wheel is only downloaded when a model file is missing.  Importable: benchmarks use
@@ -54,6 +55,7 @@ class ZooModel:
     input_shape: tuple     # shape of one sample of input "x" in calib/eval
     make: Callable[[np.random.Generator, int], tuple[np.ndarray, Optional[np.ndarray]]]
     seeds: tuple[int, int]  # (calib, eval): disjoint samples
+    texts: bool = False     # labels are strings (saved as <split>_texts.json)
     notes: str = ""
     preprocessing: str = ""
     label_names: tuple = field(default=())
@@ -64,7 +66,7 @@ def _make_cls(rng: np.random.Generator, n: int):
 
 
 def _make_rec(rng: np.random.Generator, n: int):
-    return rt.make_rec_batch(rng, n, plain=False), None
+    return rt.make_rec_batch(rng, n, plain=False, return_text=True)  # labels: the rendered strings
 
 
 def _make_det(rng: np.random.Generator, n: int):
@@ -84,7 +86,7 @@ ZOO: dict[str, ZooModel] = {m.name: m for m in (
         name="ppocr_rec_v4", task="text recognition (SVTR-LCNet CTC, PP-OCRv4 mobile, Chinese+English)",
         wheel_path="rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
         sha256="48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
-        input_shape=rt.REC_SHAPE, make=_make_rec, seeds=(3201, 3202),
+        input_shape=rt.REC_SHAPE, make=_make_rec, seeds=(3201, 3202), texts=True,
         notes="input x [N,3,48,W] dynamic N/W; output: CTC softmax [N,W/8,6625] (blank + "
               "metadata 'character' + space). Data: rendered upright lines, width 320.",
         preprocessing="BGR, height 48 keep ratio, (x/255-0.5)/0.5, right zero-pad to 320"),
@@ -125,6 +127,9 @@ def model_paths(name: str, cache_dir: Optional[os.PathLike] = None) -> dict[str,
     if ZOO[name].label_names:
         paths["calib_labels"] = d / "calib_labels.npy"
         paths["eval_labels"] = d / "eval_labels.npy"
+    if ZOO[name].texts:
+        paths["calib_texts"] = d / "calib_texts.json"
+        paths["eval_texts"] = d / "eval_texts.json"
     return paths
 
 
@@ -196,10 +201,14 @@ def make_data(name: str, samples: int, paths: dict[str, Path], input_name: str =
         x, labels = spec.make(rng, samples)
         assert x.shape == (samples,) + tuple(spec.input_shape) and x.dtype == np.float32
         save_npz(paths[split], {input_name: x})
+        if spec.texts:
+            paths[f"{split}_texts"].write_text(json.dumps(labels, ensure_ascii=False, indent=0) + "\n")
+            info[split] = {"texts": f"{name}/{paths[f'{split}_texts'].name}"}
+            labels = None
         if labels is not None:
             np.save(paths[f"{split}_labels"], labels.astype(np.int64))
-        info[split] = {"file": f"{name}/{paths[split].name}", "samples": samples, "seed": seed,
-                       "shape": list(x.shape), "dtype": "float32"}
+        info[split] = {**info.get(split, {}), "file": f"{name}/{paths[split].name}", "samples": samples,
+                       "seed": seed, "shape": list(x.shape), "dtype": "float32"}
         if labels is not None:
             info[split]["labels"] = f"{name}/{paths[f'{split}_labels'].name}"
     return info
@@ -215,8 +224,9 @@ def _data_complete(paths: dict[str, Path], samples: int, input_name: str = "x") 
                     return False
         except Exception:
             return False
-        if f"{split}_labels" in paths and not paths[f"{split}_labels"].exists():
-            return False
+        for kind in ("labels", "texts"):
+            if f"{split}_{kind}" in paths and not paths[f"{split}_{kind}"].exists():
+                return False
     return True
 
 

@@ -1,0 +1,181 @@
+"""Second moments of each layer's inputs on the calibration data: the layer Hessians ``X^T X``.
+
+A weight's rounding error matters through the layer's output ``X W``; its squared error summed
+over calibration rows is ``tr(dW^T X^T X dW)``. Error compensation (``transforms.compensate``)
+and the proxy sensitivity both need that matrix. It is gathered with ONNX Runtime: the tensors
+that feed the studied layers become extra graph outputs, one pass over the calibration batches
+sums their outer products (Conv inputs as im2col patches, one matrix per group).
+
+Supported consumers: MatMul and Gemm with the weight as the right operand (2-D), Conv with the
+weight as kernel. A weight used by several nodes, or inside a subgraph, gets no Hessian and is
+rounded without compensation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import onnx
+from numpy.lib.stride_tricks import sliding_window_view
+from onnx import ModelProto, helper
+
+from .data import iter_batches
+from .evaluate import make_session
+from .model import Weight
+
+#: At most this many input rows per batch enter a Hessian (a fixed random subset beyond it):
+#: enough for a well-conditioned K x K estimate, and im2col stays small.
+MAX_ROWS_PER_BATCH = 4096
+
+
+@dataclass
+class LayerHessian:
+    """``X^T X`` of the inputs one weight multiplies, per group, and how the weight maps onto it.
+
+    ``layout`` says how the weight becomes rows (output channels) by columns (inputs):
+    "kn" for a [K, N] right operand (MatMul, Gemm), "nk" for Gemm with transB, "conv" for a
+    [O, C/g, *kernel] kernel.
+    """
+
+    key: str
+    layout: str
+    groups: int
+    matrix: np.ndarray  # [groups, K, K], float64
+    mean: np.ndarray  # [groups, K], mean input row
+    rows: int
+
+
+@dataclass
+class _Site:
+    weight: Weight
+    layout: str
+    activation: str
+    node: onnx.NodeProto
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _site(weight: Weight, nodes: Mapping[str, onnx.NodeProto]) -> _Site | None:
+    if len(weight.consumers) != 1 or weight.graph != "main":
+        return None
+    use = weight.consumers[0]
+    node = nodes.get(use.node)
+    if node is None or use.input_index != 1 or len(weight.shape) < 2:
+        return None
+    attrs = _attrs(node)
+    if node.op_type == "MatMul" and len(weight.shape) == 2:
+        return _Site(weight, "kn", node.input[0], node)
+    if node.op_type == "Gemm" and not attrs.get("transA", 0):
+        return _Site(weight, "nk" if attrs.get("transB", 0) else "kn", node.input[0], node)
+    if node.op_type == "Conv":
+        return _Site(weight, "conv", node.input[0], node)
+    return None
+
+
+def conv_patches(x: np.ndarray, node: onnx.NodeProto, kernel: tuple[int, ...], groups: int,
+                 max_rows: int | None = None, rng: np.random.Generator | None = None) -> np.ndarray:
+    """im2col of a Conv input: [rows, groups, C/g * prod(kernel)] in the kernel's own order.
+
+    With ``max_rows``, only that many output positions (drawn at random) are gathered, so the
+    full patch matrix, often tens of times the activation, is never built.
+    """
+    attrs = _attrs(node)
+    nd = len(kernel)
+    strides = list(attrs.get("strides", [1] * nd))
+    dilations = list(attrs.get("dilations", [1] * nd))
+    pads = list(attrs.get("pads", [0] * (2 * nd)))
+    spatial = x.shape[2:]
+    extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    auto_pad = attrs.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        for i in range(nd):
+            out = -(-spatial[i] // strides[i])
+            total = max((out - 1) * strides[i] + extent[i] - spatial[i], 0)
+            small, large = total // 2, total - total // 2
+            pads[i], pads[i + nd] = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
+    elif auto_pad == "VALID":
+        pads = [0] * (2 * nd)
+    padded = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)])
+    windows = sliding_window_view(padded, extent, axis=tuple(range(2, 2 + nd)))
+    picks = (slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides) \
+        + tuple(slice(None, None, d) for d in dilations)
+    windows = windows[picks]  # [N, C, *out, *kernel], a strided view
+    n, c = windows.shape[:2]
+    out_shape = windows.shape[2:2 + nd]
+    positions = n * int(np.prod(out_shape))
+    k = (c // groups) * int(np.prod(kernel))
+    if max_rows is not None and positions > max_rows:
+        chosen = np.sort((rng or np.random.default_rng(0)).choice(positions, max_rows, replace=False))
+        index = np.unravel_index(chosen, (n,) + tuple(out_shape))
+        # advanced indices on N and the output axes, C and the kernel axes kept: [rows, C, *kernel]
+        gathered = windows.transpose((0,) + tuple(range(2, 2 + nd)) + (1,) + tuple(range(2 + nd, 2 + 2 * nd)))[index]
+        return np.ascontiguousarray(gathered).reshape(max_rows, groups, k)
+    order = (0,) + tuple(range(2, 2 + nd)) + (1,) + tuple(range(2 + nd, 2 + 2 * nd))
+    rows = np.ascontiguousarray(windows.transpose(order))  # [N, *out, C, *kernel]
+    return rows.reshape(positions, groups, k)
+
+
+def _input_rows(site: _Site, x: np.ndarray, max_rows: int, rng: np.random.Generator) -> np.ndarray:
+    """The activation as [rows, groups, K], at most ``max_rows`` of them (a random subset)."""
+    if site.layout == "conv":
+        groups = int(_attrs(site.node).get("group", 1))
+        return conv_patches(x.astype(np.float32, copy=False), site.node, site.weight.shape[2:], groups,
+                            max_rows, rng)
+    k = site.weight.shape[1] if site.layout == "nk" else site.weight.shape[0]
+    rows = x.reshape(-1, 1, k)
+    if len(rows) > max_rows:
+        rows = rows[np.sort(rng.choice(len(rows), max_rows, replace=False))]
+    return rows
+
+
+def _elem_types(proto: ModelProto) -> dict[str, int]:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # noqa: BLE001 - shapes are a convenience here, float32 is the default
+        return {}
+    infos = list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
+    return {v.name: v.type.tensor_type.elem_type for v in infos if v.type.HasField("tensor_type")}
+
+
+def layer_hessians(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.ndarray],
+                   batch: int, device: str = "cpu", seed: int = 0) -> dict[str, LayerHessian]:
+    """``X^T X`` per supported weight (key -> LayerHessian), from one pass over ``data``."""
+    nodes = {n.name or f"{n.op_type}_{i}": n for i, n in enumerate(proto.graph.node)}
+    sites = [s for s in (_site(w, nodes) for w in weights) if s is not None]
+    if not sites:
+        return {}
+    probe = ModelProto()
+    probe.CopyFrom(proto)
+    graph_inputs = {i.name for i in probe.graph.input}
+    present = {o.name for o in probe.graph.output}
+    types = _elem_types(proto) if any(s.activation not in graph_inputs | present for s in sites) else {}
+    fetch = []
+    for name in dict.fromkeys(s.activation for s in sites):
+        if name in graph_inputs:
+            continue
+        if name not in present:
+            probe.graph.output.append(helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT), None))
+        fetch.append(name)
+    session = make_session(probe, device)
+    rng = np.random.default_rng(seed)
+    sums: dict[str, np.ndarray] = {}
+    means: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for feeds in iter_batches(data, batch):
+        values = dict(zip(fetch, session.run(fetch, feeds))) if fetch else {}
+        values.update({k: v for k, v in feeds.items()})
+        for site in sites:
+            x = _input_rows(site, np.asarray(values[site.activation], dtype=np.float32), MAX_ROWS_PER_BATCH, rng)
+            by_group = np.ascontiguousarray(x.transpose(1, 0, 2))  # [G, rows, K]
+            gram = np.matmul(by_group.transpose(0, 2, 1), by_group).astype(np.float64)
+            key = site.weight.key
+            sums[key] = sums.get(key, 0.0) + gram
+            means[key] = means.get(key, 0.0) + by_group.sum(axis=1, dtype=np.float64)
+            counts[key] = counts.get(key, 0) + len(x)
+    return {s.weight.key: LayerHessian(s.weight.key, s.layout, sums[s.weight.key].shape[0], sums[s.weight.key],
+                                       means[s.weight.key] / max(counts[s.weight.key], 1), counts[s.weight.key])
+            for s in sites if s.weight.key in sums}

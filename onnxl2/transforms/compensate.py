@@ -1,0 +1,158 @@
+"""Rate-aware rounding with error compensation: one transform, its knobs per weight.
+
+Knobs: the step per output channel (from the clip search of ``quantize``), the bit-width, and
+``rate``, the price of a bit in units of the rounding noise. Every element's integer is chosen
+to minimise ``(w / step - q)^2 + rate * bits(q)``, where ``bits(q)`` is the code length of ``q``
+under the coder's own order-0 model of this weight's symbols (the histogram, refined by
+re-running with the histogram of the previous result). ``rate = 0`` is nearest rounding;
+larger rates round towards frequent symbols, zero above all, which is pruning by the same rule.
+
+The error of each rounded column is then spread onto the columns not yet rounded with the
+inverse of the layer Hessian ``X^T X`` (the GPTQ / OBQ scheme), so that the layer's *output*
+on calibration inputs stays close even where single weights move. Conv kernels are handled as
+im2col rows with one Hessian per group; embeddings and weights without a Hessian are rounded
+without compensation (their "Hessian" is diagonal: nothing to spread onto).
+
+Column loops are over one column of all rows and all groups at a time, in blocks whose
+cross-block update is one matrix product, so a layer costs K small vector steps plus K/B GEMMs.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..hessian import LayerHessian
+from .quantize import QuantizedWeight, qmax_for, quantize_per_channel
+
+#: Least shrinkage towards the diagonal, and the ridge added to it as a fraction of its mean:
+#: keeps the inverse well posed for inputs nearly collinear or never active on calibration data.
+DAMPING = 0.01
+BLOCK = 128
+#: Passes of (rounding, re-estimated symbol model) when rate > 0.
+MODEL_PASSES = 2
+
+
+def to_rows(weight: np.ndarray, layout: str, groups: int) -> np.ndarray:
+    """The weight as [groups, output channels per group, K] (K in the Hessian's order)."""
+    w = np.asarray(weight, dtype=np.float64)
+    if layout == "kn":
+        return w.T[None].copy()
+    if layout == "nk":
+        return w[None].copy()
+    return w.reshape(groups, w.shape[0] // groups, -1).copy()
+
+
+def from_rows(rows: np.ndarray, shape: tuple[int, ...], layout: str) -> np.ndarray:
+    if layout == "kn":
+        return rows[0].T.reshape(shape)
+    if layout == "nk":
+        return rows[0].reshape(shape)
+    return rows.reshape(shape)
+
+
+def code_lengths(symbols: np.ndarray, qmax: int) -> np.ndarray:
+    """Bits of each level -qmax..qmax under the symbols' order-0 histogram (unseen: one count)."""
+    counts = np.bincount((symbols.ravel().astype(np.int64) + qmax), minlength=2 * qmax + 1).astype(np.float64)
+    counts = np.maximum(counts, 0.5)
+    return -np.log2(counts / counts.sum())
+
+
+def rate_aware_round(t: np.ndarray, qmax: int, rate: float | np.ndarray,
+                     lengths: np.ndarray | None) -> np.ndarray:
+    """argmin over q in {floor t, ceil t, 0} of (t - q)^2 + rate * lengths[q] (clipped to +-qmax)."""
+    nearest = np.clip(np.rint(t), -qmax, qmax)
+    if lengths is None or np.all(np.asarray(rate) <= 0):
+        return nearest
+    low = np.clip(np.floor(t), -qmax, qmax)
+    options = np.stack([low, np.clip(low + 1, -qmax, qmax), np.zeros_like(t)])
+    cost = (t[None] - options) ** 2 + rate * lengths[(options + qmax).astype(np.int64)]
+    return np.take_along_axis(options, cost.argmin(axis=0)[None], axis=0)[0]
+
+
+def shrunk_hessian(hessian: LayerHessian) -> np.ndarray:
+    """``(1 - a) H + a diag(H)``, a = max(DAMPING, K / rows), plus a small ridge.
+
+    With few calibration rows per input (a pooled squeeze-excite input, a classifier head: one
+    row per sample) ``X^T X`` is nearly singular, and compensation would hide every error in its
+    null space: a perfect fit on the calibration data that breaks on any other input, including
+    the calibration data once earlier layers are quantized. Shrinking towards the diagonal
+    fades compensation out where the data cannot support it (a = 1 is plain rounding).
+    """
+    h = hessian.matrix.copy()
+    k = h.shape[-1]
+    idx = np.arange(k)
+    diag = h[:, idx, idx].copy()
+    shrink = min(1.0, max(DAMPING, k / max(hessian.rows, 1)))
+    h *= 1.0 - shrink
+    dead = diag <= 0
+    ridge = DAMPING * np.maximum(diag.mean(axis=1, keepdims=True), 1e-12)
+    h[:, idx, idx] = diag + np.where(dead, 1.0, 0.0) + ridge
+    return h
+
+
+def _upper_inverse_factor(hessian: LayerHessian) -> np.ndarray:
+    """Upper Cholesky factor U of H^-1 (H^-1 = U^T U), per group, H shrunk."""
+    h = shrunk_hessian(hessian)
+    lower = np.linalg.cholesky(h)
+    eye = np.broadcast_to(np.eye(h.shape[-1]), h.shape)
+    inv_lower = np.linalg.solve(lower, eye)  # L^-1
+    h_inv = np.matmul(inv_lower.transpose(0, 2, 1), inv_lower)
+    return np.linalg.cholesky(h_inv).transpose(0, 2, 1)
+
+
+def _compensated_pass(rows: np.ndarray, steps: np.ndarray, upper: np.ndarray, qmax: int, rate: float,
+                      lengths: np.ndarray | None) -> np.ndarray:
+    """One GPTQ sweep over the columns: rows [G, R, K], steps [G, R], upper [G, K, K]."""
+    w = rows.copy()
+    q = np.empty_like(w)
+    k = w.shape[-1]
+    # a column's rounding error reaches the output with weight 1 / U_ii^2: the price of a bit
+    # is set against that, so that rounding away costs more where the layer is sensitive
+    importance = 1.0 / np.einsum("gkk->gk", upper) ** 2
+    price = rate / (importance / importance.mean(axis=1, keepdims=True))  # [G, K]
+    for start in range(0, k, BLOCK):
+        stop = min(start + BLOCK, k)
+        errors = np.empty(w.shape[:2] + (stop - start,))
+        for i in range(start, stop):
+            column = w[:, :, i]
+            q[:, :, i] = rate_aware_round(column / steps, qmax, price[:, i:i + 1], lengths)
+            err = (column - q[:, :, i] * steps) / upper[:, i, i][:, None]
+            w[:, :, i:stop] -= err[:, :, None] * upper[:, None, i, i:stop]
+            errors[:, :, i - start] = err
+        if stop < k:
+            w[:, :, stop:] -= np.matmul(errors, upper[:, start:stop, stop:])
+    return q
+
+
+def compensated_quantize(weight: np.ndarray, axis: int, bits: int, hessian: LayerHessian | None,
+                         rate: float = 0.0, key: str = "",
+                         base: QuantizedWeight | None = None) -> QuantizedWeight:
+    """Quantize ``weight`` per channel along ``axis``, rate-aware, compensating through ``hessian``.
+
+    ``base`` (the plain clip-searched quantization at these bits) supplies the steps and the
+    first symbol model; without a Hessian only the rate-aware rounding applies.
+    """
+    qmax = qmax_for(bits)
+    base = base or quantize_per_channel(weight, bits, axis, key=key)
+    lengths = code_lengths(base.symbols, qmax) if rate > 0 else None
+    if hessian is None:
+        shape = [1] * weight.ndim
+        shape[axis] = -1
+        t = np.asarray(weight, dtype=np.float64) / base.scales.astype(np.float64).reshape(shape)
+        symbols = rate_aware_round(t, qmax, rate, lengths)
+        for _ in range(MODEL_PASSES - 1 if rate > 0 else 0):
+            symbols = rate_aware_round(t, qmax, rate, code_lengths(symbols, qmax))
+        return QuantizedWeight(key, bits, axis, symbols.astype(np.int8), base.scales)
+    rows = to_rows(weight, hessian.layout, hessian.groups)
+    steps = base.scales.astype(np.float64).reshape(rows.shape[:2])
+    upper = _upper_inverse_factor(hessian)
+    q = _compensated_pass(rows, steps, upper, qmax, rate, lengths)
+    for _ in range(MODEL_PASSES - 1 if rate > 0 else 0):
+        q = _compensated_pass(rows, steps, upper, qmax, rate, code_lengths(q, qmax))
+    symbols = from_rows(q, weight.shape, hessian.layout).astype(np.int8)
+    return QuantizedWeight(key, bits, axis, np.ascontiguousarray(symbols), base.scales)
+
+
+def output_error(weight: np.ndarray, approx: np.ndarray, hessian: LayerHessian) -> float:
+    """Summed squared layer-output error on the calibration inputs: sum_g tr(dW_g H_g dW_g^T)."""
+    d = to_rows(np.asarray(approx, dtype=np.float64) - weight, hessian.layout, hessian.groups)
+    return float(np.einsum("grk,gkl,grl->", d, hessian.matrix, d, optimize=True))

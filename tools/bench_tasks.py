@@ -1,0 +1,168 @@
+"""The benchmark's models and how each is judged: task metrics on the held-out evaluation split.
+
+Every model is judged against the original model's own outputs (cosine, relative L2 and a
+task-level agreement), and against real labels where the data have them: the direction
+classifier's turned/upright labels and the recogniser's rendered strings. A row is
+*acceptable* by the bars of ``../shared/research/baselines.md``: cosine >= 0.999 and the task
+agreement over its bar.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DET_THRESHOLD = 0.3  # DBNet's binarisation threshold in rapidocr
+COSINE_BAR = 0.999
+
+
+@dataclass
+class Task:
+    """One benchmark model: its files, the output that is judged, and how."""
+
+    name: str
+    kind: str  # "cls", "ctc", "det" or "embed"
+    folder: Path
+    metric: str  # the task agreement that decides acceptability
+    bar: float
+    loss: str = "auto"  # onnxl2's calibration loss for this model
+    charset: list[str] = field(default_factory=list)  # CTC table: blank first
+
+    @property
+    def model(self) -> Path:
+        return self.folder / "model.onnx"
+
+    def split(self, name: str) -> Path:
+        return self.folder / f"{name}.npz"
+
+    def labels(self, split: str) -> Optional[Path]:
+        path = self.folder / f"{split}_labels.npy"
+        return path if path.exists() else None
+
+    def texts(self, split: str) -> Optional[list[str]]:
+        path = self.folder / f"{split}_texts.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def score(self, original: np.ndarray, candidate: np.ndarray, split: str = "eval") -> dict:
+        """Fidelity to the original and task figures of one candidate's outputs."""
+        scores = fidelity(original, candidate)
+        scores.update(_TASK_SCORES[self.kind](self, original, candidate, split))
+        scores["acceptable"] = bool(scores["cos_mean"] >= COSINE_BAR and scores[self.metric] >= self.bar)
+        return scores
+
+
+def fidelity(original: np.ndarray, candidate: np.ndarray) -> dict:
+    """Per-sample cosine (mean and worst) and relative L2 of the flattened outputs."""
+    a = original.reshape(len(original), -1).astype(np.float64)
+    b = candidate.reshape(len(candidate), -1).astype(np.float64)
+    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
+    rel = np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-30)
+    return {"cos_mean": float(cos.mean()), "cos_min": float(cos.min()), "rel_l2": float(rel)}
+
+
+def _cls_scores(task: Task, original: np.ndarray, candidate: np.ndarray, split: str) -> dict:
+    out = {"top1_agree": float((original.argmax(-1) == candidate.argmax(-1)).mean())}
+    labels = task.labels(split)
+    if labels is not None:
+        y = np.load(labels)[:len(candidate)]  # --quick judges a prefix of the split
+        out["accuracy"] = float((candidate.argmax(-1) == y).mean())
+        out["accuracy_original"] = float((original.argmax(-1) == y).mean())
+    return out
+
+
+def ctc_decode(probs: np.ndarray, charset: list[str]) -> list[str]:
+    """Greedy CTC: arg-max per step, repeats merged, blanks (index 0) dropped."""
+    best = probs.argmax(-1)
+    keep = np.ones_like(best, dtype=bool)
+    keep[:, 1:] = best[:, 1:] != best[:, :-1]
+    keep &= best != 0
+    table = np.asarray(charset, dtype=object)
+    return ["".join(table[row[mask]]) for row, mask in zip(best, keep)]
+
+
+def _same_text(a: str, b: str) -> bool:
+    """Whitespace does not count: the recogniser drops most spaces between words and numbers."""
+    return "".join(a.split()) == "".join(b.split())
+
+
+def _ctc_scores(task: Task, original: np.ndarray, candidate: np.ndarray, split: str) -> dict:
+    orig_text = ctc_decode(original, task.charset)
+    cand_text = ctc_decode(candidate, task.charset)
+    out = {"string_agree": float(np.mean([_same_text(a, b) for a, b in zip(orig_text, cand_text)])),
+           "step_agree": float((original.argmax(-1) == candidate.argmax(-1)).mean())}
+    texts = task.texts(split)
+    if texts is not None:
+        texts = texts[:len(candidate)]
+        out["accuracy"] = float(np.mean([_same_text(t, c) for t, c in zip(texts, cand_text)]))
+        out["accuracy_original"] = float(np.mean([_same_text(t, o) for t, o in zip(texts, orig_text)]))
+    return out
+
+
+def _det_scores(task: Task, original: np.ndarray, candidate: np.ndarray, split: str) -> dict:
+    a = original.reshape(len(original), -1) > DET_THRESHOLD
+    b = candidate.reshape(len(candidate), -1) > DET_THRESHOLD
+    inter, union = (a & b).sum(1), (a | b).sum(1)
+    per_sample = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    return {"iou": float(inter.sum() / max(union.sum(), 1)), "iou_mean": float(per_sample.mean())}
+
+
+def _embed_scores(task: Task, original: np.ndarray, candidate: np.ndarray, split: str) -> dict:
+    """Nearest-neighbour agreement: does each sentence keep its closest other sentence?"""
+    def neighbours(e: np.ndarray) -> np.ndarray:
+        e = e.reshape(len(e), -1).astype(np.float64)
+        e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-30)
+        sim = e @ e.T
+        np.fill_diagonal(sim, -np.inf)
+        return sim.argmax(1)
+    return {"nn_agree": float((neighbours(original) == neighbours(candidate)).mean())}
+
+
+_TASK_SCORES: dict[str, Callable] = {"cls": _cls_scores, "ctc": _ctc_scores, "det": _det_scores,
+                                     "embed": _embed_scores}
+
+
+def _rec_charset(model: Path) -> list[str]:
+    import onnx
+    proto = onnx.load(str(model), load_external_data=False)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    return [""] + meta["character"].split("\n") + [" "]
+
+
+#: name -> (how to get its folder, kind, metric, bar, loss)
+MODELS = ("default", "ppocr_det_v4", "ppocr_rec_v4", "minilm_l6_v2")
+
+
+def make_task(name: str) -> Task:
+    """The task of one benchmark model, fetching or exporting its files when missing."""
+    if name == "default":
+        return Task("default", "cls", ROOT / "models" / "ppocr_cls", "top1_agree", 0.99)
+    if name == "minilm_l6_v2":
+        folder = ROOT / ".cache" / "zoo" / "minilm_l6_v2"
+        if not (folder / "model.onnx").exists():
+            _export_minilm(folder)
+        return Task(name, "embed", folder, "nn_agree", 0.98, loss="neighbour")
+    from tools import fetch_zoo
+    paths = fetch_zoo.ensure(name)
+    if name == "ppocr_det_v4":
+        return Task(name, "det", paths["dir"], "iou", 0.95)
+    if name == "ppocr_rec_v4":
+        return Task(name, "ctc", paths["dir"], "string_agree", 0.98, charset=_rec_charset(paths["model"]))
+    if name == "ppocr_cls_v2":
+        return Task(name, "cls", paths["dir"], "top1_agree", 0.99)
+    raise SystemExit(f"unknown benchmark model {name!r}; known: {', '.join(MODELS + ('ppocr_cls_v2',))}")
+
+
+def _export_minilm(folder: Path) -> None:
+    import subprocess
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise RuntimeError("the MiniLM export needs torch: pip install -e .[export]") from None
+    subprocess.run([sys.executable, str(ROOT / "tools" / "export_minilm.py"), "--out", str(folder)], check=True)
