@@ -61,12 +61,14 @@ def _choice(options: dict[str, list[Sensitivity]], picks: list[int]) -> dict[str
 
 
 def allocate_neighbourhood(options: dict[str, list[Sensitivity]], max_loss: float,
-                           measure_loss: Callable[[dict[str, int]], Measurement]) -> Allocation:
+                           measure_loss: Callable[[dict[str, int]], Measurement],
+                           noise_sigmas: float = 0.0) -> Allocation:
     """Smallest plan whose loss change, measured with all layers at once, is at most ``max_loss``.
 
     The knapsack bounds the summed distortion; the bound is searched (bisection in log scale,
     from the most aggressive plan down) for the largest one whose plan passes the measured
-    check, keeping the smallest plan that passed. Every round is reported.
+    check, keeping the smallest plan that passed. Every round is reported. With ``noise_sigmas``
+    a plan passes while its change is not measurably above the bound (mean - k se <= bound).
     """
     groups = _groups(options)
     allocation = Allocation({})
@@ -81,7 +83,7 @@ def allocate_neighbourhood(options: dict[str, list[Sensitivity]], max_loss: floa
             result = minimize_size(groups, bound)
             choice = _choice(options, list(result.choice))
             measured = measure_loss(choice)
-            ok = result.success and measured.mean <= max_loss
+            ok = result.success and measured.mean <= max_loss + noise_sigmas * measured.se
             allocation.rounds.append(Round(index, bound, result.total_cost, measured.mean, measured.se,
                                            None, result.gap, ok,
                                            "within noise of zero" if measured.within_noise else ""))

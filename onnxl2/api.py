@@ -133,7 +133,8 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
              eval_data: DataSource | None = None, eval_labels: Any = None,
              devices: tuple[str, ...] = ("cpu", "cuda"), fold: bool = True,
              sweep_cache: str | os.PathLike | None = None, compensate: bool = False,
-             rates: tuple[float, ...] = DEFAULT_RATES, quiet: bool = False) -> CompressResult:
+             rates: tuple[float, ...] = DEFAULT_RATES, noise_sigmas: float = 0.0,
+             quiet: bool = False) -> CompressResult:
     """Compress a model to a sidecar bitstream (and, unless lossless, a runnable ONNX).
 
     Modes: ``lossless``; ``bits=N`` (uniform per-channel quantization); a ``plan`` to replay;
@@ -152,6 +153,8 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
     the layer's input Hessian on ``data`` (GPTQ; MatMul, Gemm and Conv weights), in the automatic
     mode and with ``bits``. ``rates`` are prices of a bit in the rounding, in units of the
     squared step: each gives a candidate that rounds towards cheaper symbols (0: nearest).
+    ``noise_sigmas`` lets a neighbourhood plan pass while its measured loss change is at most that
+    many standard errors above the bound (0: the mean itself must be within it).
     ``fold`` fuses BatchNormalization into the Conv before it (as ONNX Runtime does at load
     time), so that the norms' vectors are not stored beside every quantized kernel.
     """
@@ -163,7 +166,7 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
     pins = dict(pins or {})
     mode = "uniform" if bits is not None else "plan" if plan is not None else "auto"
     options = MixedOptions(tuple(bits_choices), tuple(keep), pins, loss, output, max_loss_increase,
-                           None, taylor, sweep, sweep_budget_s, compensate, tuple(rates))
+                           None, taylor, sweep, sweep_budget_s, compensate, tuple(rates), noise_sigmas)
     with stages.stage("load"):
         loaded = load_model(model)
         proto, folded = fold_batchnorm(loaded.proto) if fold else (loaded.proto, 0)

@@ -120,6 +120,8 @@ def _parse_rates(text: str) -> tuple[float, ...]:
 @click.option("--lossless", is_flag=True, help="No lossy step: decoding gives back the original file bit for bit.")
 @click.option("--max-loss-increase", default="0", show_default=True,
               help="Automatic mode: how far the calibration loss may rise (absolute, or N%).")
+@click.option("--noise-sigmas", type=float, default=0.0, show_default=True,
+              help="Neighbourhood: a plan passes while its loss change is at most this many standard errors above the bound.")
 @click.option("--target-ratio", type=float, help="Automatic mode under a size budget: original file bytes / bitstream bytes.")
 @click.option("--target-size", help="Automatic mode under a size budget: bitstream bytes (e.g. 3MB, 512KiB).")
 @click.option("--bits-choices", help="Candidate bit-widths, e.g. 2,3,4,5,6,8,16 (16 = float16; float32 always allowed).")
@@ -143,7 +145,7 @@ def _parse_rates(text: str) -> tuple[float, ...]:
 @click.option("--no-fold", is_flag=True, help="Keep BatchNormalization nodes instead of fusing them into Conv.")
 @click.option("--quiet", is_flag=True, help="No progress on the terminal.")
 @_user_errors
-def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_loss_increase, target_ratio,
+def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_loss_increase, noise_sigmas, target_ratio,
              target_size, bits_choices, keep, loss, output_name, plan, no_taylor, sweep, sweep_budget,
              sweep_cache, compensate, rates, output_dir, cpu_only, no_fold, quiet) -> None:
     """Compress MODEL into a folder: NAME.l2b (bitstream), NAME.l2.onnx (runnable), plan.json, report.json/.html.
@@ -155,7 +157,7 @@ def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_lo
     uniform, pins = _parse_bits(bits)
     result = api.compress(model, data, bits=uniform, lossless=lossless, labels=labels,
                           output_dir=output_dir, output=output_name, loss=loss,
-                          max_loss_increase=max_loss_increase, target_ratio=target_ratio,
+                          max_loss_increase=max_loss_increase, noise_sigmas=noise_sigmas, target_ratio=target_ratio,
                           target_size=target_size, bits_choices=_parse_choices(bits_choices),
                           keep=keep, pins=pins, plan=plan, taylor=not no_taylor, sweep=sweep,
                           sweep_budget_s=sweep_budget,

@@ -48,6 +48,7 @@ class MixedOptions:
     sweep_budget_s: float = 300.0
     compensate: bool = False  # GPTQ error compensation where the layer Hessian can be captured
     rates: tuple[float, ...] = DEFAULT_RATES  # prices of a bit in the rounding, one candidate each
+    noise_sigmas: float = 0.0  # neighbourhood: a change this many standard errors above the bound passes
 
     def __post_init__(self) -> None:
         bad = [b for b in self.bits_choices if b not in ALLOWED_BITS]
@@ -217,7 +218,7 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
             bound = None
         else:
             bound = parse_loss_bound(options.max_loss_increase, base_loss)
-            allocation = allocate_neighbourhood(table, bound, measure_loss)
+            allocation = allocate_neighbourhood(table, bound, measure_loss, options.noise_sigmas)
         final = measure_loss(allocation.choice)
     chosen = {k: candidates[k][i] for k, i in allocation.choice.items()}
     report = {
@@ -225,7 +226,7 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
         "calibration_loss": base_loss,
         "form": "size budget" if options.target_bytes is not None else "loss neighbourhood",
         "sweep": mode, "sweep_cached": cached, "compensated_weights": len(hessians), "seconds_per_pass": pass_seconds,
-        "max_loss_increase": bound, "target_bytes": options.target_bytes,
+        "max_loss_increase": bound, "noise_sigmas": options.noise_sigmas, "target_bytes": options.target_bytes,
         "measured_loss_change": final.mean, "measured_loss_change_se": final.se,
         "measured_within_noise": final.within_noise,
         "predicted_loss_change": _sum_or_none(table[k][i].predicted for k, i in allocation.choice.items()),

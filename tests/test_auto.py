@@ -195,3 +195,16 @@ def test_probability_maps_get_binary_cross_entropy_to_the_original_decisions():
     assert (loss.distortion(maps) == 0).all() and (loss.distortion(sharper) > 0).all()
     with pytest.raises(OnnxL2Error, match="probabilities"):
         make_loss("bce", "maps", maps * 3 - 1, None)
+
+
+def test_noise_sigmas_let_a_change_within_noise_pass():
+    options = _options()
+
+    def measure(choice):  # every compressed plan: a small rise, well within its standard error
+        compressed = any(options[k][i].bits != 32 for k, i in choice.items())
+        return Measurement(1e-4 if compressed else 0.0, 1e-3)
+
+    strict = allocate_neighbourhood(options, 0.0, measure)
+    tolerant = allocate_neighbourhood(options, 0.0, measure, noise_sigmas=2.0)
+    assert strict.status == "fallback" and not any(r.accepted for r in strict.rounds)
+    assert tolerant.rounds[0].accepted and all(options[k][i].bits == 2 for k, i in tolerant.choice.items())
