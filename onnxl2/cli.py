@@ -136,8 +136,9 @@ def _parse_rates(text: str) -> tuple[float, ...]:
 @click.option("--sweep-budget", type=float, default=300.0, show_default=True, help="Seconds a full sweep may take (auto).")
 @click.option("--sweep-cache", type=click.Path(file_okay=False),
               help="Folder keeping sensitivity sweeps: a rerun with another bound or target skips the sweep.")
-@click.option("--compensate", is_flag=True,
-              help="GPTQ error compensation through each layer's inputs on --data (automatic mode, or --bits with --data).")
+@click.option("--compensate/--no-compensate", default=None,
+              help="GPTQ error compensation through each layer's inputs on --data (automatic mode, or --bits "
+                   "with --data). Default: on with --target-ratio/--target-size, off otherwise.")
 @click.option("--rates", default="0", show_default=True,
               help="Prices of a bit in the rounding (units of the squared step), one candidate each, e.g. 0,0.3.")
 @click.option("-o", "--out-dir", "output_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")

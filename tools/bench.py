@@ -8,8 +8,9 @@ For each model (the embedded default, the PP-OCR v4 detector and recogniser from
 the same original file; the calibration split is all that methods may look at, the held-out
 evaluation split judges. Rows: lossless (zstd -19, lzma -9, ZipNN, onnxl2 --lossless); ONNX
 Runtime's int8 dynamic / static QDQ / MatMulNBits 4-bit and float16 (each shipped with zstd -19);
-NNCodec at three qp; onnxl2's lossless neighbourhood, --target-ratio 10 and 20, --bits 8 and 4,
-and the neighbourhood and --target-ratio 10 with GPTQ error compensation (``--compensate``).
+NNCodec at three qp; onnxl2's lossless neighbourhood, --target-ratio 10 and 20 (error-compensated,
+the default under a size budget), --bits 8 and 4; and, to measure compensation, the neighbourhood
+with ``--compensate`` and --target-ratio 10 with ``--no-compensate``.
 
 Each method runs in its own process, so that its peak memory (VmHWM) is its own. ZipNN and
 NNCodec need torch and run in a separate virtual environment (``--peers-python``, default
@@ -19,8 +20,9 @@ size-against-accuracy curve per model, ``OUT/<model>.svg``.
 
 ``--quick`` uses fewer samples (at most 32 per split; the detector calibrates on 8 pages and is
 judged on 16), measures every candidate's sensitivity only when that fits 60 s (the proxy sweep
-otherwise) and leaves out the two ``--compensate`` rows unless ``--methods`` names them
-(``--methods compensate`` runs just those).
+otherwise) and without the Taylor terms (reported, but the allocation does not use them), and
+leaves out those two comparison rows unless ``--methods`` names them (``--methods compensate``
+runs just those).
 """
 from __future__ import annotations
 
@@ -51,9 +53,9 @@ ONNXL2_ROWS = {"onnxl2 --lossless": {"lossless": True},
                "onnxl2 --bits 8": {"bits": 8},
                "onnxl2 --bits 4": {"bits": 4},
                "onnxl2 --compensate (eps 0)": {"max_loss_increase": 0, "compensate": True},
-               "onnxl2 --compensate --target-ratio 10": {"target_ratio": 10.0, "compensate": True}}
+               "onnxl2 --no-compensate --target-ratio 10": {"target_ratio": 10.0, "compensate": False}}
 #: Rows --quick leaves out unless --methods names them (they add minutes on the larger models).
-SLOW_ROWS = ("onnxl2 --compensate (eps 0)", "onnxl2 --compensate --target-ratio 10")
+SLOW_ROWS = ("onnxl2 --compensate (eps 0)", "onnxl2 --no-compensate --target-ratio 10")
 
 
 # ----------------------------------------------------------------------------- data
@@ -119,8 +121,8 @@ def _onnxl2(model: Path, work: Path, method: str, spec: dict):
     from tools.bench_baselines import Made
     options = dict(ONNXL2_ROWS[method])
     out = work / method.replace(" ", "_").replace("(", "").replace(")", "").replace("--", "")
-    if not options.get("lossless") and ("bits" not in options or options.get("compensate")):
-        options.update(data=spec["calib"], labels=spec.get("calib_labels"), loss=spec["loss"],
+    if not options.get("lossless") and "bits" not in options:
+        options.update(data=spec["calib"], labels=spec.get("calib_labels"), loss=spec["loss"], taylor=spec["taylor"],
                        sweep=spec["sweep"], sweep_budget_s=spec["sweep_budget_s"],
                        sweep_cache=spec["sweep_cache"])
     start = time.perf_counter()
@@ -235,7 +237,7 @@ def bench_model(name: str, out: Path, quick: bool, peers_python: Path, timeout: 
         stale.unlink()
     spec_base = {"model": str(task.model), "calib": str(files["calib"]),
                  "calib_labels": str(files["calib_labels"]) if "calib_labels" in files else None,
-                 "loss": task.loss, "sweep": "auto", "sweep_budget_s": QUICK_SWEEP_S if quick else 300.0,
+                 "loss": task.loss, "sweep": "auto", "taylor": not quick, "sweep_budget_s": QUICK_SWEEP_S if quick else 300.0,
                  "sweep_cache": str(sweep_cache)}
     rows = []
     for method, kind, qp in methods(quick):
