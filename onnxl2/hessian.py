@@ -12,7 +12,9 @@ rounded without compensation.
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -179,3 +181,27 @@ def layer_hessians(proto: ModelProto, weights: list[Weight], data: Mapping[str, 
     return {s.weight.key: LayerHessian(s.weight.key, s.layout, sums[s.weight.key].shape[0], sums[s.weight.key],
                                        means[s.weight.key] / max(counts[s.weight.key], 1), counts[s.weight.key])
             for s in sites if s.weight.key in sums}
+
+
+def save_hessians(path: Path, hessians: Mapping[str, LayerHessian]) -> None:
+    """Keep Hessians beside a sweep cache (one .npz, written atomically)."""
+    from .fileio import write_files_atomically
+    arrays = {}
+    for i, h in enumerate(hessians.values()):
+        arrays[f"{i}_matrix"], arrays[f"{i}_mean"] = h.matrix, h.mean
+        arrays[f"{i}_meta"] = np.array([h.key, h.layout, str(h.groups), str(h.rows)])
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_files_atomically({Path(path): buffer.getvalue()})
+
+
+def load_hessians(path: Path) -> dict[str, LayerHessian] | None:
+    if not Path(path).is_file():
+        return None
+    out = {}
+    with np.load(path) as z:
+        for i in range(len(z.files) // 3):
+            key, layout, groups, rows = (str(v) for v in z[f"{i}_meta"])
+            out[key] = LayerHessian(key, layout, int(groups), z[f"{i}_matrix"], z[f"{i}_mean"], int(rows))
+    return out

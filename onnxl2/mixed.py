@@ -21,7 +21,7 @@ from .candidates import ALLOWED_BITS, DEFAULT_BITS_CHOICES, DEFAULT_RATES, Candi
 from .data import batch_size_for, input_specs
 from .errors import OnnxL2Error
 from .fileio import write_files_atomically
-from .hessian import layer_hessians
+from .hessian import layer_hessians, load_hessians, save_hessians
 from .losses import make_loss
 from .model import Weight, weight_array
 from .progress import Stages
@@ -109,12 +109,22 @@ def _check_distance_bound(kind: str, options: "MixedOptions") -> None:
                           "(e.g. --max-loss-increase 1e-4) or a --target-ratio")
 
 
-def _cache_key(proto: ModelProto, data: Mapping[str, np.ndarray], labels: np.ndarray | None,
-               options: MixedOptions, output: str) -> str:
-    """Same model, data, loss and candidate rules: same sweep."""
+def _data_digest(proto: ModelProto, data: Mapping[str, np.ndarray]):
     digest = hashlib.sha256(proto.SerializeToString(deterministic=True))
     for name in sorted(data):
         digest.update(name.encode() + np.ascontiguousarray(data[name]).tobytes())
+    return digest
+
+
+def _data_key(proto: ModelProto, data: Mapping[str, np.ndarray]) -> str:
+    """Same model and calibration data: same layer Hessians."""
+    return _data_digest(proto, data).hexdigest()[:32]
+
+
+def _cache_key(proto: ModelProto, data: Mapping[str, np.ndarray], labels: np.ndarray | None,
+               options: MixedOptions, output: str) -> str:
+    """Same model, data, loss and candidate rules: same sweep."""
+    digest = _data_digest(proto, data)
     if labels is not None:
         digest.update(np.ascontiguousarray(labels).tobytes())
     digest.update(json.dumps([options.bits_choices, options.keep, sorted(options.pins.items()),
@@ -175,7 +185,12 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
     hessians = {}
     if options.compensate:
         with stages.stage("layer inputs"):
-            hessians = layer_hessians(proto, studied, data, batch, device)
+            path = Path(cache_dir) / f"hessians-{_data_key(proto, data)}.npz" if cache_dir else None
+            hessians = load_hessians(path) if path else None
+            if hessians is None:
+                hessians = layer_hessians(proto, studied, data, batch, device)
+                if path:
+                    save_hessians(path, hessians)
     with stages.stage("candidates"):
         candidates = {w.key: make_candidates(w.key, originals[w.key], w.channel_axis, allowed_bits(w, options),
                                              hessian=hessians.get(w.key), rates=options.rates)

@@ -140,3 +140,16 @@ def test_uniform_bits_with_compensation_fit_the_calibration_outputs_better():
     assert errors[True] < errors[False]  # on inputs it never saw
     with pytest.raises(Exception, match="calibration data"):
         compress(model, bits=3, compensate=True, quiet=True)
+
+
+def test_hessians_are_kept_beside_the_sweep_cache(tmp_path):
+    calib = genmodels.mixed_inputs(24, seed=9)
+    first = compress(genmodels.mixed_model(), calib, target_ratio=3, quiet=True, devices=("cpu",), taylor=False,
+                     sweep_cache=tmp_path)
+    (kept,) = tmp_path.glob("hessians-*.npz")
+    from onnxl2.hessian import load_hessians
+    loaded = load_hessians(kept)
+    assert loaded and all(h.matrix.shape[-1] == h.mean.shape[-1] for h in loaded.values())
+    again = compress(genmodels.mixed_model(), calib, target_ratio=3, quiet=True, devices=("cpu",), taylor=False,
+                     sweep_cache=tmp_path)
+    assert again.files == first.files and again.report["allocation"]["sweep_cached"]
