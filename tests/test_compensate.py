@@ -11,7 +11,8 @@ from onnxl2 import compress
 from onnxl2.evaluate import make_session
 from onnxl2.hessian import conv_patches, layer_hessians
 from onnxl2.model import discover_weights
-from onnxl2.transforms.compensate import code_lengths, compensated_quantize, output_error, rate_aware_round
+from onnxl2.transforms.compensate import code_lengths, compensated_nearest, compensated_quantize, output_error, \
+    rate_aware_round
 from onnxl2.transforms.quantize import quantize_per_channel
 
 
@@ -153,3 +154,16 @@ def test_hessians_are_kept_beside_the_sweep_cache(tmp_path):
     again = compress(genmodels.mixed_model(), calib, target_ratio=3, quiet=True, devices=("cpu",), taylor=False,
                      sweep_cache=tmp_path)
     assert again.files == first.files and again.report["allocation"]["sweep_cached"]
+
+
+def test_one_sweep_for_all_bit_widths_equals_one_sweep_each():
+    rng = np.random.default_rng(11)
+    model = _conv_model(8, 12, (3, 3), 2, seed=11, pads=[1, 1, 1, 1])
+    weights, hessians = _hessian_of(model, _correlated(rng, (6, 8, 10, 10)))
+    w = weights[0]
+    array = numpy_helper.to_array(model.graph.initializer[0])
+    bases = [quantize_per_channel(array, b, w.channel_axis) for b in (2, 4, 8)]
+    together = compensated_nearest(array, w.channel_axis, bases, hessians[w.key])
+    for base, joint in zip(bases, together):
+        alone = compensated_quantize(array, w.channel_axis, base.bits, hessians[w.key], base=base)
+        assert np.array_equal(alone.symbols, joint.symbols) and joint.bits == base.bits

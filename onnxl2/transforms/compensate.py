@@ -99,9 +99,12 @@ def _upper_inverse_factor(hessian: LayerHessian) -> np.ndarray:
     return np.linalg.cholesky(h_inv).transpose(0, 2, 1)
 
 
-def _compensated_pass(rows: np.ndarray, steps: np.ndarray, upper: np.ndarray, qmax: int, rate: float,
-                      lengths: np.ndarray | None) -> np.ndarray:
-    """One GPTQ sweep over the columns: rows [G, R, K], steps [G, R], upper [G, K, K]."""
+def _compensated_pass(rows: np.ndarray, steps: np.ndarray, upper: np.ndarray, qmax: int | np.ndarray,
+                      rate: float, lengths: np.ndarray | None) -> np.ndarray:
+    """One GPTQ sweep over the columns of B variants at once (bit-widths of one weight).
+
+    rows [B, G, R, K], steps [B, G, R], upper [G, K, K] (shared), qmax an int or [B, 1, 1].
+    """
     w = rows.copy()
     q = np.empty_like(w)
     k = w.shape[-1]
@@ -111,16 +114,33 @@ def _compensated_pass(rows: np.ndarray, steps: np.ndarray, upper: np.ndarray, qm
     price = rate / (importance / importance.mean(axis=1, keepdims=True))  # [G, K]
     for start in range(0, k, BLOCK):
         stop = min(start + BLOCK, k)
-        errors = np.empty(w.shape[:2] + (stop - start,))
+        errors = np.empty(w.shape[:3] + (stop - start,))
         for i in range(start, stop):
-            column = w[:, :, i]
-            q[:, :, i] = rate_aware_round(column / steps, qmax, price[:, i:i + 1], lengths)
-            err = (column - q[:, :, i] * steps) / upper[:, i, i][:, None]
-            w[:, :, i:stop] -= err[:, :, None] * upper[:, None, i, i:stop]
-            errors[:, :, i - start] = err
+            column = w[..., i]
+            q[..., i] = rate_aware_round(column / steps, qmax, price[None, :, i:i + 1], lengths)
+            err = (column - q[..., i] * steps) / upper[None, :, i, i, None]
+            w[..., i:stop] -= err[..., None] * upper[None, :, None, i, i:stop]
+            errors[..., i - start] = err
         if stop < k:
-            w[:, :, stop:] -= np.matmul(errors, upper[:, start:stop, stop:])
+            w[..., stop:] -= np.matmul(errors, upper[None, :, start:stop, stop:])
     return q
+
+
+def compensated_nearest(weight: np.ndarray, axis: int, bases: list[QuantizedWeight],
+                        hessian: LayerHessian) -> list[QuantizedWeight]:
+    """GPTQ with nearest rounding at several bit-widths in one sweep (same Hessian factor).
+
+    Equal to calling :func:`compensated_quantize` per base with rate 0; the column loop, which is
+    what costs, runs once for all of them.
+    """
+    rows = to_rows(weight, hessian.layout, hessian.groups)
+    stacked = np.broadcast_to(rows, (len(bases),) + rows.shape)
+    steps = np.stack([b.scales.astype(np.float64).reshape(rows.shape[:2]) for b in bases])
+    qmax = np.array([b.qmax for b in bases], dtype=np.float64).reshape(-1, 1, 1)
+    q = _compensated_pass(stacked, steps, _upper_inverse_factor(hessian), qmax, 0.0, None)
+    return [QuantizedWeight(b.key, b.bits, axis,
+                            np.ascontiguousarray(from_rows(q[i], weight.shape, hessian.layout).astype(np.int8)),
+                            b.scales) for i, b in enumerate(bases)]
 
 
 def compensated_quantize(weight: np.ndarray, axis: int, bits: int, hessian: LayerHessian | None,
@@ -145,9 +165,9 @@ def compensated_quantize(weight: np.ndarray, axis: int, bits: int, hessian: Laye
     rows = to_rows(weight, hessian.layout, hessian.groups)
     steps = base.scales.astype(np.float64).reshape(rows.shape[:2])
     upper = _upper_inverse_factor(hessian)
-    q = _compensated_pass(rows, steps, upper, qmax, rate, lengths)
+    q = _compensated_pass(rows[None], steps[None], upper, qmax, rate, lengths)[0]
     for _ in range(MODEL_PASSES - 1 if rate > 0 else 0):
-        q = _compensated_pass(rows, steps, upper, qmax, rate, code_lengths(q, qmax))
+        q = _compensated_pass(rows[None], steps[None], upper, qmax, rate, code_lengths(q, qmax))[0]
     symbols = from_rows(q, weight.shape, hessian.layout).astype(np.int8)
     return QuantizedWeight(key, bits, axis, np.ascontiguousarray(symbols), base.scales)
 
