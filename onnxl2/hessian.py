@@ -13,6 +13,7 @@ rounded without compensation.
 from __future__ import annotations
 
 import io
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -134,6 +135,11 @@ def _input_rows(site: _Site, x: np.ndarray, max_rows: int, rng: np.random.Genera
     return rows
 
 
+def _rows_rng(seed: int, batch_index: int, site: _Site) -> np.random.Generator:
+    """Which rows a batch samples for a weight depends on nothing else (plans replay exactly)."""
+    return np.random.default_rng([seed, batch_index, zlib.crc32(site.weight.key.encode())])
+
+
 def _elem_types(proto: ModelProto) -> dict[str, int]:
     try:
         inferred = onnx.shape_inference.infer_shapes(proto)
@@ -163,15 +169,15 @@ def layer_hessians(proto: ModelProto, weights: list[Weight], data: Mapping[str, 
             probe.graph.output.append(helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT), None))
         fetch.append(name)
     session = make_session(probe, device)
-    rng = np.random.default_rng(seed)
     sums: dict[str, np.ndarray] = {}
     means: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
-    for feeds in iter_batches(data, batch):
+    for index, feeds in enumerate(iter_batches(data, batch)):
         values = dict(zip(fetch, session.run(fetch, feeds))) if fetch else {}
         values.update({k: v for k, v in feeds.items()})
         for site in sites:
-            x = _input_rows(site, np.asarray(values[site.activation], dtype=np.float32), MAX_ROWS_PER_BATCH, rng)
+            x = _input_rows(site, np.asarray(values[site.activation], dtype=np.float32), MAX_ROWS_PER_BATCH,
+                            _rows_rng(seed, index, site))
             by_group = np.ascontiguousarray(x.transpose(1, 0, 2))  # [G, rows, K]
             gram = np.matmul(by_group.transpose(0, 2, 1), by_group).astype(np.float64)
             key = site.weight.key
@@ -205,3 +211,4 @@ def load_hessians(path: Path) -> dict[str, LayerHessian] | None:
             key, layout, groups, rows = (str(v) for v in z[f"{i}_meta"])
             out[key] = LayerHessian(key, layout, int(groups), z[f"{i}_matrix"], z[f"{i}_mean"], int(rows))
     return out
+

@@ -167,3 +167,25 @@ def test_one_sweep_for_all_bit_widths_equals_one_sweep_each():
     for base, joint in zip(bases, together):
         alone = compensated_quantize(array, w.channel_axis, base.bits, hessians[w.key], base=base)
         assert np.array_equal(alone.symbols, joint.symbols) and joint.bits == base.bits
+
+
+def test_a_compensated_plan_replays_exactly_when_rows_are_sampled(tmp_path):
+    """Conv inputs with more rows than a batch keeps: the sampled rows must not depend on which
+    other weights are studied, or a replayed plan (which studies only its +gptq weights) would
+    round differently."""
+    rng = np.random.default_rng(4)
+    w1 = numpy_helper.from_array((rng.standard_normal((8, 8, 3, 3)) * 0.3).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array((rng.standard_normal((16, 8, 3, 3)) * 0.3).astype(np.float32), "w2")
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["h"], name="c1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "w2"], ["y"], name="c2", pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w1, w2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    calib = {"x": _correlated(np.random.default_rng(6), (64, 8, 16, 16))}
+    first = compress(model, calib, bits=3, keep=("w1",), compensate=True, quiet=True, devices=("cpu",),
+                     output_dir=tmp_path)
+    assert first.report["plan"]["choices"] == {"w1": "float32", "w2": "int3+gptq"}
+    again = compress(model, calib, plan=tmp_path / "plan.json", quiet=True, devices=("cpu",))
+    assert again.files == first.files

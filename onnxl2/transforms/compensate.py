@@ -68,8 +68,18 @@ def rate_aware_round(t: np.ndarray, qmax: int, rate: float | np.ndarray,
     return np.take_along_axis(options, cost.argmin(axis=0)[None], axis=0)[0]
 
 
+def _shrinkage(hessian: LayerHessian) -> tuple[float, np.ndarray]:
+    """(a, d): the shrunk Hessian is ``(1 - a) H + diag(d)``, a = max(DAMPING, K / rows)."""
+    h = hessian.matrix
+    k = h.shape[-1]
+    diag = np.einsum("gkk->gk", h)
+    shrink = min(1.0, max(DAMPING, k / max(hessian.rows, 1)))
+    ridge = DAMPING * np.maximum(diag.mean(axis=1, keepdims=True), 1e-12)
+    return shrink, shrink * diag + np.where(diag <= 0, 1.0, 0.0) + ridge
+
+
 def shrunk_hessian(hessian: LayerHessian) -> np.ndarray:
-    """``(1 - a) H + a diag(H)``, a = max(DAMPING, K / rows), plus a small ridge.
+    """``(1 - a) H + a diag(H)`` plus a small ridge, a = max(DAMPING, K / rows).
 
     With few calibration rows per input (a pooled squeeze-excite input, a classifier head: one
     row per sample) ``X^T X`` is nearly singular, and compensation would hide every error in its
@@ -77,15 +87,10 @@ def shrunk_hessian(hessian: LayerHessian) -> np.ndarray:
     the calibration data once earlier layers are quantized. Shrinking towards the diagonal
     fades compensation out where the data cannot support it (a = 1 is plain rounding).
     """
-    h = hessian.matrix.copy()
-    k = h.shape[-1]
-    idx = np.arange(k)
-    diag = h[:, idx, idx].copy()
-    shrink = min(1.0, max(DAMPING, k / max(hessian.rows, 1)))
-    h *= 1.0 - shrink
-    dead = diag <= 0
-    ridge = DAMPING * np.maximum(diag.mean(axis=1, keepdims=True), 1e-12)
-    h[:, idx, idx] = diag + np.where(dead, 1.0, 0.0) + ridge
+    shrink, added = _shrinkage(hessian)
+    h = hessian.matrix * (1.0 - shrink)
+    idx = np.arange(h.shape[-1])
+    h[:, idx, idx] += added
     return h
 
 
@@ -176,3 +181,4 @@ def output_error(weight: np.ndarray, approx: np.ndarray, hessian: LayerHessian) 
     """Summed squared layer-output error on the calibration inputs: sum_g tr(dW_g H_g dW_g^T)."""
     d = to_rows(np.asarray(approx, dtype=np.float64) - weight, hessian.layout, hessian.groups)
     return float(np.einsum("grk,gkl,grl->", d, hessian.matrix, d, optimize=True))
+
