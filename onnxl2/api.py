@@ -17,14 +17,13 @@ from onnx import ModelProto
 from . import __version__
 from .candidates import DEFAULT_BITS_CHOICES, DEFAULT_RATES, Candidate, candidate_for_label, make_candidates, \
     parse_label
-from .data import batch_size_for, input_specs
-from .hessian import layer_hessians
 from .codec.container import StoredFile, decode_container, encode_container
-from .data import DataSource, load_data, load_labels
+from .data import DataSource, batch_size_for, input_specs, load_data, load_labels
 from .emit import default_opset, emit_quantized
 from .errors import OnnxL2Error
 from .evaluate import ValidationResult, validate_models
 from .fileio import write_files_atomically
+from .hessian import LayerHessian, layer_hessians
 from .mixed import MixedOptions, allowed_bits, chosen_rows, parse_size, plan_mixed
 from .model import ModelSource, Weight, discover_weights, load_model, model_stem, weight_array
 from .progress import Stages
@@ -247,6 +246,13 @@ def _read_plan(plan: str | os.PathLike | dict) -> dict[str, str]:
     return choices
 
 
+def _hessians(proto: ModelProto, weights: list[Weight], data: dict[str, np.ndarray] | None,
+              who: str) -> dict[str, LayerHessian]:
+    if data is None:
+        raise OnnxL2Error(f"{who} need calibration data (--data): error compensation reads the layers' inputs")
+    return layer_hessians(proto, weights, data, batch_size_for(data, input_specs(proto)))
+
+
 def _fixed_choices(proto: ModelProto, weights: list[Weight], bits: int | None, options: MixedOptions,
                    plan: dict[str, str] | None, data: dict[str, np.ndarray] | None = None) -> dict[str, Candidate]:
     """Uniform bits (with pins), or a replayed plan: one candidate per compressible weight."""
@@ -254,11 +260,7 @@ def _fixed_choices(proto: ModelProto, weights: list[Weight], bits: int | None, o
     studied = {w.key: w for w in weights if w.compressible}
     if plan is None:
         uniform = MixedOptions((bits,), options.keep, options.pins)
-        hessians = {}
-        if options.compensate:
-            if data is None:
-                raise OnnxL2Error("--compensate needs calibration data (--data)")
-            hessians = layer_hessians(proto, list(studied.values()), data, batch_size_for(data, input_specs(proto)))
+        hessians = _hessians(proto, list(studied.values()), data, "--compensate") if options.compensate else {}
         for key, w in studied.items():
             (chosen[key],) = make_candidates(key, weight_array(proto, w), w.channel_axis,
                                              allowed_bits(w, uniform), always_float32=False,
@@ -276,11 +278,8 @@ def _fixed_choices(proto: ModelProto, weights: list[Weight], bits: int | None, o
             raise OnnxL2Error(f"plan: unknown choice {label!r} for {key} (use float32, float16, int2..int8, "
                               "optionally +gptq and +rN, e.g. int4+gptq+r0.3)") from None
     needs = [studied[k] for k, label in labels.items() if "+gptq" in label]
-    hessians = {}
+    hessians = _hessians(proto, needs, data, "the plan's +gptq choices") if needs else {}
     if needs:
-        if data is None:
-            raise OnnxL2Error("the plan has error-compensated choices (+gptq): give the calibration data (--data)")
-        hessians = layer_hessians(proto, needs, data, batch_size_for(data, input_specs(proto)))
         missing = [w.key for w in needs if w.key not in hessians]
         if missing:
             raise OnnxL2Error(f"plan: {missing[0]} cannot be error-compensated (no supported consumer)")

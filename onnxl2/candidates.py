@@ -15,7 +15,7 @@ from .codec.container import stored_size
 from .codec.entropy import encode_symbols
 from .codec.floatcodec import encode_array
 from .hessian import LayerHessian
-from .transforms.compensate import compensated_nearest, compensated_quantize, output_error
+from .transforms.compensate import compensated_round, output_error, rate_aware_quantize
 from .transforms.quantize import QuantizedWeight, quantize_per_channel
 
 #: Bit choices a user can ask for: 2..8 are integers per channel, 16 is float16, 32 keeps float32.
@@ -83,9 +83,14 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
     """
     out = []
     int_bits = sorted(b for b in set(bits_choices) if b <= 8)
-    bases = {bits: quantize_per_channel(weight, bits, axis, key=key) for bits in int_bits}
-    nearest = dict(zip(int_bits, compensated_nearest(weight, axis, [bases[b] for b in int_bits], hessian))) \
-        if hessian is not None and 0.0 in rates and int_bits else {}
+    bases = [quantize_per_channel(weight, bits, axis, key=key) for bits in int_bits]
+    rounded = {}  # (bits, rate) -> QuantizedWeight
+    for rate in rates:
+        if hessian is not None and bases:
+            made = compensated_round(weight, axis, bases, hessian, rate)
+        else:
+            made = [b if rate <= 0 else rate_aware_quantize(weight, axis, b, rate) for b in bases]
+        rounded.update({(q.bits, rate): q for q in made})
     for bits in sorted(set(bits_choices) | ({32} if always_float32 else set())):
         if bits == 32:
             out.append(Candidate(key, 32, stored_size(weight.nbytes, len(encode_array(weight))), weight))
@@ -95,15 +100,8 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
             half = weight.astype(np.float16)
             out.append(Candidate(key, 16, stored_size(half.nbytes, len(encode_array(half))), weight))
         else:
-            for rate in rates:
-                if rate == 0 and hessian is not None:
-                    q = nearest[bits]
-                elif rate == 0:
-                    q = bases[bits]
-                else:
-                    q = compensated_quantize(weight, axis, bits, hessian, rate, key=key, base=bases[bits])
-                out.append(Candidate(key, bits, integer_payload_bytes(q), weight, q,
-                                     compensated=hessian is not None, rate=float(rate)))
+            out += [Candidate(key, bits, integer_payload_bytes(rounded[bits, rate]), weight, rounded[bits, rate],
+                              compensated=hessian is not None, rate=float(rate)) for rate in rates]
     if hessian is not None:
         for cand in out:
             cand.output_error = 0.0 if cand.bits == 32 else output_error(weight, cand.values(), hessian)

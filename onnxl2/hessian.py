@@ -25,7 +25,7 @@ from onnx import ModelProto, helper
 
 from .data import iter_batches
 from .evaluate import make_session
-from .model import Weight
+from .model import Weight, node_attr
 
 #: At most this many input rows per batch enter a Hessian (a fixed random subset beyond it):
 #: enough for a well-conditioned K x K estimate, and im2col stays small.
@@ -45,7 +45,6 @@ class LayerHessian:
     layout: str
     groups: int
     matrix: np.ndarray  # [groups, K, K], float64
-    mean: np.ndarray  # [groups, K], mean input row
     rows: int
 
 
@@ -57,10 +56,6 @@ class _Site:
     node: onnx.NodeProto
 
 
-def _attrs(node: onnx.NodeProto) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
 def _site(weight: Weight, nodes: Mapping[str, onnx.NodeProto]) -> _Site | None:
     if len(weight.consumers) != 1 or weight.graph != "main":
         return None
@@ -68,11 +63,10 @@ def _site(weight: Weight, nodes: Mapping[str, onnx.NodeProto]) -> _Site | None:
     node = nodes.get(use.node)
     if node is None or use.input_index != 1 or len(weight.shape) < 2:
         return None
-    attrs = _attrs(node)
     if node.op_type == "MatMul" and len(weight.shape) == 2:
         return _Site(weight, "kn", node.input[0], node)
-    if node.op_type == "Gemm" and not attrs.get("transA", 0):
-        return _Site(weight, "nk" if attrs.get("transB", 0) else "kn", node.input[0], node)
+    if node.op_type == "Gemm" and not node_attr(node, "transA", 0):
+        return _Site(weight, "nk" if node_attr(node, "transB", 0) else "kn", node.input[0], node)
     if node.op_type == "Conv":
         return _Site(weight, "conv", node.input[0], node)
     return None
@@ -85,15 +79,13 @@ def conv_patches(x: np.ndarray, node: onnx.NodeProto, kernel: tuple[int, ...], g
     With ``max_rows``, only that many output positions (drawn at random) are gathered, so the
     full patch matrix, often tens of times the activation, is never built.
     """
-    attrs = _attrs(node)
     nd = len(kernel)
-    strides = list(attrs.get("strides", [1] * nd))
-    dilations = list(attrs.get("dilations", [1] * nd))
-    pads = list(attrs.get("pads", [0] * (2 * nd)))
+    strides = list(node_attr(node, "strides", [1] * nd))
+    dilations = list(node_attr(node, "dilations", [1] * nd))
+    pads = list(node_attr(node, "pads", [0] * (2 * nd)))
     spatial = x.shape[2:]
     extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
-    auto_pad = attrs.get("auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    auto_pad = node_attr(node, "auto_pad", b"NOTSET").decode()
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         for i in range(nd):
             out = -(-spatial[i] // strides[i])
@@ -106,28 +98,21 @@ def conv_patches(x: np.ndarray, node: onnx.NodeProto, kernel: tuple[int, ...], g
     windows = sliding_window_view(padded, extent, axis=tuple(range(2, 2 + nd)))
     picks = (slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides) \
         + tuple(slice(None, None, d) for d in dilations)
-    windows = windows[picks]  # [N, C, *out, *kernel], a strided view
     n, c = windows.shape[:2]
-    out_shape = windows.shape[2:2 + nd]
-    positions = n * int(np.prod(out_shape))
+    # [N, *out, C, *kernel], still a strided view of the padded input
+    windows = windows[picks].transpose((0,) + tuple(range(2, 2 + nd)) + (1,) + tuple(range(2 + nd, 2 + 2 * nd)))
+    positions = int(np.prod(windows.shape[:1 + nd]))
     k = (c // groups) * int(np.prod(kernel))
     if max_rows is not None and positions > max_rows:
         chosen = np.sort((rng or np.random.default_rng(0)).choice(positions, max_rows, replace=False))
-        index = np.unravel_index(chosen, (n,) + tuple(out_shape))
-        # advanced indices on N and the output axes, C and the kernel axes kept: [rows, C, *kernel]
-        gathered = windows.transpose((0,) + tuple(range(2, 2 + nd)) + (1,) + tuple(range(2 + nd, 2 + 2 * nd)))[index]
-        return np.ascontiguousarray(gathered).reshape(max_rows, groups, k)
-    order = (0,) + tuple(range(2, 2 + nd)) + (1,) + tuple(range(2 + nd, 2 + 2 * nd))
-    rows = np.ascontiguousarray(windows.transpose(order))  # [N, *out, C, *kernel]
-    return rows.reshape(positions, groups, k)
+        windows = windows[np.unravel_index(chosen, windows.shape[:1 + nd])]  # [rows, C, *kernel]
+    return np.ascontiguousarray(windows).reshape(-1, groups, k)
 
 
 def _input_rows(site: _Site, x: np.ndarray, max_rows: int, rng: np.random.Generator) -> np.ndarray:
     """The activation as [rows, groups, K], at most ``max_rows`` of them (a random subset)."""
     if site.layout == "conv":
-        groups = int(_attrs(site.node).get("group", 1))
-        return conv_patches(x.astype(np.float32, copy=False), site.node, site.weight.shape[2:], groups,
-                            max_rows, rng)
+        return conv_patches(x, site.node, site.weight.shape[2:], int(node_attr(site.node, "group", 1)), max_rows, rng)
     k = site.weight.shape[1] if site.layout == "nk" else site.weight.shape[0]
     rows = x.reshape(-1, 1, k)
     if len(rows) > max_rows:
@@ -170,23 +155,18 @@ def layer_hessians(proto: ModelProto, weights: list[Weight], data: Mapping[str, 
         fetch.append(name)
     session = make_session(probe, device)
     sums: dict[str, np.ndarray] = {}
-    means: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
     for index, feeds in enumerate(iter_batches(data, batch)):
-        values = dict(zip(fetch, session.run(fetch, feeds))) if fetch else {}
-        values.update({k: v for k, v in feeds.items()})
+        values = {**feeds, **dict(zip(fetch, session.run(fetch, feeds)))} if fetch else feeds
         for site in sites:
             x = _input_rows(site, np.asarray(values[site.activation], dtype=np.float32), MAX_ROWS_PER_BATCH,
                             _rows_rng(seed, index, site))
             by_group = np.ascontiguousarray(x.transpose(1, 0, 2))  # [G, rows, K]
-            gram = np.matmul(by_group.transpose(0, 2, 1), by_group).astype(np.float64)
             key = site.weight.key
-            sums[key] = sums.get(key, 0.0) + gram
-            means[key] = means.get(key, 0.0) + by_group.sum(axis=1, dtype=np.float64)
+            sums[key] = sums.get(key, 0.0) + np.matmul(by_group.transpose(0, 2, 1), by_group).astype(np.float64)
             counts[key] = counts.get(key, 0) + len(x)
-    return {s.weight.key: LayerHessian(s.weight.key, s.layout, sums[s.weight.key].shape[0], sums[s.weight.key],
-                                       means[s.weight.key] / max(counts[s.weight.key], 1), counts[s.weight.key])
-            for s in sites if s.weight.key in sums}
+    return {key: LayerHessian(key, layout, sums[key].shape[0], sums[key], counts[key])
+            for key, layout in ((s.weight.key, s.layout) for s in sites) if key in sums}
 
 
 def save_hessians(path: Path, hessians: Mapping[str, LayerHessian]) -> None:
@@ -194,7 +174,7 @@ def save_hessians(path: Path, hessians: Mapping[str, LayerHessian]) -> None:
     from .fileio import write_files_atomically
     arrays = {}
     for i, h in enumerate(hessians.values()):
-        arrays[f"{i}_matrix"], arrays[f"{i}_mean"] = h.matrix, h.mean
+        arrays[f"{i}_matrix"] = h.matrix
         arrays[f"{i}_meta"] = np.array([h.key, h.layout, str(h.groups), str(h.rows)])
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -207,8 +187,8 @@ def load_hessians(path: Path) -> dict[str, LayerHessian] | None:
         return None
     out = {}
     with np.load(path) as z:
-        for i in range(len(z.files) // 3):
+        for i in range(len(z.files) // 2):
             key, layout, groups, rows = (str(v) for v in z[f"{i}_meta"])
-            out[key] = LayerHessian(key, layout, int(groups), z[f"{i}_matrix"], z[f"{i}_mean"], int(rows))
+            out[key] = LayerHessian(key, layout, int(groups), z[f"{i}_matrix"], int(rows))
     return out
 

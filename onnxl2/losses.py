@@ -55,6 +55,14 @@ def _neighbour_log_probabilities(output: np.ndarray) -> np.ndarray:
     return log_probabilities(scores, False)
 
 
+def nearest_neighbours(output: np.ndarray) -> np.ndarray:
+    """Index of each sample's most cosine-similar other sample."""
+    unit = _unit_rows(output)
+    scores = unit @ unit.T
+    np.fill_diagonal(scores, -np.inf)
+    return scores.argmax(axis=1)
+
+
 def _is_probability_map(output: np.ndarray) -> bool:
     """Independent probabilities per element (sigmoid maps), not a distribution per row."""
     sample = output[: min(len(output), 8)]
@@ -137,7 +145,7 @@ def make_loss(kind: str, output_name: str, original_output: np.ndarray,
     if kind == "bce":
         if labels is not None:
             raise OnnxL2Error("the bce loss takes its targets from the original model; give no labels")
-        if not _is_probability_map(original_output) and not (original_output.min() >= 0 and original_output.max() <= 1):
+        if not (original_output.min() >= 0 and original_output.max() <= 1):
             raise OnnxL2Error(f"binary cross-entropy needs probabilities in [0, 1]; output '{output_name}' "
                               f"ranges over [{original_output.min():.3g}, {original_output.max():.3g}]")
         return Loss("bce", output_name, original_output.reshape(len(original_output), -1) > 0.5, original_output)
@@ -148,8 +156,7 @@ def make_loss(kind: str, output_name: str, original_output: np.ndarray,
             raise OnnxL2Error("the neighbour loss takes its targets from the original model; give no labels")
         if len(original_output) < 3:
             raise OnnxL2Error(f"the neighbour loss needs at least 3 calibration samples; got {len(original_output)}")
-        targets = _neighbour_log_probabilities(original_output).argmax(axis=1)
-        return Loss("neighbour", output_name, targets, original_output)
+        return Loss("neighbour", output_name, nearest_neighbours(original_output), original_output)
     if not classifier:
         raise OnnxL2Error(f"cross-entropy needs class scores on the last axis; output "
                           f"'{output_name}' has shape {list(original_output.shape)}")

@@ -101,7 +101,7 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * factor)
 
 
-def _check_distance_bound(kind: str, options: "MixedOptions") -> None:
+def _check_distance_bound(kind: str, options: MixedOptions) -> None:
     """A distance cannot fall below zero: at epsilon 0 nothing could be compressed."""
     if options.target_bytes is None and kind == "distance" and parse_loss_bound(options.max_loss_increase, 1.0) <= 0:
         raise OnnxL2Error("a distance to the original output cannot fall below zero, so with "
@@ -110,21 +110,16 @@ def _check_distance_bound(kind: str, options: "MixedOptions") -> None:
 
 
 def _data_digest(proto: ModelProto, data: Mapping[str, np.ndarray]):
+    """Hash of the model and the calibration data: what Hessians and sweeps are keyed by."""
     digest = hashlib.sha256(proto.SerializeToString(deterministic=True))
     for name in sorted(data):
         digest.update(name.encode() + np.ascontiguousarray(data[name]).tobytes())
     return digest
 
 
-def _data_key(proto: ModelProto, data: Mapping[str, np.ndarray]) -> str:
-    """Same model and calibration data: same layer Hessians."""
-    return _data_digest(proto, data).hexdigest()[:32]
-
-
-def _cache_key(proto: ModelProto, data: Mapping[str, np.ndarray], labels: np.ndarray | None,
-               options: MixedOptions, output: str) -> str:
+def _cache_key(data_digest, labels: np.ndarray | None, options: MixedOptions, output: str) -> str:
     """Same model, data, loss and candidate rules: same sweep."""
-    digest = _data_digest(proto, data)
+    digest = data_digest.copy()
     if labels is not None:
         digest.update(np.ascontiguousarray(labels).tobytes())
     digest.update(json.dumps([options.bits_choices, options.keep, sorted(options.pins.items()),
@@ -171,8 +166,8 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
     if output not in [o.name for o in proto.graph.output]:
         raise OnnxL2Error(f"the model has no output '{output}' "
                           f"(outputs: {', '.join(o.name for o in proto.graph.output)})")
-    _check_distance_bound(options.loss, options)
     batch = batch_size_for(data, input_specs(proto))
+    data_digest = _data_digest(proto, data) if cache_dir else None
     originals = {w.key: weight_array(proto, w) for w in studied}  # one copy, shared below
     with stages.stage("calibration passes"):
         probe = Probe(proto, studied, data, batch, output, device, originals)
@@ -185,7 +180,7 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
     hessians = {}
     if options.compensate:
         with stages.stage("layer inputs"):
-            path = Path(cache_dir) / f"hessians-{_data_key(proto, data)}.npz" if cache_dir else None
+            path = Path(cache_dir) / f"hessians-{data_digest.hexdigest()[:32]}.npz" if cache_dir else None
             hessians = load_hessians(path) if path else None
             if hessians is None:
                 hessians = layer_hessians(proto, studied, data, batch, device)
@@ -202,7 +197,7 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
         mode = "full" if full_passes * pass_seconds <= options.sweep_budget_s else "proxy"
     base_loss = float(probe.base.mean())
     with stages.stage("sensitivity"):
-        key = _cache_key(proto, data, labels, options, output) if cache_dir else None
+        key = _cache_key(data_digest, labels, options, output) if cache_dir else None
         table = _load_cached(cache_dir, key, candidates)
         cached = table is not None
         if table is None:

@@ -191,10 +191,11 @@ def remove_constants(graph: GraphProto, names: set[str]) -> None:
     graph.node.extend(keep_nodes)
 
 
-def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
+def node_attr(node: onnx.NodeProto, name: str, default=None):
+    """An attribute's value (int, float, string as bytes, list, tensor), or ``default``."""
     for attr in node.attribute:
         if attr.name == name:
-            return int(attr.i)
+            return onnx.helper.get_attribute_value(attr)
     return default
 
 
@@ -207,16 +208,16 @@ def _role_and_axis(node: onnx.NodeProto, index: int, rank: int) -> tuple[str, in
         return ("conv_transpose", 1) if index == 1 else ("bias", None)
     if op == "Gemm":
         if index == 1:
-            return "gemm", 0 if _attr(node, "transB", 0) else 1
+            return "gemm", 0 if node_attr(node, "transB", 0) else 1
         if index == 0:
-            return "gemm", 1 if _attr(node, "transA", 0) else 0
+            return "gemm", 1 if node_attr(node, "transA", 0) else 0
         return "bias", None
     if op == "MatMul":
         if rank < 2:
             return "other", None
         return "matmul", rank - 1 if index == 1 else rank - 2
     if op == "Gather" and index == 0:
-        axis = _attr(node, "axis", 0)
+        axis = node_attr(node, "axis", 0)
         return "embedding", axis % rank if rank else None
     return "other", None
 

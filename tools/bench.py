@@ -196,18 +196,11 @@ def _peer(kind: str, model: Path, work: Path, peers_python: Path, qp: int | None
 # ----------------------------------------------------------------------------- judging
 
 def run_model(path: str | Path, feeds: dict[str, np.ndarray], batch: int = 8) -> tuple[np.ndarray, float]:
-    """The first output on all samples, and the mean milliseconds per sample."""
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    n = len(next(iter(feeds.values())))
-    names = {i.name for i in session.get_inputs()}
-    session.run(None, {k: v[:1] for k, v in feeds.items() if k in names})  # warm-up
-    outs, start = [], time.perf_counter()
-    for i in range(0, n, batch):
-        outs.append(session.run(None, {k: v[i:i + batch] for k, v in feeds.items() if k in names})[0])
-    return np.concatenate(outs), (time.perf_counter() - start) / n * 1000
+    """The first output on all samples, and milliseconds per sample (median batch, warm-up excluded)."""
+    from onnxl2.evaluate import make_session, run_model as run_batches
+    session = make_session(str(path))
+    result = run_batches(session, feeds, batch)
+    return result.outputs[session.get_outputs()[0].name], result.latency_ms / batch
 
 
 def methods(quick: bool) -> list[tuple[str, str, int | None]]:

@@ -19,6 +19,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from onnxl2.evaluate import compare_output  # noqa: E402
+from onnxl2.losses import nearest_neighbours  # noqa: E402
+
 DET_THRESHOLD = 0.3  # DBNet's binarisation threshold in rapidocr
 COSINE_BAR = 0.999
 
@@ -59,12 +62,9 @@ class Task:
 
 
 def fidelity(original: np.ndarray, candidate: np.ndarray) -> dict:
-    """Per-sample cosine (mean and worst) and relative L2 of the flattened outputs."""
-    a = original.reshape(len(original), -1).astype(np.float64)
-    b = candidate.reshape(len(candidate), -1).astype(np.float64)
-    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
-    rel = np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-30)
-    return {"cos_mean": float(cos.mean()), "cos_min": float(cos.min()), "rel_l2": float(rel)}
+    """Per-sample cosine (mean and worst) and relative L2 error (mean), as onnxl2's validation."""
+    c = compare_output("", original, candidate)
+    return {"cos_mean": c.cosine_mean, "cos_min": c.cosine_min, "rel_l2": c.rel_l2_mean}
 
 
 def _cls_scores(task: Task, original: np.ndarray, candidate: np.ndarray, split: str) -> dict:
@@ -115,13 +115,7 @@ def _det_scores(task: Task, original: np.ndarray, candidate: np.ndarray, split: 
 
 def _embed_scores(task: Task, original: np.ndarray, candidate: np.ndarray, split: str) -> dict:
     """Nearest-neighbour agreement: does each sentence keep its closest other sentence?"""
-    def neighbours(e: np.ndarray) -> np.ndarray:
-        e = e.reshape(len(e), -1).astype(np.float64)
-        e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-30)
-        sim = e @ e.T
-        np.fill_diagonal(sim, -np.inf)
-        return sim.argmax(1)
-    return {"nn_agree": float((neighbours(original) == neighbours(candidate)).mean())}
+    return {"nn_agree": float((nearest_neighbours(original) == nearest_neighbours(candidate)).mean())}
 
 
 _TASK_SCORES: dict[str, Callable] = {"cls": _cls_scores, "ctc": _ctc_scores, "det": _det_scores,

@@ -21,13 +21,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..hessian import LayerHessian
-from .quantize import QuantizedWeight, qmax_for, quantize_per_channel
+from .quantize import QuantizedWeight
 
 #: Least shrinkage towards the diagonal, and the ridge added to it as a fraction of its mean:
 #: keeps the inverse well posed for inputs nearly collinear or never active on calibration data.
 DAMPING = 0.01
 BLOCK = 128
-#: Passes of (rounding, re-estimated symbol model) when rate > 0.
+#: Passes of (rounding, re-estimated symbol model) when rate > 0; the first model is the
+#: histogram of plain rounding.
 MODEL_PASSES = 2
 
 
@@ -131,50 +132,45 @@ def _compensated_pass(rows: np.ndarray, steps: np.ndarray, upper: np.ndarray, qm
     return q
 
 
-def compensated_nearest(weight: np.ndarray, axis: int, bases: list[QuantizedWeight],
-                        hessian: LayerHessian) -> list[QuantizedWeight]:
-    """GPTQ with nearest rounding at several bit-widths in one sweep (same Hessian factor).
+def compensated_round(weight: np.ndarray, axis: int, bases: list[QuantizedWeight], hessian: LayerHessian,
+                      rate: float = 0.0) -> list[QuantizedWeight]:
+    """GPTQ at each base's bit-width and steps, sharing one factor of the Hessian.
 
-    Equal to calling :func:`compensated_quantize` per base with rate 0; the column loop, which is
-    what costs, runs once for all of them.
+    Nearest rounding (rate 0) runs all bit-widths in one column sweep; rate-aware rounding has a
+    symbol model per bit-width and runs a sweep each, re-estimating the model after each pass.
     """
     rows = to_rows(weight, hessian.layout, hessian.groups)
-    stacked = np.broadcast_to(rows, (len(bases),) + rows.shape)
-    steps = np.stack([b.scales.astype(np.float64).reshape(rows.shape[:2]) for b in bases])
-    qmax = np.array([b.qmax for b in bases], dtype=np.float64).reshape(-1, 1, 1)
-    q = _compensated_pass(stacked, steps, _upper_inverse_factor(hessian), qmax, 0.0, None)
+    upper = _upper_inverse_factor(hessian)
+
+    def steps(base: QuantizedWeight) -> np.ndarray:
+        return base.scales.astype(np.float64).reshape(rows.shape[:2])
+
+    if rate <= 0:
+        qmax = np.array([b.qmax for b in bases], dtype=np.float64).reshape(-1, 1, 1)
+        q = _compensated_pass(np.broadcast_to(rows, (len(bases),) + rows.shape),
+                              np.stack([steps(b) for b in bases]), upper, qmax, 0.0, None)
+    else:
+        q = []
+        for base in bases:
+            symbols = base.symbols
+            for _ in range(MODEL_PASSES):
+                symbols = _compensated_pass(rows[None], steps(base)[None], upper, base.qmax, rate,
+                                            code_lengths(symbols, base.qmax))[0]
+            q.append(symbols)
     return [QuantizedWeight(b.key, b.bits, axis,
                             np.ascontiguousarray(from_rows(q[i], weight.shape, hessian.layout).astype(np.int8)),
                             b.scales) for i, b in enumerate(bases)]
 
 
-def compensated_quantize(weight: np.ndarray, axis: int, bits: int, hessian: LayerHessian | None,
-                         rate: float = 0.0, key: str = "",
-                         base: QuantizedWeight | None = None) -> QuantizedWeight:
-    """Quantize ``weight`` per channel along ``axis``, rate-aware, compensating through ``hessian``.
-
-    ``base`` (the plain clip-searched quantization at these bits) supplies the steps and the
-    first symbol model; without a Hessian only the rate-aware rounding applies.
-    """
-    qmax = qmax_for(bits)
-    base = base or quantize_per_channel(weight, bits, axis, key=key)
-    lengths = code_lengths(base.symbols, qmax) if rate > 0 else None
-    if hessian is None:
-        shape = [1] * weight.ndim
-        shape[axis] = -1
-        t = np.asarray(weight, dtype=np.float64) / base.scales.astype(np.float64).reshape(shape)
-        symbols = rate_aware_round(t, qmax, rate, lengths)
-        for _ in range(MODEL_PASSES - 1 if rate > 0 else 0):
-            symbols = rate_aware_round(t, qmax, rate, code_lengths(symbols, qmax))
-        return QuantizedWeight(key, bits, axis, symbols.astype(np.int8), base.scales)
-    rows = to_rows(weight, hessian.layout, hessian.groups)
-    steps = base.scales.astype(np.float64).reshape(rows.shape[:2])
-    upper = _upper_inverse_factor(hessian)
-    q = _compensated_pass(rows[None], steps[None], upper, qmax, rate, lengths)[0]
-    for _ in range(MODEL_PASSES - 1 if rate > 0 else 0):
-        q = _compensated_pass(rows[None], steps[None], upper, qmax, rate, code_lengths(q, qmax))[0]
-    symbols = from_rows(q, weight.shape, hessian.layout).astype(np.int8)
-    return QuantizedWeight(key, bits, axis, np.ascontiguousarray(symbols), base.scales)
+def rate_aware_quantize(weight: np.ndarray, axis: int, base: QuantizedWeight, rate: float) -> QuantizedWeight:
+    """Rate-aware rounding of each element on its own (no Hessian: nothing to compensate through)."""
+    shape = [1] * weight.ndim
+    shape[axis] = -1
+    t = np.asarray(weight, dtype=np.float64) / base.scales.astype(np.float64).reshape(shape)
+    symbols = base.symbols
+    for _ in range(MODEL_PASSES):
+        symbols = rate_aware_round(t, base.qmax, rate, code_lengths(symbols, base.qmax))
+    return QuantizedWeight(base.key, base.bits, axis, symbols.astype(np.int8), base.scales)
 
 
 def output_error(weight: np.ndarray, approx: np.ndarray, hessian: LayerHessian) -> float:

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto, numpy_helper
 
-from ..model import constant_tensor, remove_constants
+from ..model import constant_tensor, node_attr, remove_constants
 
 
 def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
@@ -23,13 +23,6 @@ def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
         if tensor is not None and node.output:
             values[node.output[0]] = tensor
     return values
-
-
-def _attr(node: onnx.NodeProto, name: str, default):
-    for attr in node.attribute:
-        if attr.name == name:
-            return onnx.helper.get_attribute_value(attr)
-    return default
 
 
 def fold_batchnorm(proto: ModelProto) -> tuple[ModelProto, int]:
@@ -65,7 +58,7 @@ def fold_batchnorm(proto: ModelProto) -> tuple[ModelProto, int]:
         if params[-1].data_type != onnx.TensorProto.FLOAT:
             continue
         gamma, beta, mean, var, weight = (numpy_helper.to_array(p).astype(np.float64) for p in params)
-        s = gamma / np.sqrt(var + float(_attr(bn, "epsilon", 1e-5)))
+        s = gamma / np.sqrt(var + float(node_attr(bn, "epsilon", 1e-5)))
         bias = numpy_helper.to_array(constants[bias_name]).astype(np.float64) if bias_name else 0.0
         new_w = (weight * s.reshape(-1, *([1] * (weight.ndim - 1)))).astype(np.float32)
         new_b = ((bias - mean) * s + beta).astype(np.float32)
