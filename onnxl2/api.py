@@ -18,6 +18,7 @@ from . import __version__
 from .candidates import DEFAULT_BITS_CHOICES, DEFAULT_RATES, Candidate, candidate_for_label, make_candidates, \
     parse_label
 from .codec.container import StoredFile, decode_container, encode_container
+from .codec.entropy import empirical_entropy_bits
 from .data import DataSource, batch_size_for, input_specs, load_data, load_labels
 from .emit import default_opset, emit_quantized
 from .errors import OnnxL2Error
@@ -305,9 +306,11 @@ def _weight_rows(weights: list[Weight], chosen: dict[str, Candidate], allocation
             continue
         cand = chosen[w.key]
         container = {32: "float32", 16: "float16"}.get(cand.bits, "int4" if cand.bits <= 4 else "int8")
+        order0 = empirical_entropy_bits(cand.quantized.symbols) if cand.quantized is not None else None
         rows.append({"key": w.key, "name": w.name, "graph": w.graph, "role": w.role, "shape": list(w.shape),
                      "params": w.numel, "bits": cand.bits, "choice": cand.label, "container": container,
-                     "candidate_bytes": cand.coded_bytes, **sens.get(w.key, {})})
+                     "candidate_bytes": cand.coded_bytes, "order0_entropy_bits": order0,
+                     **sens.get(w.key, {})})
     return rows
 
 
@@ -383,6 +386,16 @@ def _sizes(original_bytes: int, blob: bytes, stored, weight_rows, stored_as, acc
         row["bits_per_param"] = 8 * row["coded_bytes"] / max(1, row["params"])
         float32_bytes += 4 * row["params"]
         coded_bytes += row["coded_bytes"]
+    integer = [r for r in weight_rows if r.get("order0_entropy_bits") is not None]
+    if integer:  # the coder against the order-0 bound of the same symbols
+        params = sum(r["params"] for r in integer)
+        symbol_bytes = sum(coded.get(stored_as[r["key"]][0], raw_by_name.get(stored_as[r["key"]][0], 0))
+                           for r in integer)
+        sizes["integer_weights"] = {
+            "params": params,
+            "symbol_bits_per_weight": 8 * symbol_bytes / params,  # tables and classes included
+            "order0_entropy_bits_per_weight": sum(r["order0_entropy_bits"] for r in integer) / params,
+            "scale_bits_per_weight": 8 * (sum(r["coded_bytes"] for r in integer) - symbol_bytes) / params}
     sizes["compressible_float32_bytes"] = float32_bytes
     sizes["coded_weight_bytes"] = coded_bytes
     sizes["weight_ratio"] = float32_bytes / coded_bytes if coded_bytes else None

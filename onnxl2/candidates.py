@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .codec.container import stored_size
-from .codec.entropy import encode_symbols
+from .codec.classed import encode_classed
 from .codec.floatcodec import encode_array
 from .hessian import LayerHessian
 from .transforms.compensate import compensated_round, output_error, rate_aware_quantize
@@ -58,7 +58,7 @@ class Candidate:
 def integer_payload_bytes(q: QuantizedWeight) -> int:
     """Bytes of the integer tensor (int4 container up to 4 bits, int8 above) and its scales."""
     raw = (q.symbols.size + 1) // 2 if q.bits <= 4 else q.symbols.size
-    return (stored_size(raw, len(encode_symbols(q.symbols)))
+    return (stored_size(raw, len(encode_classed(q.symbols)))
             + stored_size(q.scales.nbytes, len(encode_array(q.scales))))
 
 

@@ -132,8 +132,9 @@ def _parse_rates(text: str) -> tuple[float, ...]:
 @click.option("--plan", type=click.Path(dir_okay=False), help="Replay a plan.json (choices per weight) instead of searching.")
 @click.option("--no-taylor", is_flag=True, help="Skip the first/second-order terms (two thirds of the passes).")
 @click.option("--sweep", type=click.Choice(["auto", "full", "proxy"]), default="auto", show_default=True,
-              help="full: measure every candidate; proxy: one per weight, the rest scaled; auto: full if it fits --sweep-budget.")
-@click.option("--sweep-budget", type=float, default=300.0, show_default=True, help="Seconds a full sweep may take (auto).")
+              help="full: measure every candidate; proxy: one per weight, the rest scaled; auto: the first of full, "
+                   "full without Taylor terms, proxy, proxy without Taylor terms that fits --sweep-budget.")
+@click.option("--sweep-budget", type=float, default=300.0, show_default=True, help="Seconds the sensitivity sweep may take (auto).")
 @click.option("--sweep-cache", type=click.Path(file_okay=False),
               help="Folder keeping sensitivity sweeps: a rerun with another bound or target skips the sweep.")
 @click.option("--compensate/--no-compensate", default=None,

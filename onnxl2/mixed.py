@@ -117,6 +117,25 @@ def _data_digest(proto: ModelProto, data: Mapping[str, np.ndarray]):
     return digest
 
 
+def sweep_mode(options: MixedOptions, candidates: Mapping[str, list[Candidate]],
+               pass_seconds: float) -> tuple[str, bool]:
+    """(full or proxy, with Taylor terms or not) for the sweep, within ``--sweep-budget``.
+
+    Measured loss changes steer the allocation; the first- and second-order terms (two more
+    passes each) only explain it. So under "auto" the Taylor terms go first when time is short,
+    and every candidate stays measured as long as one pass each fits.
+    """
+    passes = sum(c.bits != 32 for cands in candidates.values() for c in cands)
+    measured = sum(any(c.bits != 32 for c in cands) for cands in candidates.values())
+    if options.sweep != "auto":
+        return options.sweep, options.taylor
+    for mode, count in (("full", passes), ("proxy", measured)):
+        for taylor in ((True, False) if options.taylor else (False,)):
+            if (3 if taylor else 1) * count * pass_seconds <= options.sweep_budget_s:
+                return mode, taylor
+    return "proxy", False
+
+
 def _cache_key(data_digest, labels: np.ndarray | None, options: MixedOptions, output: str) -> str:
     """Same model, data, loss and candidate rules: same sweep."""
     digest = data_digest.copy()
@@ -190,11 +209,7 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
         candidates = {w.key: make_candidates(w.key, originals[w.key], w.channel_axis, allowed_bits(w, options),
                                              hessian=hessians.get(w.key), rates=options.rates)
                       for w in studied}
-    per_candidate = 3 if options.taylor else 1
-    full_passes = per_candidate * sum(c.bits != 32 for cands in candidates.values() for c in cands)
-    mode = options.sweep
-    if mode == "auto":
-        mode = "full" if full_passes * pass_seconds <= options.sweep_budget_s else "proxy"
+    mode, taylor = sweep_mode(options, candidates, pass_seconds)
     base_loss = float(probe.base.mean())
     with stages.stage("sensitivity"):
         key = _cache_key(data_digest, labels, options, output) if cache_dir else None
@@ -203,7 +218,7 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
         if table is None:
             progress = terminal_progress(stages.verbose, f"sensitivity ({mode})")
             run = sweep if mode == "full" else proxy_sweep
-            table = run(probe, candidates, taylor=options.taylor, progress=progress)
+            table = run(probe, candidates, taylor=taylor, progress=progress)
             _store_cached(cache_dir, key, table)
 
     def overrides(choice: Mapping[str, int]) -> dict[str, np.ndarray]:
@@ -235,7 +250,7 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
         "loss": loss.describe(), "output": output, "calibration_samples": int(probe.base.size),
         "calibration_loss": base_loss,
         "form": "size budget" if options.target_bytes is not None else "loss neighbourhood",
-        "sweep": mode, "sweep_cached": cached, "compensated_weights": len(hessians), "seconds_per_pass": pass_seconds,
+        "sweep": mode, "taylor_terms": taylor, "sweep_cached": cached, "compensated_weights": len(hessians), "seconds_per_pass": pass_seconds,
         "max_loss_increase": bound, "noise_sigmas": options.noise_sigmas, "target_bytes": options.target_bytes,
         "measured_loss_change": final.mean, "measured_loss_change_se": final.se,
         "measured_within_noise": final.within_noise,

@@ -54,6 +54,11 @@ def summary_rows(report: dict) -> list[list[str]]:
             ["file ratio", f"{sizes['file_ratio']:.2f}x"]]
     if sizes.get("weight_ratio"):
         rows.append(["weight ratio", f"{sizes['weight_ratio']:.2f}x"])
+    if sizes.get("integer_weights"):
+        iw = sizes["integer_weights"]
+        rows.append(["integer symbols, bits/weight", f"{iw['symbol_bits_per_weight']:.3f} coded (tables included) vs "
+                     f"{iw['order0_entropy_bits_per_weight']:.3f} order-0 entropy; steps add "
+                     f"{iw['scale_bits_per_weight']:.3f}"])
     if sizes.get("compressed_onnx_bytes"):
         rows.append(["compressed ONNX", human_bytes(sizes["compressed_onnx_bytes"])])
     if report.get("allocation"):

@@ -20,9 +20,12 @@ def calib():
 
 
 def test_neighbourhood_plan_does_not_raise_the_calibration_loss(calib, tmp_path):
-    result = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), output_dir=tmp_path)
+    """One standard error of slack: a plan whose change is pure noise must be able to pass (with
+    none, a model this small can land in the fallback by the luck of the paired draws)."""
+    result = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), output_dir=tmp_path,
+                      noise_sigmas=1.0)
     alloc = result.report["allocation"]
-    assert alloc["measured_loss_change"] <= 0.0
+    assert alloc["measured_loss_change"] <= alloc["measured_loss_change_se"]
     assert "pseudo-labels" in alloc["loss"]  # no labels: cross-entropy to the original's arg-max
     assert any(r["accepted"] for r in alloc["rounds"])
     assert result.report["sizes"]["file_ratio"] > 1.5
@@ -200,3 +203,18 @@ def test_noise_sigmas_let_a_change_within_noise_pass():
     tolerant = allocate_neighbourhood(options, 0.0, measure, noise_sigmas=2.0)
     assert strict.status == "fallback" and not any(r.accepted for r in strict.rounds)
     assert tolerant.rounds[0].accepted and all(options[k][i].bits == 2 for k, i in tolerant.choice.items())
+
+
+def test_auto_sweep_drops_taylor_terms_before_measuring_fewer_candidates():
+    from onnxl2.candidates import make_candidates
+    from onnxl2.mixed import MixedOptions, sweep_mode
+
+    weight = np.random.default_rng(0).normal(size=(8, 8)).astype(np.float32)
+    cands = {f"w{i}": make_candidates(f"w{i}", weight, 0, (2, 3, 4, 8)) for i in range(10)}  # 40 passes
+    options = MixedOptions(sweep_budget_s=100.0)
+    assert sweep_mode(options, cands, 0.8) == ("full", True)  # 3 x 40 x 0.8 = 96 s
+    assert sweep_mode(options, cands, 2.0) == ("full", False)  # 80 s
+    assert sweep_mode(options, cands, 3.0) == ("proxy", True)  # full 120 s; proxy 3 x 10 x 3 = 90 s
+    assert sweep_mode(options, cands, 5.0) == ("proxy", False)  # 50 s
+    assert sweep_mode(options, cands, 50.0) == ("proxy", False)  # nothing fits: the cheapest
+    assert sweep_mode(MixedOptions(sweep="full"), cands, 50.0) == ("full", True)  # asked for: as asked

@@ -73,7 +73,7 @@ def test_dense_and_sparse_tables_are_both_used():
 def test_size_is_within_one_percent_of_entropy_plus_side_information():
     symbols = _gaussian(1_000_000, 10)
     coded = encode_symbols(symbols)
-    side = len(entropy._plan(symbols).head)  # count, alphabet and frequency table
+    side = entropy._plan(symbols).head_size()  # count, alphabet and frequency table
     entropy_bytes = empirical_entropy_bits(symbols) / 8
     assert len(coded) <= 1.01 * (entropy_bytes + side)
     assert len(coded) - side >= entropy_bytes - 8  # no coder beats the entropy (bar the state)

@@ -137,3 +137,17 @@ def test_emitted_model_past_the_protobuf_limit_goes_to_external_data(monkeypatch
     np.testing.assert_allclose(session.run(None, feeds)[0], _run(result.model.SerializeToString(), feeds),
                                rtol=1e-5, atol=1e-6)
     assert result.report["validation"]["devices"][0]["outputs"][0]["cosine_min"] > 0.999
+
+
+@pytest.mark.parametrize("bits", [3, 8])
+def test_candidate_size_is_the_coded_size(tmp_path, bits):
+    """The counter the allocation trusts is the container's own coder: per weight, the bytes a
+    candidate claims are the bytes its tensors take in the bitstream (within 0.5%)."""
+    path = _save(genmodels.big_matmul_model(96, 160, layers=2), tmp_path / "m.onnx")
+    result = compress(path, bits=bits, output_dir=tmp_path / "out", quiet=True)
+    rows = [w for w in result.report["weights"] if w["bits"] == bits]
+    assert rows
+    for row in rows:
+        assert abs(row["candidate_bytes"] - row["coded_bytes"]) <= 0.005 * row["coded_bytes"] + 2 * 12
+    codecs = {span[2] for f in read_manifest(result.bitstream)["files"] for span in f["spans"]}
+    assert "classed" in codecs

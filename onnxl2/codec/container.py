@@ -23,13 +23,15 @@ import numpy as np
 from onnx import TensorProto
 
 from ..errors import BitstreamError
+from .classed import decode_classed, encode_classed
 from .entropy import decode_symbols, encode_symbols
 from .floatcodec import decode_array, encode_array
 from .lzma_raw import compress as lzma_compress, decompress as lzma_decompress
 from .wire import TensorSpan
 
 MAGIC = b"ONNXL2B\x00"
-FORMAT_VERSION = 1
+#: 2: integer tensors may be "classed" (row/column contexts; spans then carry their dims).
+FORMAT_VERSION = 2
 _HEAD = struct.Struct("<8sHHI")
 _SECTION = struct.Struct("<QI")
 _CRC = struct.Struct("<I")
@@ -87,23 +89,44 @@ def pack_nibbles(values: np.ndarray) -> np.ndarray:
     return nib[0::2] | (nib[1::2] << 4)
 
 
-def _encode_payload(raw: bytes, elem_type: int, count: int) -> tuple[str, bytes] | None:
+def _encode_payload(raw: bytes, elem_type: int, count: int,
+                    dims: tuple[int, ...]) -> tuple[str, bytes] | None:
+    """(codec, coded bytes) of one tensor's raw data, or None when no codec applies.
+
+    Integer tensors of 1 byte or less go through the classed coder (row/column contexts) when
+    their shape is that of the data; the order-0 codecs ("nibbles", "symbols") are read still.
+    """
     buf = np.frombuffer(raw, dtype=np.uint8)
+    shaped = int(np.prod(dims, dtype=np.int64)) == count and len(dims) >= 1
     if elem_type in _NIBBLE_TYPES:
         if len(raw) != (count + 1) // 2:
             return None
-        return "nibbles", encode_symbols(unpack_nibbles(buf, count, _NIBBLE_TYPES[elem_type]))
+        symbols = unpack_nibbles(buf, count, _NIBBLE_TYPES[elem_type])
+        if shaped:
+            return "classed", encode_classed(symbols.reshape(dims))
+        return "nibbles", encode_symbols(symbols)
     dtype = _NUMPY_OF_ONNX.get(elem_type)
     if dtype is None or len(raw) % np.dtype(dtype).itemsize:
         return None
     arr = buf.view(dtype)
     if arr.dtype.itemsize == 1:
+        if shaped and arr.size == count:
+            return "classed", encode_classed(arr.reshape(dims))
         return "symbols", encode_symbols(arr)
     return "array", encode_array(arr)
 
 
-def _decode_payload(codec: str, coded: bytes, elem_type: int, count: int, length: int) -> bytes:
-    if codec == "nibbles":
+def _decode_payload(codec: str, coded: bytes, elem_type: int, count: int, length: int,
+                    dims: tuple[int, ...] | None) -> bytes:
+    if codec == "classed":
+        if dims is None or int(np.prod(dims, dtype=np.int64)) != count:
+            raise BitstreamError("bitstream is corrupted: a classed tensor has no usable shape")
+        values = decode_classed(coded, tuple(dims))
+        if elem_type in _NIBBLE_TYPES:
+            out = pack_nibbles(values).tobytes()
+        else:
+            out = values.astype(_NUMPY_OF_ONNX[elem_type]).tobytes()
+    elif codec == "nibbles":
         out = pack_nibbles(decode_symbols(coded, count)).tobytes()
     elif codec == "symbols":
         out = decode_symbols(coded, count).astype(_NUMPY_OF_ONNX[elem_type]).tobytes()
@@ -149,14 +172,14 @@ def encode_container(files: list[StoredFile], meta: dict) -> tuple[bytearray, li
                 continue
             raw = data[span.offset:span.offset + span.length]
             count = int(np.prod(span.dims, dtype=np.int64)) if span.dims else 1
-            coded = _encode_payload(raw, span.elem_type, count)
+            coded = _encode_payload(raw, span.elem_type, count, tuple(span.dims))
             if coded is None or len(coded[1]) >= span.length:
                 continue
             codec, payload = coded
             skeleton += data[cursor:span.offset]
             cursor = span.offset + span.length
             entries.append([span.offset, span.length, codec, span.elem_type, count,
-                            len(table) + 2, span.name])
+                            len(table) + 2, span.name] + ([list(span.dims)] if codec == "classed" else []))
             table.append((len(payload), zlib.crc32(payload)))
             body += payload
             accounting.append(CodedTensor(stored.name, span.name, codec, span.length, len(payload)))
@@ -249,11 +272,12 @@ def decode_container(blob: bytes, keep: bool = True) -> tuple[list[tuple[str, by
                     out.extend(piece)
 
             cursor = 0
-            for offset, length, codec, elem_type, count, section, _name in entry["spans"]:
+            for offset, length, codec, elem_type, count, section, _name, *shape in entry["spans"]:
                 gap = offset - cursor
                 emit(skeleton[skel_pos:skel_pos + gap])
                 skel_pos += gap
-                emit(_decode_payload(codec, bytes(sections[section]), elem_type, count, length))
+                emit(_decode_payload(codec, bytes(sections[section]), elem_type, count, length,
+                                     shape[0] if shape else None))
                 cursor = offset + length
             tail = entry["size"] - cursor
             emit(skeleton[skel_pos:skel_pos + tail])

@@ -42,6 +42,7 @@ _BINCOUNT_SPAN = 1 << 20
 #: Symbols per constriction call: bounds the temporary index arrays and Rust allocations.
 _CHUNK = 1 << 22
 _DENSE = 0
+_VARINT_LIMITS = np.array([1 << (7 * k) for k in range(1, 10)], dtype=np.uint64)
 
 
 class CodecError(ValueError):
@@ -118,20 +119,23 @@ def quantize_frequencies(counts: np.ndarray, precision: int) -> np.ndarray:
 def _varint_lengths(values: np.ndarray) -> np.ndarray:
     """Bytes each value takes as a LEB128 varint, without encoding it."""
     v = np.asarray(values, dtype=np.uint64)
-    shifts = np.arange(7, 64, 7, dtype=np.uint64)
-    return 1 + (v[:, None] >> shifts[None, :] > 0).sum(axis=1)
+    return 1 + np.searchsorted(_VARINT_LIMITS, v, side="right")
 
 
 def _layout_bytes(values: np.ndarray, freqs: np.ndarray) -> tuple[int, int]:
     """Table bytes (excluding the shared zigzag start and P byte) of the sparse and dense layouts."""
     gaps = np.diff(values) - 1
-    sparse = len(encode_varints(np.array([values.size]))) + int(_varint_lengths(gaps).sum())
+    sparse = _varint_length(values.size) + int(_varint_lengths(gaps).sum())
     sparse += int(_varint_lengths(freqs - 1).sum())
     span = int(values[-1]) - int(values[0]) + 1
     if span > MAX_ALPHABET:
         return sparse, 1 << 62
-    dense = 1 + len(encode_varints(np.array([span]))) + int(_varint_lengths(freqs).sum())
+    dense = 1 + _varint_length(span) + int(_varint_lengths(freqs).sum())
     return sparse, dense + (span - values.size)  # absent slots: one zero byte each
+
+
+def _varint_length(value: int) -> int:
+    return max(1, (int(value).bit_length() + 6) // 7)
 
 
 def _cost_bits(counts: np.ndarray, freqs: np.ndarray, precision: int) -> float:
@@ -139,10 +143,10 @@ def _cost_bits(counts: np.ndarray, freqs: np.ndarray, precision: int) -> float:
     return float(np.sum(counts * (precision - np.log2(freqs))))
 
 
-def _choose_table(values: np.ndarray, counts: np.ndarray) -> _Table:
+def _choose_table(values: np.ndarray, counts: np.ndarray, precisions: tuple[int, ...] = _PRECISIONS) -> _Table:
     """The precision and layout that minimise table bytes plus (ideal) payload bits."""
     best: tuple[float, _Table] | None = None
-    for precision in _PRECISIONS:
+    for precision in precisions:
         if (1 << precision) < counts.size:
             continue
         freqs = quantize_frequencies(counts, precision)
@@ -213,24 +217,53 @@ def _rans_coder(flat: np.ndarray, table: _Table):
 class _Plan:
     """What encoding will write: the header, and the table of the payload (None: no payload)."""
 
-    head: bytes
+    count: int
     table: _Table | None
     values: np.ndarray
     counts: np.ndarray
 
+    def head(self) -> bytes:
+        head = encode_varints(np.array([self.count]))
+        if self.values.size == 0:
+            return head
+        if self.table is None:
+            return head + _constant_bytes(int(self.values[0]))
+        return head + _table_bytes(self.table)
+
+    def head_size(self) -> int:
+        """``len(self.head())`` without building it (sizing runs far more often than coding)."""
+        size = _varint_length(self.count)
+        if self.values.size == 0:
+            return size
+        start = int(_varint_lengths(zigzag(self.values[:1]))[0])
+        if self.table is None:
+            return size + 1 + start
+        freqs = self.table.freqs
+        if self.table.dense:
+            return size + 2 + _varint_length(freqs.size) + start + int(_varint_lengths(freqs).sum())
+        gaps = (np.diff(self.table.values) - 1).astype(np.uint64)
+        return (size + 1 + _varint_length(freqs.size) + start + int(_varint_lengths(gaps).sum())
+                + int(_varint_lengths(freqs - 1).sum()))
+
 
 def _plan(flat: np.ndarray) -> _Plan:
-    head = encode_varints(np.array([flat.size]))
     if flat.size == 0:
-        return _Plan(head, None, np.zeros(0, np.int64), np.zeros(0, np.int64))
-    values, counts = _histogram(flat)
-    if values.size == 1:
-        return _Plan(head + _constant_bytes(int(values[0])), None, values, counts)
+        return _plan_of_histogram(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    return _plan_of_histogram(*_histogram(flat))
+
+
+def _plan_of_histogram(values: np.ndarray, counts: np.ndarray, quick: bool = False) -> _Plan:
+    count = int(counts.sum())
+    if values.size <= 1:
+        return _Plan(count, None, values, counts)
     if values.size > MAX_ALPHABET:
         raise ValueError(f"{values.size} distinct symbols: too many for an order-0 table "
                          f"(limit {MAX_ALPHABET})")
-    table = _choose_table(values, counts)
-    return _Plan(head + _table_bytes(table), table, values, counts)
+    precisions = _PRECISIONS
+    if quick:  # one precision: the smallest that gives every value room and 1/16 of the mass
+        need = max(values.size * 16, 1 << 12)
+        precisions = (next((p for p in _PRECISIONS if 1 << p >= need), _PRECISIONS[-1]),)
+    return _Plan(count, _choose_table(values, counts, precisions), values, counts)
 
 
 def encode_symbols(symbols: np.ndarray) -> bytes:
@@ -242,8 +275,8 @@ def encode_symbols(symbols: np.ndarray) -> bytes:
     flat = _as_flat_ints(symbols)
     plan = _plan(flat)
     if plan.table is None:
-        return plan.head
-    return plan.head + _rans_coder(flat, plan.table).get_compressed().astype("<u4").tobytes()
+        return plan.head()
+    return plan.head() + _rans_coder(flat, plan.table).get_compressed().astype("<u4").tobytes()
 
 
 def coded_size_bits(symbols: np.ndarray) -> int:
@@ -256,7 +289,7 @@ def coded_size_bits(symbols: np.ndarray) -> int:
     flat = _as_flat_ints(symbols)
     plan = _plan(flat)
     words = 0 if plan.table is None else _rans_coder(flat, plan.table).num_words()
-    return 8 * (len(plan.head) + 4 * words)
+    return 8 * (plan.head_size() + 4 * words)
 
 
 def estimate_bits(symbols: np.ndarray) -> float:
@@ -265,11 +298,26 @@ def estimate_bits(symbols: np.ndarray) -> float:
     Smooth in the symbols (no word rounding), and within a fraction of a percent of
     :func:`coded_size_bits` for anything but tiny arrays; costs one histogram pass.
     """
-    plan = _plan(_as_flat_ints(symbols))
+    return _plan_bits(_plan(_as_flat_ints(symbols)))
+
+
+def estimate_bits_of_histogram(values: np.ndarray, counts: np.ndarray, quick: bool = False) -> float:
+    """:func:`estimate_bits` of any symbols whose distinct ``values`` (sorted) occur ``counts``
+    times (both 1-D; values with a zero count are ignored): sizes streams before they exist.
+
+    ``quick`` tries one table precision instead of all (a search comparing many splits of the
+    same symbols needs their differences, not the last tenth of a percent).
+    """
+    present = np.asarray(counts) > 0
+    return _plan_bits(_plan_of_histogram(np.asarray(values, np.int64)[present],
+                                         np.asarray(counts, np.int64)[present], quick))
+
+
+def _plan_bits(plan: _Plan) -> float:
     if plan.table is None:
-        return float(8 * len(plan.head))
+        return float(8 * plan.head_size())
     freqs = plan.table.freqs[np.searchsorted(plan.table.values, plan.values)]
-    return 8 * len(plan.head) + _cost_bits(plan.counts, freqs, plan.table.precision)
+    return 8 * plan.head_size() + _cost_bits(plan.counts, freqs, plan.table.precision)
 
 
 def empirical_entropy_bits(symbols: np.ndarray) -> float:

@@ -1,0 +1,265 @@
+"""Integer weight tensors coded under a few contexts: a class per row and a class per column.
+
+Why: an order-0 table treats a tensor as one bag of symbols, but a layer's symbols are not
+identically distributed. Output channels differ in how peaked they are (per-channel steps
+equalise the range, not the shape), and input columns differ with the statistics of what
+feeds them (rate-aware rounding zeroes whole columns the calibration data barely excite).
+Giving each (row class, column class) pair its own table codes such a tensor below the
+order-0 entropy of its symbols, side information included, whenever the gain exceeds the cost
+of the extra tables; otherwise the plain order-0 stream is written. The contexts come from
+side information alone, so each context's symbols decode as one rANS stream in one call (no
+per-symbol loop, no sequential dependence).
+
+The tensor is seen as a matrix: rows along the first axis (the output channel of Conv and of
+Gemm with transB), columns over the rest (input channel and kernel position). Classes are
+found by alternating exact reassignment (each row to the class whose tables code it in the
+fewest bits, then each column), started from quantiles of mean magnitude; the number of
+classes grows while the estimated size falls.
+
+Stream::
+
+    u8 (kr - 1) << 4 | (kc - 1)        kr, kc in 1..16; 1, 1: one order-0 stream follows
+    [varint bytes | row classes (order-0 stream of kr values)]      if kr > 1
+    [varint bytes | column classes]                                 if kc > 1
+    per context k = kr_i * kc + kc_j except the last: varint bytes | order-0 stream
+    last context's order-0 stream (to the end)
+
+Within a context, symbols keep their row-major order.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .adaptive import MAX_SPAN, decode_adaptive, encode_adaptive
+from .entropy import (CodecError, decode_symbols, encode_symbols, estimate_bits,
+                      estimate_bits_of_histogram, read_varints)
+from .varint import encode_varints
+
+#: Tensors with fewer symbols keep one table: extra tables cannot pay for themselves.
+MIN_CLASSED_SYMBOLS = 1024
+MAX_CLASSES = 16
+#: Symbols beyond +-this share a bin while classes are assigned (bounds the histograms).
+_ASSIGN_CLIP = 15
+_ASSIGN_ROUNDS = 2
+
+
+_TABLE, _ADAPTIVE = 0, 1
+#: Longer streams always use a stored table: the adaptive coder's edge is on short ones.
+MAX_ADAPTIVE_SYMBOLS = 1 << 16
+
+
+def encode_stream(symbols: np.ndarray) -> bytes:
+    """One stream of symbols: a stored-table or an adaptive order-0 code, whichever is shorter."""
+    flat = np.asarray(symbols).reshape(-1)
+    table = bytes([_TABLE]) + encode_symbols(flat)
+    if flat.size == 0 or flat.size > MAX_ADAPTIVE_SYMBOLS or int(flat.max()) - int(flat.min()) >= MAX_SPAN:
+        return table
+    adaptive = bytes([_ADAPTIVE]) + encode_adaptive(flat)
+    return adaptive if len(adaptive) < len(table) else table
+
+
+def decode_stream(data: bytes, count: int) -> np.ndarray:
+    """Inverse of :func:`encode_stream`."""
+    if not data or data[0] not in (_TABLE, _ADAPTIVE):
+        raise CodecError("symbol stream has an unknown method (corrupted)")
+    if data[0] == _ADAPTIVE:
+        return decode_adaptive(data[1:], count)
+    return decode_symbols(data[1:], count)
+
+
+def stream_estimate_bits(values: np.ndarray, counts: np.ndarray) -> float:
+    """Bits :func:`encode_stream` about needs for symbols with this histogram (no coding).
+
+    The adaptive code costs the entropy plus about half log2(n) bits per value in use.
+    """
+    present = counts > 0
+    n = int(counts.sum())
+    table = estimate_bits_of_histogram(values, counts, quick=True)
+    if n == 0 or n > MAX_ADAPTIVE_SYMBOLS:
+        return 8.0 + table
+    c = counts[present].astype(np.float64)
+    adaptive = float((c * np.log2(n / c)).sum()) + 0.5 * (c.size - 1) * np.log2(n) + 48.0
+    return 8.0 + min(table, adaptive)
+
+
+def _matrix(symbols: np.ndarray) -> np.ndarray:
+    arr = np.asarray(symbols)
+    if arr.ndim < 2:
+        return arr.reshape(1, -1)
+    return arr.reshape(arr.shape[0], -1)
+
+
+def _bits_per_class(hist: np.ndarray) -> np.ndarray:
+    """-log2 of smoothed class distributions, for every (class..., bin) of ``hist``."""
+    smoothed = hist + 0.5
+    return np.log2(smoothed.sum(axis=-1, keepdims=True)) - np.log2(smoothed)
+
+
+def _sum_by_class(histograms: np.ndarray, classes: np.ndarray, k: int) -> np.ndarray:
+    """Histograms (n, ...) summed over the members of each of ``k`` classes: (k, ...)."""
+    members = np.zeros((k, classes.size))
+    members[classes, np.arange(classes.size)] = 1.0
+    flat = members @ histograms.reshape(classes.size, -1).astype(np.float64)
+    return flat.reshape((k,) + histograms.shape[1:])
+
+
+class _Search:
+    """Row/column class assignment for one matrix of symbols, sized by estimates only."""
+
+    def __init__(self, matrix: np.ndarray):
+        self.rows, self.cols = matrix.shape
+        wide = matrix.astype(np.int64)
+        self.low = int(wide.min())
+        self.offset = (wide - self.low).reshape(-1)
+        self.span = int(self.offset.max()) + 1
+        clipped = np.clip(wide, -_ASSIGN_CLIP, _ASSIGN_CLIP) + _ASSIGN_CLIP
+        self.bins = clipped.reshape(-1)
+        self.nbins = 2 * _ASSIGN_CLIP + 1
+        magnitude = np.abs(wide).astype(np.float64)
+        self.row_stat = magnitude.mean(axis=1)
+        self.col_stat = magnitude.mean(axis=0)
+
+    @staticmethod
+    def _quantile_classes(stat: np.ndarray, k: int) -> np.ndarray:
+        if k == 1:
+            return np.zeros(stat.size, np.int64)
+        edges = np.quantile(stat, np.linspace(0, 1, k + 1)[1:-1])
+        return np.searchsorted(edges, stat, side="right").astype(np.int64)
+
+    def _joint(self, rc: np.ndarray, cc: np.ndarray, kc: int, values: np.ndarray, nvalues: int,
+               groups: int) -> np.ndarray:
+        ctx = (rc[:, None] * kc + cc[None, :]).reshape(-1)
+        return np.bincount(ctx * nvalues + values, minlength=groups * nvalues).reshape(groups, nvalues)
+
+    def assign(self, kr: int, kc: int) -> tuple[np.ndarray, np.ndarray]:
+        """Classes from quantiles of mean magnitude, then alternating exact reassignment."""
+        rc = self._quantile_classes(self.row_stat, kr)
+        cc = self._quantile_classes(self.col_stat, kc)
+        nb = self.nbins
+        for _ in range(_ASSIGN_ROUNDS):
+            if kr > 1:  # each row's histogram per column class; the class tables are their sums
+                key = np.arange(self.rows, dtype=np.int64)[:, None] * kc + cc[None, :]
+                per_row = np.bincount((key.reshape(-1) * nb + self.bins),
+                                      minlength=self.rows * kc * nb).reshape(self.rows, kc, nb)
+                joint = _sum_by_class(per_row, rc, kr)
+                rc = np.argmin(np.einsum("rcb,kcb->rk", per_row, _bits_per_class(joint)), axis=1)
+            if kc > 1:
+                key = np.arange(self.cols, dtype=np.int64)[None, :] * kr + rc[:, None]
+                per_col = np.bincount((key.reshape(-1) * nb + self.bins),
+                                      minlength=self.cols * kr * nb).reshape(self.cols, kr, nb)
+                joint = _sum_by_class(per_col, cc, kc)
+                cc = np.argmin(np.einsum("crb,krb->ck", per_col, _bits_per_class(joint)), axis=1)
+        return rc, cc
+
+    def estimate(self, kr: int, kc: int, rc: np.ndarray, cc: np.ndarray) -> float:
+        """Estimated bits of the whole classed stream (headers, class streams, every context)."""
+        joint = self._joint(rc, cc, kc, self.offset, self.span, kr * kc)
+        values = np.arange(self.span, dtype=np.int64) + self.low
+        streams = [estimate_bits(classes) + 8 for classes, k in ((rc, kr), (cc, kc)) if k > 1]
+        streams += [stream_estimate_bits(values, row) for row in joint]
+        return 8.0 + sum(streams) + sum(8 * _varint_bytes(bits / 8) for bits in streams[:-1])
+
+
+def _varint_bytes(value: float) -> int:
+    """Bytes of the LEB128 length prefix of a stream about ``value`` bytes long."""
+    return max(1, (max(int(np.ceil(value)), 1).bit_length() + 6) // 7)
+
+
+def choose_classes(symbols: np.ndarray) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """(kr, kc, row classes, column classes) that code ``symbols`` in the fewest estimated bits.
+
+    Grows the class counts greedily (doubling rows or columns, whichever helps more) while the
+    estimate falls; (1, 1, zeros, zeros) when no split pays.
+    """
+    matrix = _matrix(symbols)
+    rows, cols = matrix.shape
+    none = (1, 1, np.zeros(rows, np.int64), np.zeros(cols, np.int64))
+    if matrix.size < MIN_CLASSED_SYMBOLS or np.asarray(symbols).ndim < 2:
+        return none
+    search = _Search(matrix)
+    best_bits = search.estimate(1, 1, none[2], none[3])
+    best = none
+    kr, kc = 1, 1
+    while True:
+        tried = []
+        for nr, nc in ((kr * 2, kc), (kr, kc * 2)):
+            if nr > min(MAX_CLASSES, rows // 4) or nc > min(MAX_CLASSES, cols // 4):
+                continue
+            rc, cc = search.assign(nr, nc)
+            tried.append((search.estimate(nr, nc, rc, cc), nr, nc, rc, cc))
+        if not tried:
+            break
+        bits, nr, nc, rc, cc = min(tried, key=lambda t: t[0])
+        if bits >= best_bits:
+            break
+        best_bits, best = bits, (nr, nc, rc, cc)
+        kr, kc = nr, nc
+    return best
+
+
+def encode_classed(symbols: np.ndarray) -> bytes:
+    """Code an integer tensor (its shape is the caller's to keep) under row/column classes."""
+    arr = np.asarray(symbols)
+    kr, kc, rc, cc = choose_classes(arr)
+    head = bytes([(kr - 1) << 4 | (kc - 1)])
+    plain = bytes([0]) + encode_stream(arr)
+    if kr == 1 and kc == 1:
+        return plain
+    matrix = _matrix(arr)
+    ctx = (rc[:, None] * kc + cc[None, :]).reshape(-1)
+    parts = [encode_stream(classes) for classes, k in ((rc, kr), (cc, kc)) if k > 1]
+    flat = matrix.reshape(-1)
+    order = np.argsort(ctx, kind="stable")
+    bounds = np.searchsorted(ctx[order], np.arange(kr * kc + 1))
+    parts += [encode_stream(flat[order[bounds[k]:bounds[k + 1]]]) for k in range(kr * kc)]
+    out = bytearray(head)
+    for part in parts[:-1]:
+        out += encode_varints(np.array([len(part)])) + part
+    out += parts[-1]
+    return bytes(out) if len(out) < len(plain) else plain  # the search works on estimates
+
+
+def decode_classed(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`encode_classed`: the flat int64 array of a tensor of ``shape``.
+
+    Raises :class:`CodecError` on truncated or corrupted input.
+    """
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if not data:
+        raise CodecError("classed symbol stream is empty")
+    kr, kc = (data[0] >> 4) + 1, (data[0] & 0x0F) + 1
+    if kr == 1 and kc == 1:
+        return decode_stream(data[1:], count)
+    rows = int(shape[0]) if len(shape) >= 2 else 1
+    cols = count // rows if rows else 0
+    if len(shape) < 2 or kr > max(rows, 1) or kc > max(cols, 1):
+        raise CodecError("classed symbol stream does not fit the tensor's shape (corrupted)")
+    pos = 1
+    streams = []
+    total = (kr > 1) + (kc > 1) + kr * kc
+    try:
+        for index in range(total):
+            if index == total - 1:
+                streams.append(data[pos:])
+                break
+            (length,), pos = read_varints(data, 1, pos)
+            end = pos + int(length)
+            if end > len(data):
+                raise CodecError("classed symbol stream is truncated")
+            streams.append(data[pos:end])
+            pos = end
+    except (ValueError, IndexError) as exc:
+        raise CodecError(f"classed symbol stream is corrupted ({exc})") from None
+    rc = decode_stream(streams.pop(0), rows) if kr > 1 else np.zeros(rows, np.int64)
+    cc = decode_stream(streams.pop(0), cols) if kc > 1 else np.zeros(cols, np.int64)
+    if rc.min(initial=0) < 0 or rc.max(initial=0) >= kr or cc.min(initial=0) < 0 or cc.max(initial=0) >= kc:
+        raise CodecError("classed symbol stream has an impossible class (corrupted)")
+    ctx = (rc[:, None] * kc + cc[None, :]).reshape(-1)
+    order = np.argsort(ctx, kind="stable")
+    sizes = np.bincount(ctx, minlength=kr * kc)
+    out = np.empty(count, dtype=np.int64)
+    start = 0
+    for k in range(kr * kc):
+        out[order[start:start + sizes[k]]] = decode_stream(streams[k], int(sizes[k]))
+        start += sizes[k]
+    return out
