@@ -265,7 +265,8 @@ def _fixed_choices(proto: ModelProto, weights: list[Weight], bits: int | None, o
         for key, w in studied.items():
             (chosen[key],) = make_candidates(key, weight_array(proto, w), w.channel_axis,
                                              allowed_bits(w, uniform), always_float32=False,
-                                             hessian=hessians.get(key), rates=options.rates)
+                                             hessian=hessians.get(key), rates=options.rates,
+                                             bias=_bias_values(proto, weights, hessians.get(key)))
         return chosen
     unknown = sorted(set(plan) - set(studied))
     if unknown:
@@ -286,15 +287,23 @@ def _fixed_choices(proto: ModelProto, weights: list[Weight], bits: int | None, o
             raise OnnxL2Error(f"plan: {missing[0]} cannot be error-compensated (no supported consumer)")
     for key, w in studied.items():
         chosen[key] = candidate_for_label(key, weight_array(proto, w), w.channel_axis, labels[key],
-                                          hessians.get(key))
+                                          hessians.get(key), _bias_values(proto, weights, hessians.get(key)))
     return chosen
+
+
+def _bias_values(proto: ModelProto, weights: list[Weight], hessian: LayerHessian | None) -> np.ndarray | None:
+    """The values of the bias a layer's Hessian names (bias correction moves them)."""
+    if hessian is None or hessian.bias is None:
+        return None
+    return weight_array(proto, next(w for w in weights if w.key == hessian.bias))
 
 
 def _emit(proto: ModelProto, weights: list[Weight], chosen: dict[str, Candidate], consume: bool,
           stem: str) -> tuple[list[StoredFile], dict[str, tuple[str, ...]]]:
     quantized = {k: c.quantized for k, c in chosen.items() if c.quantized is not None}
     halves = {k: c.original.astype(np.float16) for k, c in chosen.items() if c.bits == 16}
-    emitted, stored_as = emit_quantized(proto, weights, quantized, consume=consume, halves=halves)
+    moved = {c.bias_key: c.bias_values for c in chosen.values() if c.bias_key is not None}
+    emitted, stored_as = emit_quantized(proto, weights, quantized, consume=consume, halves=halves, moved=moved)
     return model_files(emitted, f"{stem}.l2.onnx"), stored_as
 
 

@@ -25,7 +25,7 @@ from onnx import ModelProto, helper
 
 from .data import iter_batches
 from .evaluate import make_session
-from .model import Weight, node_attr
+from .model import Weight, discover_weights, node_attr
 
 #: At most this many input rows per batch enter a Hessian (a fixed random subset beyond it):
 #: enough for a well-conditioned K x K estimate, and im2col stays small.
@@ -46,6 +46,14 @@ class LayerHessian:
     groups: int
     matrix: np.ndarray  # [groups, K, K], float64
     rows: int
+    mean: np.ndarray | None = None  # [groups, K]: mean input row
+    bias: str | None = None  # key of the 1-D constant added to this layer's output, if any
+
+    def centred(self) -> "LayerHessian":
+        """``X^T X - n mu mu^T``: the output error that remains once a bias has absorbed the
+        mean output shift (bias correction)."""
+        outer = np.einsum("gk,gl->gkl", self.mean, self.mean) * self.rows
+        return LayerHessian(self.key, self.layout, self.groups, self.matrix - outer, self.rows, self.mean, self.bias)
 
 
 @dataclass
@@ -54,9 +62,11 @@ class _Site:
     layout: str
     activation: str
     node: onnx.NodeProto
+    bias: Weight | None = None
 
 
-def _site(weight: Weight, nodes: Mapping[str, onnx.NodeProto]) -> _Site | None:
+def _site(weight: Weight, nodes: Mapping[str, onnx.NodeProto], constants: Mapping[str, Weight],
+          readers: Mapping[str, list[onnx.NodeProto]], outputs: set[str]) -> _Site | None:
     if len(weight.consumers) != 1 or weight.graph != "main":
         return None
     use = weight.consumers[0]
@@ -64,12 +74,41 @@ def _site(weight: Weight, nodes: Mapping[str, onnx.NodeProto]) -> _Site | None:
     if node is None or use.input_index != 1 or len(weight.shape) < 2:
         return None
     if node.op_type == "MatMul" and len(weight.shape) == 2:
-        return _Site(weight, "kn", node.input[0], node)
-    if node.op_type == "Gemm" and not node_attr(node, "transA", 0):
-        return _Site(weight, "nk" if node_attr(node, "transB", 0) else "kn", node.input[0], node)
-    if node.op_type == "Conv":
-        return _Site(weight, "conv", node.input[0], node)
-    return None
+        site = _Site(weight, "kn", node.input[0], node)
+    elif node.op_type == "Gemm" and not node_attr(node, "transA", 0):
+        site = _Site(weight, "nk" if node_attr(node, "transB", 0) else "kn", node.input[0], node)
+    elif node.op_type == "Conv":
+        site = _Site(weight, "conv", node.input[0], node)
+    else:
+        return None
+    site.bias = _bias(site, constants, readers, outputs)
+    return site
+
+
+def _bias(site: _Site, constants: Mapping[str, Weight], readers: Mapping[str, list[onnx.NodeProto]],
+          outputs: set[str]) -> Weight | None:
+    """The 1-D float constant added to the layer's output channels, read by nothing else.
+
+    Conv and Gemm take it as input 2 (Gemm with beta 1); MatMul as the other operand of the one
+    Add that reads its output (the usual export of a linear layer).
+    """
+    node = site.node
+    channels = site.weight.shape[0] if site.layout in ("nk", "conv") else site.weight.shape[1]
+    name = None
+    if node.op_type in ("Conv", "Gemm") and len(node.input) > 2 and node.input[2]:
+        if node.op_type == "Gemm" and float(node_attr(node, "beta", 1.0)) != 1.0:
+            return None
+        name = node.input[2]
+    elif node.op_type == "MatMul":
+        after = readers.get(node.output[0], [])
+        if len(after) == 1 and after[0].op_type == "Add" and node.output[0] not in outputs:
+            others = [i for i in after[0].input if i != node.output[0]]
+            name = others[0] if len(others) == 1 else None
+    bias = constants.get(name) if name else None
+    if (bias is None or bias.shape != (channels,) or len(bias.consumers) != 1
+            or bias.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)):
+        return None
+    return bias
 
 
 def conv_patches(x: np.ndarray, node: onnx.NodeProto, kernel: tuple[int, ...], groups: int,
@@ -137,8 +176,7 @@ def _elem_types(proto: ModelProto) -> dict[str, int]:
 def layer_hessians(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.ndarray],
                    batch: int, device: str = "cpu", seed: int = 0) -> dict[str, LayerHessian]:
     """``X^T X`` per supported weight (key -> LayerHessian), from one pass over ``data``."""
-    nodes = {n.name or f"{n.op_type}_{i}": n for i, n in enumerate(proto.graph.node)}
-    sites = [s for s in (_site(w, nodes) for w in weights) if s is not None]
+    sites = layer_sites(proto, weights, discover_weights(proto))
     if not sites:
         return {}
     probe = ModelProto()
@@ -155,6 +193,7 @@ def layer_hessians(proto: ModelProto, weights: list[Weight], data: Mapping[str, 
         fetch.append(name)
     session = make_session(probe, device)
     sums: dict[str, np.ndarray] = {}
+    totals: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
     for index, feeds in enumerate(iter_batches(data, batch)):
         values = {**feeds, **dict(zip(fetch, session.run(fetch, feeds)))} if fetch else feeds
@@ -164,9 +203,24 @@ def layer_hessians(proto: ModelProto, weights: list[Weight], data: Mapping[str, 
             by_group = np.ascontiguousarray(x.transpose(1, 0, 2))  # [G, rows, K]
             key = site.weight.key
             sums[key] = sums.get(key, 0.0) + np.matmul(by_group.transpose(0, 2, 1), by_group).astype(np.float64)
+            totals[key] = totals.get(key, 0.0) + by_group.sum(axis=1, dtype=np.float64)
             counts[key] = counts.get(key, 0) + len(x)
-    return {key: LayerHessian(key, layout, sums[key].shape[0], sums[key], counts[key])
-            for key, layout in ((s.weight.key, s.layout) for s in sites) if key in sums}
+    return {s.weight.key: LayerHessian(s.weight.key, s.layout, sums[s.weight.key].shape[0], sums[s.weight.key],
+                                       counts[s.weight.key], totals[s.weight.key] / max(counts[s.weight.key], 1),
+                                       s.bias.key if s.bias is not None else None)
+            for s in sites if s.weight.key in sums}
+
+
+def layer_sites(proto: ModelProto, weights: list[Weight], every: list[Weight]) -> list[_Site]:
+    """The supported layers of ``weights`` (``every`` is the model's full weight list)."""
+    nodes = {n.name or f"{n.op_type}_{i}": n for i, n in enumerate(proto.graph.node)}
+    constants = {w.name: w for w in every if w.graph == "main"}
+    readers: dict[str, list] = {}
+    for node in proto.graph.node:
+        for name in set(node.input):
+            readers.setdefault(name, []).append(node)
+    outputs = {o.name for o in proto.graph.output}
+    return [s for s in (_site(w, nodes, constants, readers, outputs) for w in weights) if s is not None]
 
 
 def save_hessians(path: Path, hessians: Mapping[str, LayerHessian]) -> None:
@@ -175,7 +229,8 @@ def save_hessians(path: Path, hessians: Mapping[str, LayerHessian]) -> None:
     arrays = {}
     for i, h in enumerate(hessians.values()):
         arrays[f"{i}_matrix"] = h.matrix
-        arrays[f"{i}_meta"] = np.array([h.key, h.layout, str(h.groups), str(h.rows)])
+        arrays[f"{i}_mean"] = h.mean if h.mean is not None else np.zeros(0)
+        arrays[f"{i}_meta"] = np.array([h.key, h.layout, str(h.groups), str(h.rows), h.bias or ""])
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -187,8 +242,12 @@ def load_hessians(path: Path) -> dict[str, LayerHessian] | None:
         return None
     out = {}
     with np.load(path) as z:
-        for i in range(len(z.files) // 2):
-            key, layout, groups, rows = (str(v) for v in z[f"{i}_meta"])
-            out[key] = LayerHessian(key, layout, int(groups), z[f"{i}_matrix"], int(rows))
+        if any(f.endswith("_meta") and f"{f[:-5]}_mean" not in z.files for f in z.files):
+            return None  # written before input means were kept: gather again
+        for i in range(len(z.files) // 3):
+            key, layout, groups, rows, bias = (str(v) for v in z[f"{i}_meta"])
+            mean = z[f"{i}_mean"]
+            out[key] = LayerHessian(key, layout, int(groups), z[f"{i}_matrix"], int(rows),
+                                    mean if mean.size else None, bias or None)
     return out
 

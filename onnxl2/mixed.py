@@ -21,7 +21,7 @@ from .candidates import ALLOWED_BITS, DEFAULT_BITS_CHOICES, DEFAULT_RATES, Candi
 from .data import batch_size_for, input_specs
 from .errors import OnnxL2Error
 from .fileio import write_files_atomically
-from .hessian import layer_hessians, load_hessians, save_hessians
+from .hessian import layer_hessians, layer_sites, load_hessians, save_hessians
 from .losses import make_loss
 from .model import Weight, weight_array
 from .progress import Stages
@@ -188,8 +188,13 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
     batch = batch_size_for(data, input_specs(proto))
     data_digest = _data_digest(proto, data) if cache_dir else None
     originals = {w.key: weight_array(proto, w) for w in studied}  # one copy, shared below
+    biases = {}  # layers whose bias moves with their weight (bias correction, with compensation)
+    if options.compensate:
+        biases = {s.weight.key: s.bias for s in layer_sites(proto, studied, weights) if s.bias is not None}
+        originals.update({b.key: weight_array(proto, b) for b in biases.values()})
     with stages.stage("calibration passes"):
-        probe = Probe(proto, studied, data, batch, output, device, originals)
+        probe = Probe(proto, studied + list({b.key: b for b in biases.values()}.values()), data, batch,
+                      output, device, originals)
         started = time.perf_counter()
         original_output = probe.outputs({})
         pass_seconds = time.perf_counter() - started
@@ -207,7 +212,8 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
                     save_hessians(path, hessians)
     with stages.stage("candidates"):
         candidates = {w.key: make_candidates(w.key, originals[w.key], w.channel_axis, allowed_bits(w, options),
-                                             hessian=hessians.get(w.key), rates=options.rates)
+                                             hessian=hessians.get(w.key), rates=options.rates,
+                                             bias=originals[biases[w.key].key] if w.key in biases else None)
                       for w in studied}
     mode, taylor = sweep_mode(options, candidates, pass_seconds)
     base_loss = float(probe.base.mean())
@@ -222,7 +228,11 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
             _store_cached(cache_dir, key, table)
 
     def overrides(choice: Mapping[str, int]) -> dict[str, np.ndarray]:
-        return {k: candidates[k][i].values() for k, i in choice.items() if candidates[k][i].bits != 32}
+        out = {}
+        for k, i in choice.items():
+            if candidates[k][i].bits != 32:
+                out.update(candidates[k][i].feeds())
+        return out
 
     measured: dict[tuple, Measurement] = {}  # a plan seen twice (final check, repeated rounds) runs once
 

@@ -213,15 +213,18 @@ def sweep(probe: Probe, candidates: Mapping[str, list[Candidate]], taylor: bool 
                                             0.0 if cand.bits == 32 else None,
                                             0.0 if cand.bits == 32 else None))
             continue
-        original = probe.originals[key]
-        values = cand.values()
-        full, distortion = probe.change_and_distortion({key: values})
+        feeds = cand.feeds()
+        full, distortion = probe.change_and_distortion(feeds)
         delta = paired(full, base)
         row = Sensitivity(key, cand.label, cand.bits, cand.coded_bytes, delta.mean, delta.se, distortion)
         if taylor:
-            half = (values.astype(np.float64) - original) / 2
-            plus = probe.losses({key: (original + half).astype(original.dtype)})
-            minus = probe.losses({key: (original - half).astype(original.dtype)})
+            def step(sign: float) -> dict[str, np.ndarray]:
+                out = {}
+                for name, values in feeds.items():
+                    original = probe.originals[name]
+                    out[name] = (original + sign * (values.astype(np.float64) - original) / 2).astype(original.dtype)
+                return out
+            plus, minus = probe.losses(step(1.0)), probe.losses(step(-1.0))
             row.first_order = float(np.mean(plus - minus))
             row.second_order = float(np.mean(2.0 * (plus - 2.0 * base + minus)))
         results[key].append(row)

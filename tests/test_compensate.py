@@ -201,3 +201,107 @@ def test_a_price_on_bits_makes_compensated_symbols_cheaper_to_code():
     (priced,) = compensated_round(array, w.channel_axis, [base], hessians[w.key], rate=1.0)
     assert coded_size_bits(priced.symbols) < coded_size_bits(nearest.symbols)
     assert (priced.symbols == 0).mean() > (nearest.symbols == 0).mean()  # rounding towards zero first
+
+
+def _biased_model(seed: int = 0) -> onnx.ModelProto:
+    """Conv (with bias) -> Relu -> Flatten -> MatMul + Add -> Relu -> Gemm (with C): every
+    way a layer carries a bias, fed with inputs whose means are far from zero."""
+    rng = np.random.default_rng(seed)
+
+    def init(name, *shape, scale=0.2):
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+    nodes = [helper.make_node("Conv", ["x", "cw", "cb"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r1"], name="relu1"),
+             helper.make_node("Flatten", ["r1"], ["f"], name="flatten"),
+             helper.make_node("MatMul", ["f", "mw"], ["m"], name="matmul"),
+             helper.make_node("Add", ["m", "mb"], ["a"], name="add"),
+             helper.make_node("Relu", ["a"], ["r2"], name="relu2"),
+             helper.make_node("Gemm", ["r2", "gw", "gb"], ["y"], name="gemm", transB=1)]
+    graph = helper.make_graph(nodes, "biased", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [init("cw", 8, 4, 3, 3), init("cb", 8), init("mw", 512, 32, scale=0.05),
+                               init("mb", 32), init("gw", 10, 32), init("gb", 10)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def _biased_inputs(n: int, seed: int) -> np.ndarray:
+    return (np.abs(_correlated(np.random.default_rng(seed), (n, 4, 8, 8))) + 0.5).astype(np.float32)
+
+
+def test_every_biased_layer_finds_its_bias_and_input_mean():
+    model = _biased_model()
+    x = _biased_inputs(32, 1)
+    weights, hessians = _hessian_of(model, x)
+    assert {k: h.bias for k, h in hessians.items()} == {"cw": "cb", "mw": "mb", "gw": "gb"}
+    assert np.allclose(hessians["cw"].mean[0, :9], x.mean(axis=(0,))[0, 1:4, 1:4].mean(), rtol=0.5)
+    flat_mean = hessians["gw"].mean[0]
+    assert flat_mean.shape == (32,) and (flat_mean >= 0).all()  # after a Relu
+
+
+def test_bias_correction_lowers_each_layers_output_error():
+    """Moving the mean output shift into the bias can only lower the output error on the inputs
+    it was measured on (it is the least-squares constant); each layer checked through ORT."""
+    from onnxl2.candidates import make_candidates
+
+    model = _biased_model(3)
+    x = _biased_inputs(64, 4)
+    weights, hessians = _hessian_of(model, x)
+    arrays = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.extend(helper.make_tensor_value_info(t, TensorProto.FLOAT, None) for t in ("c", "m"))
+
+    def outputs(replace: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        trial = onnx.ModelProto()
+        trial.CopyFrom(probe)
+        for t in trial.graph.initializer:
+            if t.name in replace:
+                t.CopyFrom(numpy_helper.from_array(replace[t.name].astype(np.float32), t.name))
+        session = make_session(trial)
+        return dict(zip([o.name for o in session.get_outputs()], session.run(None, {"x": x})))
+
+    def layer_output(key: str, got: dict[str, np.ndarray], bias: np.ndarray) -> np.ndarray:
+        """The layer's output with its bias (the MatMul's Add is read as its bias)."""
+        return got["m"] + bias if key == "mw" else got[{"cw": "c", "gw": "y"}[key]]
+
+    reference = outputs({})
+    for w in weights:
+        h = hessians[w.key]
+        bias = arrays[h.bias]
+        plain, = make_candidates(w.key, arrays[w.key], w.channel_axis, (3,), always_float32=False, hessian=h)
+        moved, = make_candidates(w.key, arrays[w.key], w.channel_axis, (3,), always_float32=False, hessian=h,
+                                 bias=bias)
+        assert moved.bias_key == h.bias and plain.bias_key is None
+        want = layer_output(w.key, reference, bias)
+        err_plain = np.square(layer_output(w.key, outputs({w.key: plain.values()}), bias) - want).sum()
+        got = outputs({w.key: moved.values(), h.bias: moved.bias_values})
+        err_moved = np.square(layer_output(w.key, got, moved.bias_values) - want).sum()
+        assert err_moved < err_plain
+
+
+def test_automatic_mode_measures_what_it_emits_with_moved_biases(tmp_path):
+    """The probe feeds the corrected biases, so the emitted model's calibration loss is the
+    one the report measured, and the emitted biases are no longer the original ones."""
+    from onnxl2.losses import make_loss
+
+    model = _biased_model(5)
+    x = _biased_inputs(48, 6)
+    original = make_session(model).run(None, {"x": x})[0]
+    result = compress(model, {"x": x}, target_ratio=6.0, quiet=True, devices=("cpu",), output_dir=tmp_path)
+    alloc = result.report["allocation"]
+    assert alloc["compensated_weights"] == 3
+    emitted = onnx.load(str(tmp_path / "model.l2.onnx"))
+    moved = {t.name: numpy_helper.to_array(t) for t in emitted.graph.initializer if t.name in ("cb", "mb", "gb")}
+    originals = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    int_choices = [k for k, v in result.report["plan"]["choices"].items() if v.startswith("int")]
+    assert int_choices
+    bias_of = {"cw": "cb", "mw": "mb", "gw": "gb"}
+    for key in int_choices:
+        assert not np.array_equal(moved[bias_of[key]], originals[bias_of[key]])
+    loss = make_loss("auto", "y", original, None)
+    after = make_session(emitted).run(None, {"x": x})[0]
+    change = float(np.mean(loss.per_sample(after) - loss.per_sample(original)))
+    assert change == pytest.approx(alloc["measured_loss_change"], rel=1e-4, abs=1e-7)

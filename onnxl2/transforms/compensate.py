@@ -178,3 +178,10 @@ def output_error(weight: np.ndarray, approx: np.ndarray, hessian: LayerHessian) 
     d = to_rows(np.asarray(approx, dtype=np.float64) - weight, hessian.layout, hessian.groups)
     return float(np.einsum("grk,gkl,grl->", d, hessian.matrix, d, optimize=True))
 
+
+
+def bias_shift(weight: np.ndarray, approx: np.ndarray, hessian: LayerHessian) -> np.ndarray:
+    """What to add to the layer's bias so that its mean output on the calibration inputs stays:
+    ``-dW mu`` per output channel (bias correction), in the bias's channel order."""
+    d = to_rows(np.asarray(approx, dtype=np.float64) - weight, hessian.layout, hessian.groups)
+    return -np.einsum("grk,gk->gr", d, hessian.mean).reshape(-1)
