@@ -124,9 +124,10 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
                 shift = bias_shift(weight, cand.values(), hessian)
                 cand.bias_key = hessian.bias
                 cand.bias_values = (bias.astype(np.float64) + shift).astype(bias.dtype)
-    if hessian is not None:  # what is left once the bias has absorbed the mean shift
-        metric = hessian.centred() if correct else hessian
+    if hessian is not None:
+        centred = hessian.centred() if correct else hessian  # what a moved bias leaves
         for cand in out:
+            metric = centred if cand.bias_key is not None else hessian
             cand.output_error = 0.0 if cand.bits == 32 else output_error(weight, cand.values(), metric)
     return out
 

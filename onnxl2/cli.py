@@ -139,7 +139,8 @@ def _parse_rates(text: str) -> tuple[float, ...]:
               help="Folder keeping sensitivity sweeps: a rerun with another bound or target skips the sweep.")
 @click.option("--compensate/--no-compensate", default=None,
               help="GPTQ error compensation through each layer's inputs on --data (automatic mode, or --bits "
-                   "with --data). Default: on with --target-ratio/--target-size, off otherwise.")
+                   "with --data), with bias correction where the layer has a bias. Default: on in the automatic "
+                   "mode, off with --bits.")
 @click.option("--rates", default="0", show_default=True,
               help="Prices of a bit in the rounding (units of the squared step), one candidate each, e.g. 0,0.3.")
 @click.option("-o", "--out-dir", "output_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")

@@ -29,7 +29,7 @@ from .sensitivity import Measurement, Probe, Sensitivity, proxy_sweep, sweep, te
 
 
 #: Bumped whenever what a sweep measures changes, so that caches of older sweeps are not reused.
-SWEEP_VERSION = 2
+SWEEP_VERSION = 3
 
 
 @dataclass

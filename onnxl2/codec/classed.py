@@ -97,10 +97,14 @@ def _bits_per_class(hist: np.ndarray) -> np.ndarray:
 
 def _sum_by_class(histograms: np.ndarray, classes: np.ndarray, k: int) -> np.ndarray:
     """Histograms (n, ...) summed over the members of each of ``k`` classes: (k, ...)."""
-    members = np.zeros((k, classes.size))
-    members[classes, np.arange(classes.size)] = 1.0
-    flat = members @ histograms.reshape(classes.size, -1).astype(np.float64)
-    return flat.reshape((k,) + histograms.shape[1:])
+    order = np.argsort(classes, kind="stable")
+    sizes = np.bincount(classes, minlength=k)
+    flat = histograms.reshape(classes.size, -1)
+    out = np.zeros((k, flat.shape[1]), dtype=np.int64)
+    present = np.flatnonzero(sizes)
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))[present]
+    out[present] = np.add.reduceat(flat[order], starts, axis=0)
+    return out.reshape((k,) + histograms.shape[1:])
 
 
 class _Search:
