@@ -126,7 +126,7 @@ def allocate_size(options: dict[str, list[Sensitivity]], max_bytes: int, fixed_b
         if not result.success:
             allocation.rounds.append(Round(index, payload, float("nan"), None, None, None, 0.0, False,
                                            result.message))
-            payload = int(payload * 1.01) + 1  # below the least achievable payload: grow
+            payload = max(int(payload * 1.01) + 1, smallest)  # below the least achievable payload: grow
             continue
         choice = _choice(options, list(result.choice))
         real = measure_size(choice)

@@ -162,6 +162,19 @@ def test_size_loop_gets_under_a_budget_that_the_same_plan_keeps_missing_by_a_byt
     assert options["w"][allocation.choice["w"]].label == "int8"
 
 
+def test_size_loop_reaches_a_budget_only_the_smallest_plan_fits():
+    """At the edge of feasibility a step down asks the knapsack for less than the smallest plan;
+    the loop must jump back to that plan, not creep up 1% a round until its rounds run out."""
+    options = {f"w{i}": [Sensitivity(f"w{i}", f"o{j}", 4, 600 + j, 0.0, 0.0, 1.0 / (1 + j)) for j in range(40)]
+               for i in range(30)}
+
+    def measure_size(choice):
+        return sum(options[k][i].coded_bytes for k, i in choice.items()) + 100  # what the estimate misses
+
+    allocation = allocate_size(options, 18101, 0, measure_size)
+    assert measure_size(allocation.choice) <= 18101
+
+
 def test_neighbour_loss_targets_the_original_nearest_neighbour():
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(4, 16))
