@@ -151,3 +151,29 @@ def test_candidate_size_is_the_coded_size(tmp_path, bits):
         assert abs(row["candidate_bytes"] - row["coded_bytes"]) <= 0.005 * row["coded_bytes"] + 2 * 12
     codecs = {span[2] for f in read_manifest(result.bitstream)["files"] for span in f["spans"]}
     assert "classed" in codecs
+
+
+def test_format_1_bitstreams_still_decode(tmp_path, monkeypatch):
+    """A bitstream written before the classed codec (order-0 "symbols"/"nibbles" payloads,
+    7-field spans, format 1) decodes to the same files."""
+    from onnxl2.codec import container
+    from onnxl2.codec.entropy import encode_symbols
+
+    def order0(raw, elem_type, count, dims):
+        buf = np.frombuffer(raw, dtype=np.uint8)
+        if elem_type in container._NIBBLE_TYPES:
+            return "nibbles", encode_symbols(container.unpack_nibbles(buf, count, container._NIBBLE_TYPES[elem_type]))
+        if elem_type == onnx.TensorProto.INT8:
+            return "symbols", encode_symbols(buf.view(np.int8))
+        return None
+
+    path = _save(genmodels.mixed_model(), tmp_path / "m.onnx")
+    with monkeypatch.context() as patch:
+        patch.setattr(container, "FORMAT_VERSION", 1)
+        patch.setattr(container, "_encode_payload", order0)
+        old = compress(path, bits=4, output_dir=tmp_path / "old", quiet=True)
+    assert old.bitstream[8:10] == b"\x01\x00"
+    codecs = {span[2] for f in read_manifest(old.bitstream)["files"] for span in f["spans"]}
+    assert codecs == {"nibbles"}
+    restored = decompress(tmp_path / "old" / "m.l2b", tmp_path / "r" / "m.onnx")
+    assert restored.files == old.files

@@ -9,14 +9,15 @@ double (16, 32, ... up to 4096 symbols), so the model is learnt quickly; what th
 is about half a log2(n) bits per value in use, well under a table's cost for short streams.
 
 ``symmetric`` pools the counts of v and -v (weights are symmetric about zero far more often
-than not), which halves what must be learnt; the encoder tries both and keeps the smaller.
+than not), which halves what must be learnt; :func:`prefers_symmetric` says which variant is
+smaller, and the caller records the choice (and the count) outside the stream.
 
-Stream::
+Stream (count known to the caller)::
 
-    varint count | (count > 0) zigzag low | varint span | (span > 1) u8 flags | u8 P | rANS words
+    (count > 0) zigzag low | varint span | (span > 1) rANS words
 
-flags: bit 0 = symmetric. Blocks are coded last-first, so the decoder pops them first-first;
-each decode is one constriction call per block, never one per symbol.
+Blocks are coded last-first, so the decoder pops them first-first; each decode is one
+constriction call per block, never one per symbol.
 """
 from __future__ import annotations
 
@@ -86,25 +87,27 @@ def adaptive_cost_bits(symbols: np.ndarray, symmetric: bool) -> float:
     return float((history * (precision - np.log2(freqs))).sum())
 
 
-def encode_adaptive(symbols: np.ndarray, symmetric: bool | None = None) -> bytes:
-    """Code integers (flattened) without a table; ``symmetric=None`` picks the smaller variant.
+def prefers_symmetric(symbols: np.ndarray) -> bool:
+    """Whether pooling v and -v codes these symbols in fewer (ideal) bits."""
+    return adaptive_cost_bits(symbols, True) < adaptive_cost_bits(symbols, False)
+
+
+def encode_adaptive(symbols: np.ndarray, symmetric: bool) -> bytes:
+    """Code integers (flattened) without a table; their count is the caller's to keep.
 
     Raises ValueError when the value range exceeds ``MAX_SPAN`` (use the table coder).
     """
     flat = np.asarray(symbols).reshape(-1).astype(np.int64)
-    head = encode_varints(np.array([flat.size]))
     if flat.size == 0:
-        return head
+        return b""
     low = int(flat.min())
     offsets = flat - low
     span = int(offsets.max()) + 1
     if span > MAX_SPAN:
         raise ValueError(f"value range {span} is too wide for the adaptive coder (limit {MAX_SPAN})")
-    head += encode_varints(zigzag(np.array([low]))) + encode_varints(np.array([span]))
+    head = encode_varints(zigzag(np.array([low]))) + encode_varints(np.array([span]))
     if span == 1:
         return head
-    if symmetric is None:
-        symmetric = adaptive_cost_bits(flat, True) < adaptive_cost_bits(flat, False)
     precision = _precision(span)
     bounds = block_bounds(flat.size)
     freqs = _models(_block_histograms(offsets, bounds, span), low, symmetric, precision)
@@ -113,38 +116,32 @@ def encode_adaptive(symbols: np.ndarray, symmetric: bool | None = None) -> bytes
     for j in reversed(range(bounds.size - 1)):
         model = constriction.stream.model.Categorical(freqs[j].astype(np.float64), perfect=False)
         coder.encode_reverse(slots[bounds[j]:bounds[j + 1]], model)
-    words = coder.get_compressed().astype("<u4").tobytes()
-    return head + bytes([int(symmetric), precision]) + words
+    return head + coder.get_compressed().astype("<u4").tobytes()
 
 
-def decode_adaptive(data: bytes, count: int | None = None) -> np.ndarray:
-    """Inverse of :func:`encode_adaptive`: the flat int64 array (``count`` checked if given)."""
+def decode_adaptive(data: bytes, count: int, symmetric: bool) -> np.ndarray:
+    """Inverse of :func:`encode_adaptive`: the flat int64 array of ``count`` symbols."""
     try:
-        (n,), pos = read_varints(data, 1)
-        n = int(n)
-        if count is not None and n != count:
-            raise CodecError(f"stream holds {n} symbols, {count} expected")
-        if n == 0:
+        if count == 0:
+            if data:
+                raise CodecError("trailing bytes after an empty adaptive stream")
             return np.zeros(0, np.int64)
-        (zlow, span), pos = read_varints(data, 2, pos)
+        (zlow, span), pos = read_varints(data, 2)
         low, span = int(unzigzag(np.array([zlow]))[0]), int(span)
         if not 1 <= span <= MAX_SPAN:
             raise CodecError("adaptive stream has an impossible value range")
         if span == 1:
             if pos != len(data):
                 raise CodecError("trailing bytes after a constant adaptive stream")
-            return np.full(n, low, np.int64)
-        if pos + 2 > len(data) or data[pos] > 1 or data[pos + 1] != _precision(span):
-            raise CodecError("adaptive stream header is corrupted")
-        symmetric = bool(data[pos])
-        precision = data[pos + 1]
-        payload = data[pos + 2:]
+            return np.full(count, low, np.int64)
+        precision = _precision(span)
+        payload = data[pos:]
         if len(payload) % 4:
             raise CodecError("adaptive stream payload is truncated")
         coder = constriction.stream.stack.AnsCoder(np.frombuffer(payload, "<u4").astype(np.uint32))
-        bounds = block_bounds(n)
+        bounds = block_bounds(count)
         seen = np.zeros(span, np.int64)
-        out = np.empty(n, np.int64)
+        out = np.empty(count, np.int64)
         for j in range(bounds.size - 1):
             if coder.is_empty():  # a trailing run of the lowest value is coded for free
                 out[bounds[j]:] = 0

@@ -19,18 +19,20 @@ classes grows while the estimated size falls.
 Stream::
 
     u8 (kr - 1) << 4 | (kc - 1)        kr, kc in 1..16; 1, 1: one order-0 stream follows
-    [varint bytes | row classes (order-0 stream of kr values)]      if kr > 1
+    [varint bytes | row classes (a stream of `rows` values)]       if kr > 1
     [varint bytes | column classes]                                 if kc > 1
-    per context k = kr_i * kc + kc_j except the last: varint bytes | order-0 stream
-    last context's order-0 stream (to the end)
+    per context k = kr_i * kc + kc_j except the last: varint bytes | stream
+    last context's stream (to the end)
 
-Within a context, symbols keep their row-major order.
+A stream is a method byte (0: stored table, 1: adaptive, 2: adaptive with v and -v pooled) and
+that coder's stream without a symbol count: the decoder knows every count, from the shape and
+the classes. Within a context, symbols keep their row-major order.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .adaptive import MAX_SPAN, decode_adaptive, encode_adaptive
+from .adaptive import MAX_SPAN, decode_adaptive, encode_adaptive, prefers_symmetric
 from .entropy import (CodecError, decode_symbols, encode_symbols, estimate_bits,
                       estimate_bits_of_histogram, read_varints)
 from .varint import encode_varints
@@ -43,28 +45,34 @@ _ASSIGN_CLIP = 15
 _ASSIGN_ROUNDS = 2
 
 
-_TABLE, _ADAPTIVE = 0, 1
+_TABLE, _ADAPTIVE, _ADAPTIVE_SYMMETRIC = 0, 1, 2
 #: Longer streams always use a stored table: the adaptive coder's edge is on short ones.
 MAX_ADAPTIVE_SYMBOLS = 1 << 16
 
 
 def encode_stream(symbols: np.ndarray) -> bytes:
-    """One stream of symbols: a stored-table or an adaptive order-0 code, whichever is shorter."""
+    """One stream of symbols whose count the decoder knows: a method byte, then a stored-table
+    or an adaptive order-0 code, whichever is shorter (the table stream without its count)."""
     flat = np.asarray(symbols).reshape(-1)
-    table = bytes([_TABLE]) + encode_symbols(flat)
+    table = bytes([_TABLE]) + encode_symbols(flat)[_varint_length(flat.size):]
     if flat.size == 0 or flat.size > MAX_ADAPTIVE_SYMBOLS or int(flat.max()) - int(flat.min()) >= MAX_SPAN:
         return table
-    adaptive = bytes([_ADAPTIVE]) + encode_adaptive(flat)
+    symmetric = prefers_symmetric(flat)
+    adaptive = bytes([_ADAPTIVE_SYMMETRIC if symmetric else _ADAPTIVE]) + encode_adaptive(flat, symmetric)
     return adaptive if len(adaptive) < len(table) else table
 
 
 def decode_stream(data: bytes, count: int) -> np.ndarray:
-    """Inverse of :func:`encode_stream`."""
-    if not data or data[0] not in (_TABLE, _ADAPTIVE):
+    """Inverse of :func:`encode_stream` for ``count`` symbols."""
+    if not data or data[0] not in (_TABLE, _ADAPTIVE, _ADAPTIVE_SYMMETRIC):
         raise CodecError("symbol stream has an unknown method (corrupted)")
-    if data[0] == _ADAPTIVE:
-        return decode_adaptive(data[1:], count)
-    return decode_symbols(data[1:], count)
+    if data[0] == _TABLE:
+        return decode_symbols(encode_varints(np.array([count])) + data[1:], count)
+    return decode_adaptive(data[1:], count, data[0] == _ADAPTIVE_SYMMETRIC)
+
+
+def _varint_length(value: int) -> int:
+    return max(1, (int(value).bit_length() + 6) // 7)
 
 
 def stream_estimate_bits(values: np.ndarray, counts: np.ndarray) -> float:
@@ -78,8 +86,8 @@ def stream_estimate_bits(values: np.ndarray, counts: np.ndarray) -> float:
     if n == 0 or n > MAX_ADAPTIVE_SYMBOLS:
         return 8.0 + table
     c = counts[present].astype(np.float64)
-    adaptive = float((c * np.log2(n / c)).sum()) + 0.5 * (c.size - 1) * np.log2(n) + 48.0
-    return 8.0 + min(table, adaptive)
+    adaptive = float((c * np.log2(n / c)).sum()) + 0.5 * (c.size - 1) * np.log2(n) + 32.0
+    return 8.0 + min(table - 8 * _varint_length(n), adaptive)
 
 
 def _matrix(symbols: np.ndarray) -> np.ndarray:
@@ -166,7 +174,7 @@ class _Search:
 
 def _varint_bytes(value: float) -> int:
     """Bytes of the LEB128 length prefix of a stream about ``value`` bytes long."""
-    return max(1, (max(int(np.ceil(value)), 1).bit_length() + 6) // 7)
+    return _varint_length(max(int(np.ceil(value)), 1))
 
 
 def choose_classes(symbols: np.ndarray) -> tuple[int, int, np.ndarray, np.ndarray]:
