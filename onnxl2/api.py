@@ -193,9 +193,11 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
                               "mode": mode, "bits": bits, "folded_batchnorm": folded}
     stem = loaded.stem
     if mode == "auto":
+        payloads: dict = {}  # coded tensors shared by the size search's rounds
+
         def bitstream_bytes(chosen: dict[str, Candidate]) -> int:
             files, _ = _emit(proto, weights, chosen, False, stem)
-            return len(encode_container(files, _container_meta(report, loaded.path))[0])
+            return len(encode_container(files, _container_meta(report, loaded.path), payloads)[0])
 
         mixed = plan_mixed(proto, weights, arrays, label_array, options, bitstream_bytes, stages,
                            cache_dir=Path(sweep_cache) if sweep_cache else None)

@@ -42,7 +42,7 @@ MIN_CLASSED_SYMBOLS = 1024
 MAX_CLASSES = 16
 #: Symbols beyond +-this share a bin while classes are assigned (bounds the histograms).
 _ASSIGN_CLIP = 15
-_ASSIGN_ROUNDS = 2
+_ASSIGN_ROUNDS = 3
 
 
 _TABLE, _ADAPTIVE, _ADAPTIVE_SYMMETRIC = 0, 1, 2
@@ -124,12 +124,16 @@ class _Search:
         self.low = int(wide.min())
         self.offset = (wide - self.low).reshape(-1)
         self.span = int(self.offset.max()) + 1
-        clipped = np.clip(wide, -_ASSIGN_CLIP, _ASSIGN_CLIP) + _ASSIGN_CLIP
-        self.bins = clipped.reshape(-1)
-        self.nbins = 2 * _ASSIGN_CLIP + 1
-        magnitude = np.abs(wide).astype(np.float64)
-        self.row_stat = magnitude.mean(axis=1)
-        self.col_stat = magnitude.mean(axis=0)
+        nb = 2 * _ASSIGN_CLIP + 1
+        bins = np.clip(wide, -_ASSIGN_CLIP, _ASSIGN_CLIP) + _ASSIGN_CLIP
+        # every row's and every column's histogram, once: classes are fitted to these marginals
+        self.row_hist = np.bincount((np.arange(self.rows)[:, None] * nb + bins).reshape(-1),
+                                    minlength=self.rows * nb).reshape(self.rows, nb)
+        self.col_hist = np.bincount((np.arange(self.cols)[None, :] * nb + bins).reshape(-1),
+                                    minlength=self.cols * nb).reshape(self.cols, nb)
+        levels = np.abs(np.arange(nb) - _ASSIGN_CLIP)
+        self.row_stat = self.row_hist @ levels / max(self.cols, 1)
+        self.col_stat = self.col_hist @ levels / max(self.rows, 1)
 
     @staticmethod
     def _quantile_classes(stat: np.ndarray, k: int) -> np.ndarray:
@@ -138,34 +142,29 @@ class _Search:
         edges = np.quantile(stat, np.linspace(0, 1, k + 1)[1:-1])
         return np.searchsorted(edges, stat, side="right").astype(np.int64)
 
-    def _joint(self, rc: np.ndarray, cc: np.ndarray, kc: int, values: np.ndarray, nvalues: int,
-               groups: int) -> np.ndarray:
-        ctx = (rc[:, None] * kc + cc[None, :]).reshape(-1)
-        return np.bincount(ctx * nvalues + values, minlength=groups * nvalues).reshape(groups, nvalues)
+    @staticmethod
+    def _refine(hist: np.ndarray, classes: np.ndarray, k: int) -> np.ndarray:
+        """Each member to the class whose distribution codes its histogram in the fewest bits."""
+        for _ in range(_ASSIGN_ROUNDS):
+            cost = hist @ _bits_per_class(_sum_by_class(hist, classes, k)).T
+            classes = np.argmin(cost, axis=1)
+        return classes
 
     def assign(self, kr: int, kc: int) -> tuple[np.ndarray, np.ndarray]:
-        """Classes from quantiles of mean magnitude, then alternating exact reassignment."""
+        """Row and column classes: quantiles of mean magnitude, refined on each marginal."""
         rc = self._quantile_classes(self.row_stat, kr)
         cc = self._quantile_classes(self.col_stat, kc)
-        nb = self.nbins
-        for _ in range(_ASSIGN_ROUNDS):
-            if kr > 1:  # each row's histogram per column class; the class tables are their sums
-                key = np.arange(self.rows, dtype=np.int64)[:, None] * kc + cc[None, :]
-                per_row = np.bincount((key.reshape(-1) * nb + self.bins),
-                                      minlength=self.rows * kc * nb).reshape(self.rows, kc, nb)
-                joint = _sum_by_class(per_row, rc, kr)
-                rc = np.argmin(np.einsum("rcb,kcb->rk", per_row, _bits_per_class(joint)), axis=1)
-            if kc > 1:
-                key = np.arange(self.cols, dtype=np.int64)[None, :] * kr + rc[:, None]
-                per_col = np.bincount((key.reshape(-1) * nb + self.bins),
-                                      minlength=self.cols * kr * nb).reshape(self.cols, kr, nb)
-                joint = _sum_by_class(per_col, cc, kc)
-                cc = np.argmin(np.einsum("crb,krb->ck", per_col, _bits_per_class(joint)), axis=1)
+        if kr > 1:
+            rc = self._refine(self.row_hist, rc, kr)
+        if kc > 1:
+            cc = self._refine(self.col_hist, cc, kc)
         return rc, cc
 
     def estimate(self, kr: int, kc: int, rc: np.ndarray, cc: np.ndarray) -> float:
         """Estimated bits of the whole classed stream (headers, class streams, every context)."""
-        joint = self._joint(rc, cc, kc, self.offset, self.span, kr * kc)
+        ctx = (rc[:, None] * kc + cc[None, :]).reshape(-1)
+        joint = np.bincount(ctx * self.span + self.offset,
+                            minlength=kr * kc * self.span).reshape(kr * kc, self.span)
         values = np.arange(self.span, dtype=np.int64) + self.low
         streams = [estimate_bits(classes) + 8 for classes, k in ((rc, kr), (cc, kc)) if k > 1]
         streams += [stream_estimate_bits(values, row) for row in joint]
