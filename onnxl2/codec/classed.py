@@ -11,10 +11,11 @@ side information alone, so each context's symbols decode as one rANS stream in o
 per-symbol loop, no sequential dependence).
 
 The tensor is seen as a matrix: rows along the first axis (the output channel of Conv and of
-Gemm with transB), columns over the rest (input channel and kernel position). Classes are
-found by alternating exact reassignment (each row to the class whose tables code it in the
-fewest bits, then each column), started from quantiles of mean magnitude; the number of
-classes grows while the estimated size falls.
+Gemm with transB), columns over the rest (input channel and kernel position). Row classes are
+fitted to the rows' histograms (each row to the class whose distribution codes it in the fewest
+bits, a few rounds, started from quantiles of mean magnitude), column classes likewise to the
+columns': each histogram is counted once, so trying a split costs one pass to size it. The
+number of classes grows while the estimated size falls.
 
 Stream::
 
@@ -103,6 +104,16 @@ def _bits_per_class(hist: np.ndarray) -> np.ndarray:
     return np.log2(smoothed.sum(axis=-1, keepdims=True)) - np.log2(smoothed)
 
 
+def _assign_bins(symbols: np.ndarray, span: int) -> np.ndarray:
+    """Symbols mapped to 2 * _ASSIGN_CLIP + 1 bins for fitting classes: themselves when the
+    alphabet is that narrow, else on a log scale (half-octaves of magnitude, with sign), so that
+    an 8-bit layer's rows are told apart by their spread, not lumped at the clip."""
+    if span <= 2 * _ASSIGN_CLIP + 1 or np.abs(symbols).max() <= _ASSIGN_CLIP:
+        return np.clip(symbols, -_ASSIGN_CLIP, _ASSIGN_CLIP) + _ASSIGN_CLIP
+    level = np.minimum(np.ceil(2 * np.log2(1 + np.abs(symbols))), _ASSIGN_CLIP).astype(np.int64)
+    return np.sign(symbols) * level + _ASSIGN_CLIP
+
+
 def _sum_by_class(histograms: np.ndarray, classes: np.ndarray, k: int) -> np.ndarray:
     """Histograms (n, ...) summed over the members of each of ``k`` classes: (k, ...)."""
     order = np.argsort(classes, kind="stable")
@@ -125,7 +136,7 @@ class _Search:
         self.offset = (wide - self.low).reshape(-1)
         self.span = int(self.offset.max()) + 1
         nb = 2 * _ASSIGN_CLIP + 1
-        bins = np.clip(wide, -_ASSIGN_CLIP, _ASSIGN_CLIP) + _ASSIGN_CLIP
+        bins = _assign_bins(wide, self.span)
         # every row's and every column's histogram, once: classes are fitted to these marginals
         self.row_hist = np.bincount((np.arange(self.rows)[:, None] * nb + bins).reshape(-1),
                                     minlength=self.rows * nb).reshape(self.rows, nb)
