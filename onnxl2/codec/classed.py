@@ -31,6 +31,9 @@ the classes. Within a context, symbols keep their row-major order.
 """
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+
 import numpy as np
 
 from .adaptive import MAX_SPAN, decode_adaptive, encode_adaptive, prefers_symmetric
@@ -44,6 +47,8 @@ MAX_CLASSES = 16
 #: Symbols beyond +-this share a bin while classes are assigned (bounds the histograms).
 _ASSIGN_CLIP = 15
 _ASSIGN_ROUNDS = 3
+#: Symbols a split's size estimate counts at most (a row subsample beyond).
+_ESTIMATE_SYMBOLS = 1 << 20
 
 
 _TABLE, _ADAPTIVE, _ADAPTIVE_SYMMETRIC = 0, 1, 2
@@ -172,10 +177,18 @@ class _Search:
         return rc, cc
 
     def estimate(self, kr: int, kc: int, rc: np.ndarray, cc: np.ndarray) -> float:
-        """Estimated bits of the whole classed stream (headers, class streams, every context)."""
-        ctx = (rc[:, None] * kc + cc[None, :]).reshape(-1)
-        joint = np.bincount(ctx * self.span + self.offset,
-                            minlength=kr * kc * self.span).reshape(kr * kc, self.span)
+        """Estimated bits of the whole classed stream (headers, class streams, every context).
+
+        Past ``_ESTIMATE_SYMBOLS`` symbols the contexts' histograms are counted on every s-th
+        row and scaled by s: the choice between splits needs their differences, not the last
+        byte, and the search tries several.
+        """
+        step = max(1, -(-self.rows * self.cols // _ESTIMATE_SYMBOLS))
+        rows = np.arange(0, self.rows, step)
+        ctx = (rc[rows, None] * kc + cc[None, :]).reshape(-1)
+        offset = self.offset.reshape(self.rows, self.cols)[rows].reshape(-1)
+        joint = step * np.bincount(ctx * self.span + offset,
+                                   minlength=kr * kc * self.span).reshape(kr * kc, self.span)
         values = np.arange(self.span, dtype=np.int64) + self.low
         streams = [estimate_bits(classes) + 8 for classes, k in ((rc, kr), (cc, kc)) if k > 1]
         streams += [stream_estimate_bits(values, row) for row in joint]
@@ -219,9 +232,44 @@ def choose_classes(symbols: np.ndarray) -> tuple[int, int, np.ndarray, np.ndarra
     return best
 
 
+class _Memo:
+    """Coded tensors by content, up to a byte budget (oldest out first).
+
+    The same symbols are coded twice in a run, once to size a candidate and once to write the
+    bitstream (and again in each round of a size search): the class search is the costly part,
+    and its result depends on nothing but the symbols and their shape.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used, self.items = limit, 0, OrderedDict()
+
+    def get(self, key):
+        return self.items.get(key)
+
+    def put(self, key, value: bytes) -> None:
+        self.items[key] = value
+        self.used += len(value)
+        while self.used > self.limit and self.items:
+            self.used -= len(self.items.popitem(last=False)[1])
+
+
+_MEMO = _Memo(256 << 20)
+
+
 def encode_classed(symbols: np.ndarray) -> bytes:
     """Code an integer tensor (its shape is the caller's to keep) under row/column classes."""
-    arr = np.asarray(symbols)
+    arr = np.ascontiguousarray(symbols)
+    if arr.dtype.itemsize > 1 and arr.size and -128 <= int(arr.min()) and int(arr.max()) <= 127:
+        arr = arr.astype(np.int8)  # the code depends on the values only: one key for int4 and int8 views
+    key = (hashlib.sha1(arr.view(np.uint8).reshape(-1)).digest(), arr.dtype.str, arr.shape)
+    coded = _MEMO.get(key)
+    if coded is None:
+        coded = _encode_classed(arr)
+        _MEMO.put(key, coded)
+    return coded
+
+
+def _encode_classed(arr: np.ndarray) -> bytes:
     kr, kc, rc, cc = choose_classes(arr)
     head = bytes([(kr - 1) << 4 | (kc - 1)])
     plain = bytes([0]) + encode_stream(arr)
