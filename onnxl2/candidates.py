@@ -6,14 +6,19 @@ nominal bit-width: a 4-bit layer whose symbols have 2.6 bits of entropy costs 2.
 """
 from __future__ import annotations
 
+import io
+import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
 from .codec.container import stored_size
 from .codec.classed import encode_classed
 from .codec.floatcodec import encode_array
+from .fileio import write_files_atomically
 from .hessian import LayerHessian
 from .transforms.compensate import bias_shift, compensated_round, output_error, rate_aware_quantize
 from .transforms.quantize import QuantizedWeight, quantize_per_channel
@@ -139,3 +144,50 @@ def candidate_for_label(key: str, weight: np.ndarray, axis: int, label: str,
     (cand,) = make_candidates(key, weight, axis, (bits,), always_float32=False,
                               hessian=hessian if compensated else None, rates=(rate,), bias=bias)
     return cand
+
+
+def save_candidates(path: Path, candidates: Mapping[str, list[Candidate]]) -> None:
+    """Keep every weight's candidates beside a sweep cache (one .npz, written atomically).
+
+    Rounding with compensation at every bit-width and sizing each result with the coder costs
+    more than the sweep on large models: runs with another bound or target reuse them.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    meta = []
+    for w_index, (key, cands) in enumerate(candidates.items()):
+        for c_index, cand in enumerate(cands):
+            tag = f"{w_index}_{c_index}"
+            row = {"key": key, "bits": cand.bits, "coded_bytes": cand.coded_bytes, "compensated": cand.compensated,
+                   "rate": cand.rate, "output_error": cand.output_error, "bias_key": cand.bias_key, "tag": tag}
+            if cand.quantized is not None:
+                arrays[f"{tag}_symbols"] = cand.quantized.symbols
+                arrays[f"{tag}_scales"] = cand.quantized.scales
+                row.update(axis=cand.quantized.axis, qkey=cand.quantized.key)
+            if cand.bias_values is not None:
+                arrays[f"{tag}_bias"] = cand.bias_values
+            meta.append(row)
+    arrays["meta"] = np.array(json.dumps(meta))
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_files_atomically({Path(path): buffer.getvalue()})
+
+
+def load_candidates(path: Path, originals: Mapping[str, np.ndarray]) -> dict[str, list[Candidate]] | None:
+    """Candidates saved by :func:`save_candidates` for these weights, or None."""
+    if not Path(path).is_file():
+        return None
+    out: dict[str, list[Candidate]] = {}
+    with np.load(path) as z:
+        for row in json.loads(str(z["meta"])):
+            if row["key"] not in originals:
+                return None
+            quantized = None
+            if f"{row['tag']}_symbols" in z.files:
+                quantized = QuantizedWeight(row["qkey"], row["bits"], row["axis"], z[f"{row['tag']}_symbols"],
+                                            z[f"{row['tag']}_scales"])
+            bias = z[f"{row['tag']}_bias"] if f"{row['tag']}_bias" in z.files else None
+            out.setdefault(row["key"], []).append(
+                Candidate(row["key"], row["bits"], row["coded_bytes"], originals[row["key"]], quantized,
+                          row["compensated"], row["rate"], row["output_error"], row["bias_key"], bias))
+    return out if set(out) == set(originals) else None

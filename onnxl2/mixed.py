@@ -17,7 +17,8 @@ import numpy as np
 from onnx import ModelProto
 
 from .allocate import allocate_neighbourhood, allocate_size
-from .candidates import ALLOWED_BITS, DEFAULT_BITS_CHOICES, DEFAULT_RATES, Candidate, make_candidates
+from .candidates import (ALLOWED_BITS, DEFAULT_BITS_CHOICES, DEFAULT_RATES, Candidate, load_candidates,
+                         make_candidates, save_candidates)
 from .data import batch_size_for, input_specs
 from .errors import OnnxL2Error
 from .fileio import write_files_atomically
@@ -136,6 +137,14 @@ def sweep_mode(options: MixedOptions, candidates: Mapping[str, list[Candidate]],
     return "proxy", False
 
 
+def _candidates_key(data_digest, options: MixedOptions) -> str:
+    """Same model, data and candidate rules: same candidates (the loss does not enter)."""
+    digest = data_digest.copy()
+    digest.update(json.dumps([options.bits_choices, options.keep, sorted(options.pins.items()),
+                              options.compensate, list(options.rates), SWEEP_VERSION]).encode())
+    return digest.hexdigest()[:32]
+
+
 def _cache_key(data_digest, labels: np.ndarray | None, options: MixedOptions, output: str) -> str:
     """Same model, data, loss and candidate rules: same sweep."""
     digest = data_digest.copy()
@@ -211,10 +220,15 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
                 if path:
                     save_hessians(path, hessians)
     with stages.stage("candidates"):
-        candidates = {w.key: make_candidates(w.key, originals[w.key], w.channel_axis, allowed_bits(w, options),
-                                             hessian=hessians.get(w.key), rates=options.rates,
-                                             bias=originals[biases[w.key].key] if w.key in biases else None)
-                      for w in studied}
+        path = Path(cache_dir) / f"candidates-{_candidates_key(data_digest, options)}.npz" if cache_dir else None
+        candidates = load_candidates(path, {w.key: originals[w.key] for w in studied}) if path else None
+        if candidates is None:
+            candidates = {w.key: make_candidates(w.key, originals[w.key], w.channel_axis, allowed_bits(w, options),
+                                                 hessian=hessians.get(w.key), rates=options.rates,
+                                                 bias=originals[biases[w.key].key] if w.key in biases else None)
+                          for w in studied}
+            if path:
+                save_candidates(path, candidates)
     mode, taylor = sweep_mode(options, candidates, pass_seconds)
     base_loss = float(probe.base.mean())
     with stages.stage("sensitivity"):

@@ -154,6 +154,30 @@ def test_hessians_are_kept_beside_the_sweep_cache(tmp_path):
     assert again.files == first.files and again.report["allocation"]["sweep_cached"]
 
 
+def test_candidates_are_kept_beside_the_sweep_cache_and_replay_the_same_plan(tmp_path, monkeypatch):
+    """A second run with another target reads the candidates (compensated, bias-corrected,
+    sized) instead of making them, and gets the same files as a run that made them."""
+    from onnxl2 import mixed
+    from onnxl2.candidates import load_candidates
+
+    model = _biased_model(7)
+    x = _biased_inputs(32, 8)
+    compress(model, {"x": x}, target_ratio=5, quiet=True, devices=("cpu",), taylor=False, sweep_cache=tmp_path)
+    (kept,) = tmp_path.glob("candidates-*.npz")
+    originals = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name in ("cw", "mw", "gw")}
+    loaded = load_candidates(kept, originals)
+    assert loaded and any(c.bias_values is not None for cands in loaded.values() for c in cands)
+    fresh = compress(model, {"x": x}, target_ratio=6, quiet=True, devices=("cpu",), taylor=False)
+
+    def unexpected(*args, **kwargs):
+        raise AssertionError("candidates were made again")
+
+    monkeypatch.setattr(mixed, "make_candidates", unexpected)
+    cached = compress(model, {"x": x}, target_ratio=6, quiet=True, devices=("cpu",), taylor=False,
+                      sweep_cache=tmp_path)
+    assert cached.files == fresh.files
+
+
 def test_one_sweep_for_all_bit_widths_equals_one_sweep_each():
     rng = np.random.default_rng(11)
     model = _conv_model(8, 12, (3, 3), 2, seed=11, pads=[1, 1, 1, 1])
