@@ -24,7 +24,7 @@ from .emit import default_opset, emit_quantized
 from .errors import OnnxL2Error
 from .evaluate import ValidationResult, validate_models
 from .fileio import write_files_atomically
-from .hessian import LayerHessian, layer_hessians
+from .hessian import LayerHessian, bias_weights, layer_hessians
 from .mixed import MixedOptions, allowed_bits, chosen_rows, parse_size, plan_mixed
 from .model import ModelSource, Weight, discover_weights, load_model, model_stem, weight_array
 from .progress import Stages
@@ -193,11 +193,9 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
                               "mode": mode, "bits": bits, "folded_batchnorm": folded}
     stem = loaded.stem
     if mode == "auto":
-        payloads: dict = {}  # coded tensors shared by the size search's rounds
-
         def bitstream_bytes(chosen: dict[str, Candidate]) -> int:
             files, _ = _emit(proto, weights, chosen, False, stem)
-            return len(encode_container(files, _container_meta(report, loaded.path), payloads)[0])
+            return len(encode_container(files, _container_meta(report, loaded.path))[0])
 
         mixed = plan_mixed(proto, weights, arrays, label_array, options, bitstream_bytes, stages,
                            cache_dir=Path(sweep_cache) if sweep_cache else None)
@@ -250,11 +248,11 @@ def _read_plan(plan: str | os.PathLike | dict) -> dict[str, str]:
     return choices
 
 
-def _hessians(proto: ModelProto, weights: list[Weight], data: dict[str, np.ndarray] | None,
+def _hessians(proto: ModelProto, studied: list[Weight], every: list[Weight], data: dict[str, np.ndarray] | None,
               who: str) -> dict[str, LayerHessian]:
     if data is None:
         raise OnnxL2Error(f"{who} need calibration data (--data): error compensation reads the layers' inputs")
-    return layer_hessians(proto, weights, data, batch_size_for(data, input_specs(proto)))
+    return layer_hessians(proto, studied, every, data, batch_size_for(data, input_specs(proto)))
 
 
 def _fixed_choices(proto: ModelProto, weights: list[Weight], bits: int | None, options: MixedOptions,
@@ -264,12 +262,13 @@ def _fixed_choices(proto: ModelProto, weights: list[Weight], bits: int | None, o
     studied = {w.key: w for w in weights if w.compressible}
     if plan is None:
         uniform = MixedOptions((bits,), options.keep, options.pins)
-        hessians = _hessians(proto, list(studied.values()), data, "--compensate") if options.compensate else {}
+        hessians = _hessians(proto, list(studied.values()), weights, data, "--compensate") if options.compensate else {}
+        biases = bias_weights(weights, hessians)
         for key, w in studied.items():
             (chosen[key],) = make_candidates(key, weight_array(proto, w), w.channel_axis,
                                              allowed_bits(w, uniform), always_float32=False,
                                              hessian=hessians.get(key), rates=options.rates,
-                                             bias=_bias_values(proto, weights, hessians.get(key)))
+                                             bias=weight_array(proto, biases[key]) if key in biases else None)
         return chosen
     unknown = sorted(set(plan) - set(studied))
     if unknown:
@@ -283,22 +282,17 @@ def _fixed_choices(proto: ModelProto, weights: list[Weight], bits: int | None, o
             raise OnnxL2Error(f"plan: unknown choice {label!r} for {key} (use float32, float16, int2..int8, "
                               "optionally +gptq and +rN, e.g. int4+gptq+r0.3)") from None
     needs = [studied[k] for k, label in labels.items() if "+gptq" in label]
-    hessians = _hessians(proto, needs, data, "the plan's +gptq choices") if needs else {}
+    hessians = _hessians(proto, needs, weights, data, "the plan's +gptq choices") if needs else {}
+    biases = bias_weights(weights, hessians)
     if needs:
         missing = [w.key for w in needs if w.key not in hessians]
         if missing:
             raise OnnxL2Error(f"plan: {missing[0]} cannot be error-compensated (no supported consumer)")
     for key, w in studied.items():
         chosen[key] = candidate_for_label(key, weight_array(proto, w), w.channel_axis, labels[key],
-                                          hessians.get(key), _bias_values(proto, weights, hessians.get(key)))
+                                          hessians.get(key),
+                                          weight_array(proto, biases[key]) if key in biases else None)
     return chosen
-
-
-def _bias_values(proto: ModelProto, weights: list[Weight], hessian: LayerHessian | None) -> np.ndarray | None:
-    """The values of the bias a layer's Hessian names (bias correction moves them)."""
-    if hessian is None or hessian.bias is None:
-        return None
-    return weight_array(proto, next(w for w in weights if w.key == hessian.bias))
 
 
 def _emit(proto: ModelProto, weights: list[Weight], chosen: dict[str, Candidate], consume: bool,

@@ -162,7 +162,7 @@ def save_candidates(path: Path, candidates: Mapping[str, list[Candidate]]) -> No
             if cand.quantized is not None:
                 arrays[f"{tag}_symbols"] = cand.quantized.symbols
                 arrays[f"{tag}_scales"] = cand.quantized.scales
-                row.update(axis=cand.quantized.axis, qkey=cand.quantized.key)
+                row["axis"] = cand.quantized.axis
             if cand.bias_values is not None:
                 arrays[f"{tag}_bias"] = cand.bias_values
             meta.append(row)
@@ -184,7 +184,7 @@ def load_candidates(path: Path, originals: Mapping[str, np.ndarray]) -> dict[str
                 return None
             quantized = None
             if f"{row['tag']}_symbols" in z.files:
-                quantized = QuantizedWeight(row["qkey"], row["bits"], row["axis"], z[f"{row['tag']}_symbols"],
+                quantized = QuantizedWeight(row["key"], row["bits"], row["axis"], z[f"{row['tag']}_symbols"],
                                             z[f"{row['tag']}_scales"])
             bias = z[f"{row['tag']}_bias"] if f"{row['tag']}_bias" in z.files else None
             out.setdefault(row["key"], []).append(

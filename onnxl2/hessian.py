@@ -25,7 +25,7 @@ from onnx import ModelProto, helper
 
 from .data import iter_batches
 from .evaluate import make_session
-from .model import Weight, discover_weights, node_attr
+from .model import Weight, node_attr
 
 #: At most this many input rows per batch enter a Hessian (a fixed random subset beyond it):
 #: enough for a well-conditioned K x K estimate, and im2col stays small.
@@ -173,10 +173,11 @@ def _elem_types(proto: ModelProto) -> dict[str, int]:
     return {v.name: v.type.tensor_type.elem_type for v in infos if v.type.HasField("tensor_type")}
 
 
-def layer_hessians(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.ndarray],
+def layer_hessians(proto: ModelProto, studied: list[Weight], every: list[Weight], data: Mapping[str, np.ndarray],
                    batch: int, device: str = "cpu", seed: int = 0) -> dict[str, LayerHessian]:
-    """``X^T X`` per supported weight (key -> LayerHessian), from one pass over ``data``."""
-    sites = layer_sites(proto, weights, discover_weights(proto))
+    """``X^T X`` per supported weight of ``studied`` (key -> LayerHessian), from one pass over
+    ``data``; ``every`` is the model's full weight list (where the layers' biases are found)."""
+    sites = _sites(proto, studied, every)
     if not sites:
         return {}
     probe = ModelProto()
@@ -211,7 +212,13 @@ def layer_hessians(proto: ModelProto, weights: list[Weight], data: Mapping[str, 
             for s in sites if s.weight.key in sums}
 
 
-def layer_sites(proto: ModelProto, weights: list[Weight], every: list[Weight]) -> list[_Site]:
+def bias_weights(every: list[Weight], hessians: Mapping[str, LayerHessian]) -> dict[str, Weight]:
+    """Layer key -> the bias its Hessian names: what bias correction moves with the weight."""
+    by_key = {w.key: w for w in every}
+    return {key: by_key[h.bias] for key, h in hessians.items() if h.bias is not None}
+
+
+def _sites(proto: ModelProto, weights: list[Weight], every: list[Weight]) -> list[_Site]:
     """The supported layers of ``weights`` (``every`` is the model's full weight list)."""
     nodes = {n.name or f"{n.op_type}_{i}": n for i, n in enumerate(proto.graph.node)}
     constants = {w.name: w for w in every if w.graph == "main"}

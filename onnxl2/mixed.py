@@ -22,7 +22,7 @@ from .candidates import (ALLOWED_BITS, DEFAULT_BITS_CHOICES, DEFAULT_RATES, Cand
 from .data import batch_size_for, input_specs
 from .errors import OnnxL2Error
 from .fileio import write_files_atomically
-from .hessian import layer_hessians, layer_sites, load_hessians, save_hessians
+from .hessian import bias_weights, layer_hessians, load_hessians, save_hessians
 from .losses import make_loss
 from .model import Weight, weight_array
 from .progress import Stages
@@ -126,10 +126,10 @@ def sweep_mode(options: MixedOptions, candidates: Mapping[str, list[Candidate]],
     passes each) only explain it. So under "auto" the Taylor terms go first when time is short,
     and every candidate stays measured as long as one pass each fits.
     """
-    passes = sum(c.bits != 32 for cands in candidates.values() for c in cands)
-    measured = sum(any(c.bits != 32 for c in cands) for cands in candidates.values())
     if options.sweep != "auto":
         return options.sweep, options.taylor
+    passes = sum(c.bits != 32 for cands in candidates.values() for c in cands)
+    measured = sum(any(c.bits != 32 for c in cands) for cands in candidates.values())
     for mode, count in (("full", passes), ("proxy", measured)):
         for taylor in ((True, False) if options.taylor else (False,)):
             if (3 if taylor else 1) * count * pass_seconds <= options.sweep_budget_s:
@@ -146,13 +146,11 @@ def _candidates_key(data_digest, options: MixedOptions) -> str:
 
 
 def _cache_key(data_digest, labels: np.ndarray | None, options: MixedOptions, output: str) -> str:
-    """Same model, data, loss and candidate rules: same sweep."""
-    digest = data_digest.copy()
+    """Same candidates, labels, loss and sweep rules: same sweep."""
+    digest = hashlib.sha256(_candidates_key(data_digest, options).encode())
     if labels is not None:
         digest.update(np.ascontiguousarray(labels).tobytes())
-    digest.update(json.dumps([options.bits_choices, options.keep, sorted(options.pins.items()),
-                              options.loss, output, options.taylor, options.sweep, options.compensate,
-                              list(options.rates), SWEEP_VERSION]).encode())
+    digest.update(json.dumps([options.loss, output, options.taylor, options.sweep]).encode())
     return digest.hexdigest()[:32]
 
 
@@ -197,10 +195,17 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
     batch = batch_size_for(data, input_specs(proto))
     data_digest = _data_digest(proto, data) if cache_dir else None
     originals = {w.key: weight_array(proto, w) for w in studied}  # one copy, shared below
-    biases = {}  # layers whose bias moves with their weight (bias correction, with compensation)
+    hessians = {}
     if options.compensate:
-        biases = {s.weight.key: s.bias for s in layer_sites(proto, studied, weights) if s.bias is not None}
-        originals.update({b.key: weight_array(proto, b) for b in biases.values()})
+        with stages.stage("layer inputs"):
+            path = Path(cache_dir) / f"hessians-{data_digest.hexdigest()[:32]}.npz" if cache_dir else None
+            hessians = load_hessians(path) if path else None
+            if hessians is None:
+                hessians = layer_hessians(proto, studied, weights, data, batch, device)
+                if path:
+                    save_hessians(path, hessians)
+    biases = bias_weights(weights, hessians)  # layers whose bias moves with their weight
+    originals.update({b.key: weight_array(proto, b) for b in biases.values()})
     with stages.stage("calibration passes"):
         probe = Probe(proto, studied + list({b.key: b for b in biases.values()}.values()), data, batch,
                       output, device, originals)
@@ -210,15 +215,6 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
         loss = make_loss(options.loss, output, original_output, labels)
         _check_distance_bound(loss.kind, options)
         probe.set_loss(loss, original_output)
-    hessians = {}
-    if options.compensate:
-        with stages.stage("layer inputs"):
-            path = Path(cache_dir) / f"hessians-{data_digest.hexdigest()[:32]}.npz" if cache_dir else None
-            hessians = load_hessians(path) if path else None
-            if hessians is None:
-                hessians = layer_hessians(proto, studied, data, batch, device)
-                if path:
-                    save_hessians(path, hessians)
     with stages.stage("candidates"):
         path = Path(cache_dir) / f"candidates-{_candidates_key(data_digest, options)}.npz" if cache_dir else None
         candidates = load_candidates(path, {w.key: originals[w.key] for w in studied}) if path else None

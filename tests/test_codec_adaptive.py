@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxl2.codec.adaptive import MAX_SPAN, block_bounds, decode_adaptive, encode_adaptive, prefers_symmetric
+from onnxl2.codec.adaptive import MAX_SPAN, block_bounds, decode_adaptive, encode_adaptive
 from onnxl2.codec.classed import decode_stream, encode_stream
 from onnxl2.codec.entropy import CodecError, encode_symbols
 
@@ -28,19 +28,22 @@ CASES = {
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_round_trip(name, symmetric):
     symbols = CASES[name]
-    back = decode_adaptive(encode_adaptive(symbols, symmetric), symbols.size, symmetric)
+    used, coded = encode_adaptive(symbols, symmetric)
+    assert used == symmetric
+    back = decode_adaptive(coded, symbols.size, symmetric)
     assert np.array_equal(back, symbols.astype(np.int64))
 
 
 @pytest.mark.parametrize("name", ["int8_gauss", "int4_laplace"])
 def test_short_streams_beat_a_stored_table(name):
-    symbols = CASES[name]
-    assert len(encode_adaptive(symbols, prefers_symmetric(symbols))) < len(encode_symbols(symbols))
+    assert len(encode_adaptive(CASES[name])[1]) < len(encode_symbols(CASES[name]))
 
 
-def test_pooling_signs_pays_on_symmetric_symbols_only():
-    assert prefers_symmetric(CASES["int4_laplace"])
-    assert not prefers_symmetric(CASES["skewed"])
+def test_pooling_signs_is_chosen_where_it_pays():
+    for name, pooled in (("int4_laplace", True), ("skewed", False)):
+        symmetric, coded = encode_adaptive(CASES[name])
+        assert symmetric == pooled
+        assert len(coded) <= len(encode_adaptive(CASES[name], not pooled)[1])
 
 
 def test_blocks_double_then_stay():
@@ -59,9 +62,9 @@ def test_stream_picks_the_shorter_coder_and_round_trips():
 
 def test_too_wide_range_is_refused_and_damage_raises():
     with pytest.raises(ValueError):
-        encode_adaptive(np.array([0, MAX_SPAN + 1]), True)
+        encode_adaptive(np.array([0, MAX_SPAN + 1]))
     symbols = CASES["int8_gauss"]
-    coded = encode_adaptive(symbols, True)
+    _, coded = encode_adaptive(symbols, True)
     for damaged in (coded[:-3], coded[:5], b"\x00\xff\xff\x7f" + coded[4:]):
         with pytest.raises(CodecError):
             decode_adaptive(damaged, symbols.size, True)

@@ -59,3 +59,21 @@ def test_wrong_shape_raises_codec_error():
     coded = encode_classed(CASES["layer"])
     with pytest.raises(CodecError):
         decode_classed(coded, (2, 96 * 144))
+
+
+def test_memo_codes_equal_arrays_once_and_tells_shapes_and_dtypes_apart():
+    from onnxl2.codec.memo import memoized
+
+    calls = []
+
+    def code(arr):
+        calls.append(arr.shape)
+        return arr.tobytes() + bytes(arr.shape)
+
+    a = RNG.integers(-3, 4, (6, 10)).astype(np.int8)
+    assert memoized("test", a, code) == memoized("test", a.copy(), code)
+    assert len(calls) == 1
+    memoized("test", a.reshape(10, 6), code)
+    memoized("test", a.astype(np.int16), code)
+    memoized("other", a, code)
+    assert len(calls) == 4

@@ -142,15 +142,20 @@ def test_emitted_model_past_the_protobuf_limit_goes_to_external_data(monkeypatch
 @pytest.mark.parametrize("bits", [3, 8])
 def test_candidate_size_is_the_coded_size(tmp_path, bits):
     """The counter the allocation trusts is the container's own coder: per weight, the bytes a
-    candidate claims are the bytes its tensors take in the bitstream (within 0.5%)."""
+    candidate claims are exactly the bytes its tensors take in the bitstream, section entries
+    (12 bytes per coded tensor) included."""
+    from onnxl2.codec.container import _SECTION
+
     path = _save(genmodels.big_matmul_model(96, 160, layers=2), tmp_path / "m.onnx")
     result = compress(path, bits=bits, output_dir=tmp_path / "out", quiet=True)
+    spans = [span for f in read_manifest(result.bitstream)["files"] for span in f["spans"]]
     rows = [w for w in result.report["weights"] if w["bits"] == bits]
     assert rows
     for row in rows:
-        assert abs(row["candidate_bytes"] - row["coded_bytes"]) <= 0.005 * row["coded_bytes"] + 2 * 12
-    codecs = {span[2] for f in read_manifest(result.bitstream)["files"] for span in f["spans"]}
-    assert "classed" in codecs
+        coded = [span for span in spans if span[6] in (f"{row['name']}_quantized", f"{row['name']}_scale")]
+        assert coded
+        assert row["candidate_bytes"] == row["coded_bytes"] + _SECTION.size * len(coded)
+    assert "classed" in {span[2] for span in spans}
 
 
 def test_format_1_bitstreams_still_decode(tmp_path, monkeypatch):

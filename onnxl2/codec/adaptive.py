@@ -9,8 +9,8 @@ double (16, 32, ... up to 4096 symbols), so the model is learnt quickly; what th
 is about half a log2(n) bits per value in use, well under a table's cost for short streams.
 
 ``symmetric`` pools the counts of v and -v (weights are symmetric about zero far more often
-than not), which halves what must be learnt; :func:`prefers_symmetric` says which variant is
-smaller, and the caller records the choice (and the count) outside the stream.
+than not), which halves what must be learnt; the encoder picks the smaller variant and the
+caller records the choice (and the count) outside the stream.
 
 Stream (count known to the caller)::
 
@@ -71,35 +71,16 @@ def _block_histograms(offsets: np.ndarray, bounds: np.ndarray, span: int) -> np.
     return np.bincount(block_of * span + offsets, minlength=(bounds.size - 1) * span).reshape(-1, span)
 
 
-def adaptive_cost_bits(symbols: np.ndarray, symmetric: bool) -> float:
-    """Ideal payload bits of the adaptive stream (the header is a few bytes more)."""
-    flat = np.asarray(symbols).reshape(-1).astype(np.int64)
-    if flat.size == 0:
-        return 0.0
-    low = int(flat.min())
-    offsets = flat - low
-    span = int(offsets.max()) + 1
-    if span == 1:
-        return 0.0
-    precision = _precision(span)
-    history = _block_histograms(offsets, block_bounds(flat.size), span)
-    freqs = _models(history, low, symmetric, precision)
-    return float((history * (precision - np.log2(freqs))).sum())
-
-
-def prefers_symmetric(symbols: np.ndarray) -> bool:
-    """Whether pooling v and -v codes these symbols in fewer (ideal) bits."""
-    return adaptive_cost_bits(symbols, True) < adaptive_cost_bits(symbols, False)
-
-
-def encode_adaptive(symbols: np.ndarray, symmetric: bool) -> bytes:
+def encode_adaptive(symbols: np.ndarray, symmetric: bool | None = None) -> tuple[bool, bytes]:
     """Code integers (flattened) without a table; their count is the caller's to keep.
 
+    Returns whether v and -v were pooled, and the stream. ``symmetric=None`` picks the variant
+    whose ideal cost is lower (both models come from the same block histograms).
     Raises ValueError when the value range exceeds ``MAX_SPAN`` (use the table coder).
     """
     flat = np.asarray(symbols).reshape(-1).astype(np.int64)
     if flat.size == 0:
-        return b""
+        return bool(symmetric), b""
     low = int(flat.min())
     offsets = flat - low
     span = int(offsets.max()) + 1
@@ -107,16 +88,23 @@ def encode_adaptive(symbols: np.ndarray, symmetric: bool) -> bytes:
         raise ValueError(f"value range {span} is too wide for the adaptive coder (limit {MAX_SPAN})")
     head = encode_varints(zigzag(np.array([low]))) + encode_varints(np.array([span]))
     if span == 1:
-        return head
+        return bool(symmetric), head
     precision = _precision(span)
     bounds = block_bounds(flat.size)
-    freqs = _models(_block_histograms(offsets, bounds, span), low, symmetric, precision)
+    history = _block_histograms(offsets, bounds, span)
+    variants = (symmetric,) if symmetric is not None else (False, True)  # a tie keeps the plain model
+    costs = {}
+    for variant in variants:
+        freqs = _models(history, low, variant, precision)
+        costs[variant] = (float((history * (precision - np.log2(freqs))).sum()), freqs)
+    symmetric = min(costs, key=lambda v: costs[v][0])
+    freqs = costs[symmetric][1]
     coder = constriction.stream.stack.AnsCoder()
     slots = offsets.astype(np.int32)
     for j in reversed(range(bounds.size - 1)):
         model = constriction.stream.model.Categorical(freqs[j].astype(np.float64), perfect=False)
         coder.encode_reverse(slots[bounds[j]:bounds[j + 1]], model)
-    return head + coder.get_compressed().astype("<u4").tobytes()
+    return symmetric, head + coder.get_compressed().astype("<u4").tobytes()
 
 
 def decode_adaptive(data: bytes, count: int, symmetric: bool) -> np.ndarray:

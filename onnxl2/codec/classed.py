@@ -31,15 +31,13 @@ the classes. Within a context, symbols keep their row-major order.
 """
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
-
 import numpy as np
 
-from .adaptive import MAX_SPAN, decode_adaptive, encode_adaptive, prefers_symmetric
+from .adaptive import MAX_SPAN, decode_adaptive, encode_adaptive
 from .entropy import (CodecError, decode_symbols, encode_symbols, estimate_bits,
                       estimate_bits_of_histogram, read_varints)
-from .varint import encode_varints
+from .memo import memoized
+from .varint import encode_varints, varint_length
 
 #: Tensors with fewer symbols keep one table: extra tables cannot pay for themselves.
 MIN_CLASSED_SYMBOLS = 1024
@@ -50,7 +48,6 @@ _ASSIGN_ROUNDS = 3
 #: Symbols a split's size estimate counts at most (a row subsample beyond).
 _ESTIMATE_SYMBOLS = 1 << 20
 
-
 _TABLE, _ADAPTIVE, _ADAPTIVE_SYMMETRIC = 0, 1, 2
 #: Longer streams always use a stored table: the adaptive coder's edge is on short ones.
 MAX_ADAPTIVE_SYMBOLS = 1 << 16
@@ -60,11 +57,11 @@ def encode_stream(symbols: np.ndarray) -> bytes:
     """One stream of symbols whose count the decoder knows: a method byte, then a stored-table
     or an adaptive order-0 code, whichever is shorter (the table stream without its count)."""
     flat = np.asarray(symbols).reshape(-1)
-    table = bytes([_TABLE]) + encode_symbols(flat)[_varint_length(flat.size):]
+    table = bytes([_TABLE]) + encode_symbols(flat)[varint_length(flat.size):]
     if flat.size == 0 or flat.size > MAX_ADAPTIVE_SYMBOLS or int(flat.max()) - int(flat.min()) >= MAX_SPAN:
         return table
-    symmetric = prefers_symmetric(flat)
-    adaptive = bytes([_ADAPTIVE_SYMMETRIC if symmetric else _ADAPTIVE]) + encode_adaptive(flat, symmetric)
+    symmetric, stream = encode_adaptive(flat)
+    adaptive = bytes([_ADAPTIVE_SYMMETRIC if symmetric else _ADAPTIVE]) + stream
     return adaptive if len(adaptive) < len(table) else table
 
 
@@ -75,10 +72,6 @@ def decode_stream(data: bytes, count: int) -> np.ndarray:
     if data[0] == _TABLE:
         return decode_symbols(encode_varints(np.array([count])) + data[1:], count)
     return decode_adaptive(data[1:], count, data[0] == _ADAPTIVE_SYMMETRIC)
-
-
-def _varint_length(value: int) -> int:
-    return max(1, (int(value).bit_length() + 6) // 7)
 
 
 def stream_estimate_bits(values: np.ndarray, counts: np.ndarray) -> float:
@@ -93,7 +86,7 @@ def stream_estimate_bits(values: np.ndarray, counts: np.ndarray) -> float:
         return 8.0 + table
     c = counts[present].astype(np.float64)
     adaptive = float((c * np.log2(n / c)).sum()) + 0.5 * (c.size - 1) * np.log2(n) + 32.0
-    return 8.0 + min(table - 8 * _varint_length(n), adaptive)
+    return 8.0 + min(table - 8 * varint_length(n), adaptive)
 
 
 def _matrix(symbols: np.ndarray) -> np.ndarray:
@@ -192,12 +185,7 @@ class _Search:
         values = np.arange(self.span, dtype=np.int64) + self.low
         streams = [estimate_bits(classes) + 8 for classes, k in ((rc, kr), (cc, kc)) if k > 1]
         streams += [stream_estimate_bits(values, row) for row in joint]
-        return 8.0 + sum(streams) + sum(8 * _varint_bytes(bits / 8) for bits in streams[:-1])
-
-
-def _varint_bytes(value: float) -> int:
-    """Bytes of the LEB128 length prefix of a stream about ``value`` bytes long."""
-    return _varint_length(max(int(np.ceil(value)), 1))
+        return 8.0 + sum(streams) + sum(8 * varint_length(np.ceil(bits / 8)) for bits in streams[:-1])
 
 
 def choose_classes(symbols: np.ndarray) -> tuple[int, int, np.ndarray, np.ndarray]:
@@ -232,41 +220,12 @@ def choose_classes(symbols: np.ndarray) -> tuple[int, int, np.ndarray, np.ndarra
     return best
 
 
-class _Memo:
-    """Coded tensors by content, up to a byte budget (oldest out first).
-
-    The same symbols are coded twice in a run, once to size a candidate and once to write the
-    bitstream (and again in each round of a size search): the class search is the costly part,
-    and its result depends on nothing but the symbols and their shape.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.used, self.items = limit, 0, OrderedDict()
-
-    def get(self, key):
-        return self.items.get(key)
-
-    def put(self, key, value: bytes) -> None:
-        self.items[key] = value
-        self.used += len(value)
-        while self.used > self.limit and self.items:
-            self.used -= len(self.items.popitem(last=False)[1])
-
-
-_MEMO = _Memo(256 << 20)
-
-
 def encode_classed(symbols: np.ndarray) -> bytes:
     """Code an integer tensor (its shape is the caller's to keep) under row/column classes."""
     arr = np.ascontiguousarray(symbols)
     if arr.dtype.itemsize > 1 and arr.size and -128 <= int(arr.min()) and int(arr.max()) <= 127:
         arr = arr.astype(np.int8)  # the code depends on the values only: one key for int4 and int8 views
-    key = (hashlib.sha1(arr.view(np.uint8).reshape(-1)).digest(), arr.dtype.str, arr.shape)
-    coded = _MEMO.get(key)
-    if coded is None:
-        coded = _encode_classed(arr)
-        _MEMO.put(key, coded)
-    return coded
+    return memoized("classed", arr, _encode_classed)
 
 
 def _encode_classed(arr: np.ndarray) -> bytes:

@@ -97,7 +97,7 @@ def _encode_payload(raw: bytes, elem_type: int, count: int,
     their shape is that of the data; the order-0 codecs ("nibbles", "symbols") are read still.
     """
     buf = np.frombuffer(raw, dtype=np.uint8)
-    shaped = int(np.prod(dims, dtype=np.int64)) == count and len(dims) >= 1
+    shaped = len(dims) >= 1  # the caller's count is the product of dims
     if elem_type in _NIBBLE_TYPES:
         if len(raw) != (count + 1) // 2:
             return None
@@ -152,14 +152,11 @@ def stored_size(raw_bytes: int, coded_bytes: int) -> int:
 
 # ----------------------------------------------------------------------------- writer
 
-def encode_container(files: list[StoredFile], meta: dict,
-                     memo: dict | None = None) -> tuple[bytearray, list[CodedTensor]]:
+def encode_container(files: list[StoredFile], meta: dict) -> tuple[bytearray, list[CodedTensor]]:
     """Pack files into one self-contained bitstream; returns it and per-tensor accounting.
 
     Payloads are appended to one buffer as they are coded (none is kept beside it) and the
     header is put in front at the end, so the bitstream exists once in memory, not twice.
-    ``memo`` (a dict the caller keeps) remembers coded payloads by their bytes, type and shape:
-    a size search that re-encodes mostly unchanged plans codes each tensor once.
     """
     body = bytearray()
     table: list[tuple[int, int]] = []  # (length, crc32) of every section after the first two
@@ -175,13 +172,7 @@ def encode_container(files: list[StoredFile], meta: dict,
                 continue
             raw = data[span.offset:span.offset + span.length]
             count = int(np.prod(span.dims, dtype=np.int64)) if span.dims else 1
-            if memo is None:
-                coded = _encode_payload(raw, span.elem_type, count, tuple(span.dims))
-            else:
-                key = (hashlib.sha1(raw).digest(), span.elem_type, tuple(span.dims))
-                if key not in memo:
-                    memo[key] = _encode_payload(raw, span.elem_type, count, tuple(span.dims))
-                coded = memo[key]
+            coded = _encode_payload(raw, span.elem_type, count, tuple(span.dims))
             if coded is None or len(coded[1]) >= span.length:
                 continue
             codec, payload = coded

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
-from .varint import decode_varints, encode_varints, unzigzag, zigzag
+from .varint import decode_varints, encode_varints, unzigzag, varint_length, varint_lengths, zigzag
 
 _PRECISIONS = (8, 10, 12, 14, 16, 18, 20)
 #: More distinct values than this is not a job for an order-0 table (float bytes are <= 256).
@@ -42,7 +42,6 @@ _BINCOUNT_SPAN = 1 << 20
 #: Symbols per constriction call: bounds the temporary index arrays and Rust allocations.
 _CHUNK = 1 << 22
 _DENSE = 0
-_VARINT_LIMITS = np.array([1 << (7 * k) for k in range(1, 10)], dtype=np.uint64)
 
 
 class CodecError(ValueError):
@@ -116,26 +115,16 @@ def quantize_frequencies(counts: np.ndarray, precision: int) -> np.ndarray:
     return freqs
 
 
-def _varint_lengths(values: np.ndarray) -> np.ndarray:
-    """Bytes each value takes as a LEB128 varint, without encoding it."""
-    v = np.asarray(values, dtype=np.uint64)
-    return 1 + np.searchsorted(_VARINT_LIMITS, v, side="right")
-
-
 def _layout_bytes(values: np.ndarray, freqs: np.ndarray) -> tuple[int, int]:
     """Table bytes (excluding the shared zigzag start and P byte) of the sparse and dense layouts."""
     gaps = np.diff(values) - 1
-    sparse = _varint_length(values.size) + int(_varint_lengths(gaps).sum())
-    sparse += int(_varint_lengths(freqs - 1).sum())
+    sparse = varint_length(values.size) + int(varint_lengths(gaps).sum())
+    sparse += int(varint_lengths(freqs - 1).sum())
     span = int(values[-1]) - int(values[0]) + 1
     if span > MAX_ALPHABET:
         return sparse, 1 << 62
-    dense = 1 + _varint_length(span) + int(_varint_lengths(freqs).sum())
+    dense = 1 + varint_length(span) + int(varint_lengths(freqs).sum())
     return sparse, dense + (span - values.size)  # absent slots: one zero byte each
-
-
-def _varint_length(value: int) -> int:
-    return max(1, (int(value).bit_length() + 6) // 7)
 
 
 def _cost_bits(counts: np.ndarray, freqs: np.ndarray, precision: int) -> float:
@@ -232,18 +221,15 @@ class _Plan:
 
     def head_size(self) -> int:
         """``len(self.head())`` without building it (sizing runs far more often than coding)."""
-        size = _varint_length(self.count)
+        size = varint_length(self.count)
         if self.values.size == 0:
             return size
-        start = int(_varint_lengths(zigzag(self.values[:1]))[0])
+        start = varint_length(zigzag(self.values[:1])[0])
         if self.table is None:
             return size + 1 + start
-        freqs = self.table.freqs
-        if self.table.dense:
-            return size + 2 + _varint_length(freqs.size) + start + int(_varint_lengths(freqs).sum())
-        gaps = (np.diff(self.table.values) - 1).astype(np.uint64)
-        return (size + 1 + _varint_length(freqs.size) + start + int(_varint_lengths(gaps).sum())
-                + int(_varint_lengths(freqs - 1).sum()))
+        present = self.table.freqs > 0
+        sparse, dense = _layout_bytes(self.table.values[present], self.table.freqs[present])
+        return size + start + 1 + (dense if self.table.dense else sparse)
 
 
 def _plan(flat: np.ndarray) -> _Plan:

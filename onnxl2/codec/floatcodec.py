@@ -20,6 +20,7 @@ import numpy as np
 
 from .entropy import CodecError, decode_symbols, encode_symbols, estimate_bits, read_varints
 from .lzma_raw import compress as _lzma, decompress as _unlzma
+from .memo import memoized
 from .varint import encode_varints
 
 _RAW, _LZMA, _PLANES, _SYMBOLS = 0, 1, 2, 3
@@ -119,6 +120,10 @@ def encode_array(arr: np.ndarray) -> bytes:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     if not arr.flags.c_contiguous:  # (np.ascontiguousarray would turn a 0-d array into 1-d)
         arr = arr.copy()
+    return memoized("array", arr, _encode_array)
+
+
+def _encode_array(arr: np.ndarray) -> bytes:
     raw = arr.tobytes()
     options = [bytes([_RAW]) + raw]
     if arr.size:

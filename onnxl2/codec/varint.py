@@ -47,6 +47,19 @@ def decode_varints(buf: bytes, count: int, pos: int = 0) -> tuple[np.ndarray, in
     return values, pos + used
 
 
+_LIMITS = np.array([1 << (7 * k) for k in range(1, 10)], dtype=np.uint64)
+
+
+def varint_length(value: int) -> int:
+    """Bytes one value takes as a LEB128 varint, without encoding it."""
+    return max(1, (int(value).bit_length() + 6) // 7)
+
+
+def varint_lengths(values: np.ndarray) -> np.ndarray:
+    """Bytes each value takes as a LEB128 varint, vectorised."""
+    return 1 + np.searchsorted(_LIMITS, np.asarray(values, dtype=np.uint64), side="right")
+
+
 def zigzag(values: np.ndarray) -> np.ndarray:
     v = np.asarray(values, dtype=np.int64)
     return ((v << 1) ^ (v >> 63)).astype(np.uint64)

@@ -179,7 +179,6 @@ def output_error(weight: np.ndarray, approx: np.ndarray, hessian: LayerHessian) 
     return float(np.einsum("grk,gkl,grl->", d, hessian.matrix, d, optimize=True))
 
 
-
 def bias_shift(weight: np.ndarray, approx: np.ndarray, hessian: LayerHessian) -> np.ndarray:
     """What to add to the layer's bias so that its mean output on the calibration inputs stays:
     ``-dW mu`` per output channel (bias correction), in the bias's channel order."""

@@ -1,0 +1,35 @@
+"""Coded arrays remembered by content, so that one run codes each distinct tensor once.
+
+A candidate is coded to size it, then coded again when the bitstream is written, and a size
+search writes a bitstream every round, most of it unchanged. Coding is a pure function of the
+array's values, dtype and shape, so its result is kept under a digest of them, within a byte
+budget (oldest out first).
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from typing import Callable
+
+import numpy as np
+
+#: Coded bytes kept at most, over all kinds.
+LIMIT_BYTES = 256 << 20
+
+_items: OrderedDict[tuple, bytes] = OrderedDict()
+_used = 0
+
+
+def memoized(kind: str, arr: np.ndarray, code: Callable[[np.ndarray], bytes]) -> bytes:
+    """``code(arr)``, or what it returned before for an equal array (``arr`` C-contiguous)."""
+    global _used
+    key = (kind, hashlib.sha1(arr.tobytes() if arr.ndim == 0 else arr.reshape(-1).view(np.uint8)).digest(),
+           arr.dtype.str, arr.shape)
+    coded = _items.get(key)
+    if coded is None:
+        coded = code(arr)
+        _items[key] = coded
+        _used += len(coded)
+        while _used > LIMIT_BYTES and _items:
+            _used -= len(_items.popitem(last=False)[1])
+    return coded
