@@ -16,16 +16,17 @@ from onnx import ModelProto
 
 from . import __version__
 from .candidates import DEFAULT_BITS_CHOICES, DEFAULT_RATES, Candidate, candidate_for_label, make_candidates, \
-    parse_label
+    parse_label, symbol_tensors
 from .codec.container import StoredFile, decode_container, encode_container
 from .codec.entropy import empirical_entropy_bits
+from .compute import layer_macs, output_elements
 from .data import DataSource, batch_size_for, input_specs, load_data, load_labels
 from .emit import default_opset, emit_quantized
 from .errors import OnnxL2Error
 from .evaluate import ValidationResult, validate_models
 from .fileio import write_files_atomically
 from .hessian import LayerHessian, bias_weights, layer_hessians
-from .mixed import MixedOptions, allowed_bits, chosen_rows, parse_size, plan_mixed
+from .mixed import MixedOptions, allowed_bits, check_factorisable, chosen_rows, parse_size, pinned_rank, plan_mixed
 from .model import ModelSource, Weight, discover_weights, load_model, model_stem, weight_array
 from .progress import Stages
 from .report import to_html, to_json
@@ -134,6 +135,7 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
              devices: tuple[str, ...] = ("cpu", "cuda"), fold: bool = True,
              sweep_cache: str | os.PathLike | None = None, compensate: bool | None = None,
              rates: tuple[float, ...] = DEFAULT_RATES, noise_sigmas: float = 0.0,
+             lowrank: bool = True, ranks: dict[str, int] | None = None,
              quiet: bool = False) -> CompressResult:
     """Compress a model to a sidecar bitstream (and, unless lossless, a runnable ONNX).
 
@@ -157,10 +159,16 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
     squared step: each gives a candidate that rounds towards cheaper symbols (0: nearest).
     ``noise_sigmas`` lets a neighbourhood plan pass while its measured loss change is at most that
     many standard errors above the bound (0: the mean itself must be within it).
+    ``lowrank`` (automatic mode) adds, for MatMul, Gemm and ungrouped Conv layers, factor pairs
+    at a few ranks fitted to the layer's inputs (``transforms.lowrank``), each quantized like the
+    weight, to the same knapsack; ``ranks`` ({pattern: rank}) factorises matching layers at
+    that rank in any mode that quantizes (their bits are still chosen or given).
     ``fold`` fuses BatchNormalization into the Conv before it (as ONNX Runtime does at load
     time), so that the norms' vectors are not stored beside every quantized kernel.
     """
     _check_mode(bits, lossless, target_ratio, target_size, plan, tuple(rates))
+    if ranks and (lossless or plan is not None):
+        raise OnnxL2Error("--rank takes no --lossless or --plan (a plan names its ranks itself: int6+gptq+rank32)")
     stages = Stages(None if not quiet else False)
     started = time.perf_counter()
     if lossless:
@@ -168,7 +176,8 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
     pins = dict(pins or {})
     mode = "uniform" if bits is not None else "plan" if plan is not None else "auto"
     options = MixedOptions(tuple(bits_choices), tuple(keep), pins, loss, output, max_loss_increase,
-                           None, taylor, sweep, sweep_budget_s, compensate, tuple(rates), noise_sigmas)
+                           None, taylor, sweep, sweep_budget_s, compensate, tuple(rates), noise_sigmas,
+                           lowrank, dict(ranks or {}))
     with stages.stage("load"):
         loaded = load_model(model)
         proto, folded = fold_batchnorm(loaded.proto) if fold else (loaded.proto, 0)
@@ -203,6 +212,11 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
     else:
         with stages.stage("quantize"):
             chosen = _fixed_choices(proto, weights, bits, options, _read_plan(plan) if plan else None, arrays)
+    shapes_from = arrays if arrays is not None else judge[0]
+    elements = None
+    if shapes_from is not None:  # before the emit, which may give up the model's float weights
+        with stages.stage("layer sizes"):
+            elements = output_elements(proto, [w for w in weights if w.key in chosen], shapes_from)
     with stages.stage("emit"):
         owned = loaded.path is not None or proto is not loaded.proto
         stored, stored_as = _emit(proto, weights, chosen, owned, stem)
@@ -212,6 +226,8 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
     blob, accounting = _encode_and_verify(stored, report, loaded.path, stages)
     report["sizes"] = _sizes(loaded.file_bytes, blob, stored, weight_rows, stored_as, accounting)
     report["weights"] = weight_rows
+    if elements is not None:
+        report["compute"] = _compute(weights, weight_rows, elements)
     report["not_compressed"] = [{"name": w.name, "graph": w.graph, "bytes": w.nbytes, "reason": w.reason}
                                 for w in weights if not w.compressible]
     judge_data, judge_labels = judge
@@ -261,33 +277,43 @@ def _fixed_choices(proto: ModelProto, weights: list[Weight], bits: int | None, o
     chosen = {}
     studied = {w.key: w for w in weights if w.compressible}
     if plan is None:
-        uniform = MixedOptions((bits,), options.keep, options.pins)
-        hessians = _hessians(proto, list(studied.values()), weights, data, "--compensate") if options.compensate else {}
-        biases = bias_weights(weights, hessians)
+        uniform = MixedOptions((bits,), options.keep, options.pins, ranks=options.ranks)
+        ranked = {key: pinned_rank(w, uniform) for key, w in studied.items()}
+        ranked = {key: r for key, r in ranked.items() if r}
+        needs = [w for w in studied.values() if options.compensate or w.key in ranked]
+        hessians = _hessians(proto, needs, weights, data, "--compensate and --rank") if needs else {}
+        check_factorisable(ranked, hessians)
+        biases = bias_weights(weights, hessians) if options.compensate else {}
         for key, w in studied.items():
+            rank = ranked.get(key)
             (chosen[key],) = make_candidates(key, weight_array(proto, w), w.channel_axis,
                                              allowed_bits(w, uniform), always_float32=False,
-                                             hessian=hessians.get(key), rates=options.rates,
-                                             bias=weight_array(proto, biases[key]) if key in biases else None)
+                                             hessian=hessians.get(key) if options.compensate else None,
+                                             rates=options.rates if not rank else (0.0,),
+                                             bias=weight_array(proto, biases[key]) if key in biases else None,
+                                             ranks=(rank,) if rank else (), full_rank=not rank,
+                                             moments=hessians.get(key))
         return chosen
     unknown = sorted(set(plan) - set(studied))
     if unknown:
         raise OnnxL2Error(f"the plan names weights this model does not have or cannot compress: "
                           f"{', '.join(unknown[:5])}")
     labels = {key: plan.get(key, "float32") for key in studied}
+    parsed = {}
     for key, label in labels.items():
         try:
-            parse_label(label)
+            parsed[key] = parse_label(label)
         except ValueError:
             raise OnnxL2Error(f"plan: unknown choice {label!r} for {key} (use float32, float16, int2..int8, "
-                              "optionally +gptq and +rN, e.g. int4+gptq+r0.3)") from None
-    needs = [studied[k] for k, label in labels.items() if "+gptq" in label]
-    hessians = _hessians(proto, needs, weights, data, "the plan's +gptq choices") if needs else {}
+                              "optionally +gptq, +rN and +rankR, e.g. int4+gptq+r0.3, int6+gptq+rank32)") from None
+    needs = [studied[k] for k, p in parsed.items() if p.compensated or p.rank]
+    hessians = _hessians(proto, needs, weights, data, "the plan's +gptq and +rank choices") if needs else {}
     biases = bias_weights(weights, hessians)
     if needs:
         missing = [w.key for w in needs if w.key not in hessians]
         if missing:
-            raise OnnxL2Error(f"plan: {missing[0]} cannot be error-compensated (no supported consumer)")
+            raise OnnxL2Error(f"plan: {missing[0]} cannot be error-compensated or factorised (no supported consumer)")
+        check_factorisable({k: p.rank for k, p in parsed.items() if p.rank}, hessians)
     for key, w in studied.items():
         chosen[key] = candidate_for_label(key, weight_array(proto, w), w.channel_axis, labels[key],
                                           hessians.get(key),
@@ -300,7 +326,9 @@ def _emit(proto: ModelProto, weights: list[Weight], chosen: dict[str, Candidate]
     quantized = {k: c.quantized for k, c in chosen.items() if c.quantized is not None}
     halves = {k: c.original.astype(np.float16) for k, c in chosen.items() if c.bits == 16}
     moved = {c.bias_key: c.bias_values for c in chosen.values() if c.bias_key is not None}
-    emitted, stored_as = emit_quantized(proto, weights, quantized, consume=consume, halves=halves, moved=moved)
+    factorised = {k: c.factors for k, c in chosen.items() if c.factors is not None}
+    emitted, stored_as = emit_quantized(proto, weights, quantized, consume=consume, halves=halves, moved=moved,
+                                        factorised=factorised)
     return model_files(emitted, f"{stem}.l2.onnx"), stored_as
 
 
@@ -312,12 +340,25 @@ def _weight_rows(weights: list[Weight], chosen: dict[str, Candidate], allocation
             continue
         cand = chosen[w.key]
         container = {32: "float32", 16: "float16"}.get(cand.bits, "int4" if cand.bits <= 4 else "int8")
-        order0 = empirical_entropy_bits(cand.quantized.symbols) if cand.quantized is not None else None
+        symbols = symbol_tensors(cand)
+        order0 = sum(empirical_entropy_bits(t) for t in symbols) if symbols else None
         rows.append({"key": w.key, "name": w.name, "graph": w.graph, "role": w.role, "shape": list(w.shape),
-                     "params": w.numel, "bits": cand.bits, "choice": cand.label, "container": container,
+                     "params": w.numel, "bits": cand.bits, "rank": cand.rank, "choice": cand.label,
+                     "container": container, "stored_params": sum(t.size for t in symbols) if symbols else w.numel,
                      "candidate_bytes": cand.coded_bytes, "order0_entropy_bits": order0,
                      **sens.get(w.key, {})})
     return rows
+
+
+def _compute(weights: list[Weight], weight_rows: list[dict], elements: dict[str, int]) -> dict:
+    """MACs per sample of each weighted layer before and after (into the weight rows) and totals."""
+    macs = layer_macs(weights, elements, {r["key"]: r["stored_params"] for r in weight_rows})
+    for row in weight_rows:
+        row["macs_before"], row["macs_after"] = macs.get(row["key"], (None, None))
+    counted = [m for m in macs.values()]
+    return {"layers_counted": len(counted), "macs_per_sample_before": sum(m[0] for m in counted),
+            "macs_per_sample_after": sum(m[1] for m in counted),
+            "factorised_layers": sum(1 for r in weight_rows if r.get("rank"))}
 
 
 def _compress_lossless(model: ModelSource, output_dir, stages: Stages, started: float) -> CompressResult:
@@ -394,9 +435,9 @@ def _sizes(original_bytes: int, blob: bytes, stored, weight_rows, stored_as, acc
         coded_bytes += row["coded_bytes"]
     integer = [r for r in weight_rows if r.get("order0_entropy_bits") is not None]
     if integer:  # the coder against the order-0 bound of the same symbols
-        params = sum(r["params"] for r in integer)
-        symbol_bytes = sum(coded.get(stored_as[r["key"]][0], raw_by_name.get(stored_as[r["key"]][0], 0))
-                           for r in integer)
+        params = sum(r["stored_params"] for r in integer)  # symbols stored (factor pairs: both factors)
+        symbol_bytes = sum(coded.get(name, raw_by_name.get(name, 0))
+                           for r in integer for name in stored_as[r["key"]][:2 if r.get("rank") else 1])
         sizes["integer_weights"] = {
             "params": params,
             "symbol_bits_per_weight": 8 * symbol_bytes / params,  # tables and classes included

@@ -21,6 +21,7 @@ from .codec.floatcodec import encode_array
 from .fileio import write_files_atomically
 from .hessian import LayerHessian
 from .transforms.compensate import bias_shift, compensated_round, output_error, rate_aware_quantize
+from .transforms.lowrank import FACTOR_BITS, FactorPair, candidate_ranks, factor_axis, factorise
 from .transforms.quantize import QuantizedWeight, quantize_per_channel
 
 #: Bit choices a user can ask for: 2..8 are integers per channel, 16 is float16, 32 keeps float32.
@@ -28,7 +29,12 @@ ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
 DEFAULT_BITS_CHOICES = (2, 3, 4, 5, 6, 8, 16)
 #: Prices of a bit (in units of the squared rounding step) the automatic mode tries by default.
 DEFAULT_RATES = (0.0,)
-_LABEL = re.compile(r"^(?:float(?P<float>32|16)|int(?P<bits>[2-8])(?P<gptq>\+gptq)?(?:\+r(?P<rate>[0-9.]+))?)$")
+_LABEL = re.compile(r"^(?:float(?P<float>32|16)|int(?P<bits>[2-8])(?P<gptq>\+gptq)?(?:\+r(?P<rate>[0-9.]+))?"
+                    r"(?:\+rank(?P<rank>[1-9][0-9]*))?)$")
+#: Extra bytes a factorised layer adds to the stored graph (a second DequantizeLinear, Reshape
+#: and compute node and their names; measured after the container's coding: 136-143 bytes for names
+#: of 3 to 43 characters).
+LOWRANK_GRAPH_BYTES = 140
 
 
 @dataclass
@@ -45,13 +51,23 @@ class Candidate:
     output_error: float | None = None  # summed squared layer-output error on calibration inputs
     bias_key: str | None = None  # the layer's bias, moved to keep its mean output (bias correction)
     bias_values: np.ndarray | None = None
+    factors: FactorPair | None = None  # low rank: two integer layers instead of one
+
+    @property
+    def rank(self) -> int | None:
+        return self.factors.rank if self.factors is not None else None
+
+    @property
+    def is_integer(self) -> bool:
+        return self.quantized is not None or self.factors is not None
 
     @property
     def label(self) -> str:
         """What a plan file says: float32, float16, int4, int4+gptq, int4+gptq+r0.3, ..."""
         if self.bits in (16, 32):
             return f"float{self.bits}"
-        return f"int{self.bits}" + ("+gptq" if self.compensated else "") + (f"+r{self.rate:g}" if self.rate else "")
+        return (f"int{self.bits}" + ("+gptq" if self.compensated else "") + (f"+r{self.rate:g}" if self.rate else "")
+                + (f"+rank{self.rank}" if self.factors is not None else ""))
 
     def values(self) -> np.ndarray:
         """The weight as the compressed model computes it (built on demand, to save memory)."""
@@ -59,6 +75,8 @@ class Candidate:
             return self.original
         if self.bits == 16:
             return self.original.astype(np.float16).astype(self.original.dtype)
+        if self.factors is not None:
+            return self.factors.reconstruct().astype(self.original.dtype)
         return self.quantized.reconstruct().astype(self.original.dtype)
 
     def feeds(self) -> dict[str, np.ndarray]:
@@ -76,19 +94,45 @@ def integer_payload_bytes(q: QuantizedWeight) -> int:
             + stored_size(q.scales.nbytes, len(encode_array(q.scales))))
 
 
-def parse_label(label: str) -> tuple[int, bool, float]:
-    """(bits, compensated, rate) of a plan label; ValueError if it is not one."""
+def symbol_tensors(cand: Candidate) -> list[np.ndarray]:
+    """The integer tensors a candidate stores (none for float ones, two for a factor pair)."""
+    if cand.factors is not None:
+        return [cand.factors.first.symbols, cand.factors.second.symbols]
+    return [cand.quantized.symbols] if cand.quantized is not None else []
+
+
+def factor_payload_bytes(pair: FactorPair) -> int:
+    """Bytes of both factors (symbols and scales) and of the extra nodes in the graph."""
+    return integer_payload_bytes(pair.first) + integer_payload_bytes(pair.second) + LOWRANK_GRAPH_BYTES
+
+
+@dataclass(frozen=True)
+class Label:
+    """What a plan's choice for one weight says."""
+
+    bits: int
+    compensated: bool = False
+    rate: float = 0.0
+    rank: int | None = None
+
+
+def parse_label(label: str) -> Label:
+    """The parts of a plan label (float32, int4+gptq+r0.3, int6+gptq+rank64, ...); ValueError
+    if it is not one."""
     match = _LABEL.match(label)
     if not match:
         raise ValueError(label)
     if match["float"]:
-        return int(match["float"]), False, 0.0
-    return int(match["bits"]), bool(match["gptq"]), float(match["rate"] or 0.0)
+        return Label(int(match["float"]))
+    return Label(int(match["bits"]), bool(match["gptq"]), float(match["rate"] or 0.0),
+                 int(match["rank"]) if match["rank"] else None)
 
 
 def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple[int, ...],
                     always_float32: bool = True, hessian: LayerHessian | None = None,
-                    rates: tuple[float, ...] = (0.0,), bias: np.ndarray | None = None) -> list[Candidate]:
+                    rates: tuple[float, ...] = (0.0,), bias: np.ndarray | None = None,
+                    ranks: tuple[int, ...] = (), full_rank: bool = True,
+                    moments: LayerHessian | None = None) -> list[Candidate]:
     """Every allowed way to store ``weight``; float32 (as it is) is among them unless a caller
     that fixes the choice says otherwise.
 
@@ -100,11 +144,16 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
     to the original model's input means, which move once earlier layers are rounded, so the
     mean is better kept small by the rounding itself than left to the bias alone (both were
     measured; this order was as good at 4 bits and better at 3).
+
+    ``ranks`` add factor pairs (``transforms.lowrank``) at each rank, at the bit-widths of
+    ``FACTOR_BITS`` allowed here (at every allowed one when ``full_rank`` is False: a pinned
+    rank, with no unfactorised candidate). Factorising needs the layer's input moments:
+    ``hessian``, or ``moments`` where the layer is not compensated.
     """
     out = []
     correct = hessian is not None and hessian.bias is not None and hessian.mean is not None and bias is not None
     int_bits = sorted(b for b in set(bits_choices) if b <= 8)
-    bases = [quantize_per_channel(weight, bits, axis, key=key) for bits in int_bits]
+    bases = [quantize_per_channel(weight, bits, axis, key=key) for bits in int_bits] if full_rank else []
     rounded = {}  # (bits, rate) -> QuantizedWeight
     for rate in rates:
         if hessian is not None and bases:
@@ -112,7 +161,7 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
         else:
             made = [b if rate <= 0 else rate_aware_quantize(weight, axis, b, rate) for b in bases]
         rounded.update({(q.bits, rate): q for q in made})
-    for bits in sorted(set(bits_choices) | ({32} if always_float32 else set())):
+    for bits in sorted(set(bits_choices) | ({32} if always_float32 else set())) if full_rank else ():
         if bits == 32:
             out.append(Candidate(key, 32, stored_size(weight.nbytes, len(encode_array(weight))), weight))
         elif bits == 16:
@@ -123,26 +172,45 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
         else:
             out += [Candidate(key, bits, integer_payload_bytes(rounded[bits, rate]), weight, rounded[bits, rate],
                               compensated=hessian is not None, rate=float(rate)) for rate in rates]
+    moments = hessian if hessian is not None else moments
+    factor_bits = tuple(b for b in int_bits if b in FACTOR_BITS or not full_rank)
+    if ranks and moments is not None and factor_bits:
+        out += [Candidate(key, pair.bits, factor_payload_bytes(pair), weight, compensated=hessian is not None,
+                          factors=pair)
+                for pair in factorise(weight, moments, tuple(ranks), factor_bits, compensate=hessian is not None)]
     if correct:
         for cand in out:
-            if cand.quantized is not None:
+            if cand.is_integer:
                 shift = bias_shift(weight, cand.values(), hessian)
                 cand.bias_key = hessian.bias
                 cand.bias_values = (bias.astype(np.float64) + shift).astype(bias.dtype)
-    if hessian is not None:
-        centred = hessian.centred() if correct else hessian  # what a moved bias leaves
+    if moments is not None:
+        centred = hessian.centred() if correct else moments  # what a moved bias leaves
         for cand in out:
-            metric = centred if cand.bias_key is not None else hessian
+            metric = centred if cand.bias_key is not None else moments
             cand.output_error = 0.0 if cand.bits == 32 else output_error(weight, cand.values(), metric)
+    for h in (hessian, moments):
+        if h is not None:
+            h.derived.clear()  # factors of a K x K matrix: not worth keeping past this weight
     return out
+
+
+def lowrank_ranks(weight: np.ndarray, hessian: LayerHessian | None) -> tuple[int, ...]:
+    """Ranks offered for a weight: none without its input moments or for grouped kernels."""
+    if hessian is None:
+        return ()
+    return tuple(candidate_ranks(tuple(weight.shape), hessian.layout, hessian.groups))
 
 
 def candidate_for_label(key: str, weight: np.ndarray, axis: int, label: str,
                         hessian: LayerHessian | None, bias: np.ndarray | None = None) -> Candidate:
-    """The one candidate a plan names (compensated ones need the layer's Hessian and bias)."""
-    bits, compensated, rate = parse_label(label)
-    (cand,) = make_candidates(key, weight, axis, (bits,), always_float32=False,
-                              hessian=hessian if compensated else None, rates=(rate,), bias=bias)
+    """The one candidate a plan names (compensated and factorised ones need the layer's Hessian,
+    compensated ones its bias too)."""
+    parsed = parse_label(label)
+    ranks = (parsed.rank,) if parsed.rank else ()
+    (cand,) = make_candidates(key, weight, axis, (parsed.bits,), always_float32=False,
+                              hessian=hessian if parsed.compensated else None, rates=(parsed.rate,), bias=bias,
+                              ranks=ranks, full_rank=not ranks, moments=hessian)
     return cand
 
 
@@ -163,6 +231,11 @@ def save_candidates(path: Path, candidates: Mapping[str, list[Candidate]]) -> No
                 arrays[f"{tag}_symbols"] = cand.quantized.symbols
                 arrays[f"{tag}_scales"] = cand.quantized.scales
                 row["axis"] = cand.quantized.axis
+            if cand.factors is not None:
+                pair = cand.factors
+                for part, q in (("first", pair.first), ("second", pair.second)):
+                    arrays[f"{tag}_{part}_symbols"], arrays[f"{tag}_{part}_scales"] = q.symbols, q.scales
+                row.update(rank=pair.rank, layout=pair.layout, shape=list(pair.shape), axis=pair.first.axis)
             if cand.bias_values is not None:
                 arrays[f"{tag}_bias"] = cand.bias_values
             meta.append(row)
@@ -186,8 +259,13 @@ def load_candidates(path: Path, originals: Mapping[str, np.ndarray]) -> dict[str
             if f"{row['tag']}_symbols" in z.files:
                 quantized = QuantizedWeight(row["key"], row["bits"], row["axis"], z[f"{row['tag']}_symbols"],
                                             z[f"{row['tag']}_scales"])
+            factors = None
+            if row.get("rank"):
+                first, second = (QuantizedWeight(row["key"], row["bits"], row["axis"], z[f"{row['tag']}_{part}_symbols"],
+                                                 z[f"{row['tag']}_{part}_scales"]) for part in ("first", "second"))
+                factors = FactorPair(row["rank"], row["layout"], tuple(row["shape"]), first, second)
             bias = z[f"{row['tag']}_bias"] if f"{row['tag']}_bias" in z.files else None
             out.setdefault(row["key"], []).append(
                 Candidate(row["key"], row["bits"], row["coded_bytes"], originals[row["key"]], quantized,
-                          row["compensated"], row["rate"], row["output_error"], row["bias_key"], bias))
+                          row["compensated"], row["rate"], row["output_error"], row["bias_key"], bias, factors))
     return out if set(out) == set(originals) else None

@@ -93,6 +93,20 @@ def _parse_bits(values: tuple[str, ...]) -> tuple[int | None, dict[str, int]]:
     return uniform, pins
 
 
+def _parse_ranks(values: tuple[str, ...]) -> dict[str, int]:
+    """--rank PATTERN=R, repeatable."""
+    ranks = {}
+    for value in values:
+        pattern, sep, number = value.rpartition("=")
+        try:
+            ranks[pattern] = int(number)
+        except ValueError:
+            sep = ""
+        if not sep or not pattern:
+            raise OnnxL2Error(f"--rank takes PATTERN=R (e.g. 'linear_85*=64'), got {value!r}")
+    return ranks
+
+
 def _parse_choices(text: str | None) -> tuple[int, ...]:
     if not text:
         return DEFAULT_BITS_CHOICES
@@ -143,6 +157,11 @@ def _parse_rates(text: str) -> tuple[float, ...]:
                    "mode, off with --bits.")
 @click.option("--rates", default="0", show_default=True,
               help="Prices of a bit in the rounding (units of the squared step), one candidate each, e.g. 0,0.3.")
+@click.option("--no-lowrank", is_flag=True,
+              help="Automatic mode: offer no low-rank factorisations (by default MatMul, Gemm and ungrouped Conv "
+                   "layers also get factor pairs at a few ranks, chosen in the same knapsack as the bits).")
+@click.option("--rank", "ranks", multiple=True, metavar="PATTERN=R",
+              help="Factorise matching layers at rank R (repeatable); their bits are still chosen.")
 @click.option("-o", "--out-dir", "output_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--cpu-only", is_flag=True, help="Validate on the CPU only, even when CUDA is present.")
 @click.option("--no-fold", is_flag=True, help="Keep BatchNormalization nodes instead of fusing them into Conv.")
@@ -150,7 +169,7 @@ def _parse_rates(text: str) -> tuple[float, ...]:
 @_user_errors
 def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_loss_increase, noise_sigmas, target_ratio,
              target_size, bits_choices, keep, loss, output_name, plan, no_taylor, sweep, sweep_budget,
-             sweep_cache, compensate, rates, output_dir, cpu_only, no_fold, quiet) -> None:
+             sweep_cache, compensate, rates, no_lowrank, ranks, output_dir, cpu_only, no_fold, quiet) -> None:
     """Compress MODEL into a folder: NAME.l2b (bitstream), NAME.l2.onnx (runnable), plan.json, report.json/.html.
 
     Without --bits, --lossless or --plan it runs the automatic mode on --data: the smallest plan
@@ -167,7 +186,7 @@ def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_lo
                           eval_data=eval_data, eval_labels=eval_labels,
                           devices=("cpu",) if cpu_only else ("cpu", "cuda"), fold=not no_fold,
                           sweep_cache=sweep_cache, compensate=compensate, rates=_parse_rates(rates),
-                          quiet=quiet)
+                          lowrank=not no_lowrank, ranks=_parse_ranks(ranks), quiet=quiet)
     if "allocation" in result.report:
         click.echo(format_table(allocation_rows(result.report), ["weight", "choice", "coded bytes",
                                                                  "predicted dL", "measured dL", ""]))

@@ -11,11 +11,13 @@ from __future__ import annotations
 from typing import Mapping
 
 import numpy as np
+import onnx
 from onnx import ModelProto, TensorProto, helper, numpy_helper, version_converter
 
 from .codec.container import pack_nibbles
 from .errors import ModelError
 from .model import Weight, constant_tensor, find_tensor, iter_graphs
+from .transforms.lowrank import FactorPair
 from .transforms.quantize import QuantizedWeight
 
 OPSET_PER_CHANNEL = 13
@@ -125,52 +127,93 @@ def _all_names(proto: ModelProto) -> set[str]:
 _FUSED_BY_ORT = ("MatMul", "Gemm")
 
 
+def _dequantized(out_name: str, stem: str, q: QuantizedWeight, fused: bool, taken: set[str]
+                 ) -> tuple[list[TensorProto], list[onnx.NodeProto], tuple[str, str]]:
+    """Integer and scale initializers of ``q`` and the DequantizeLinear that makes ``out_name``
+    (through a same-shape Reshape where the reader would be fused into MatMulNBits)."""
+    q_name = _unique(f"{stem}_quantized", taken)
+    s_name = _unique(f"{stem}_scale", taken)
+    inits = [_int_tensor(q_name, q.symbols, q.bits), numpy_helper.from_array(q.scales, s_name)]
+    if not fused:
+        return inits, [helper.make_node("DequantizeLinear", [q_name, s_name], [out_name],
+                                        name=_unique(f"{stem}_DequantizeLinear", taken), axis=q.axis)], (q_name, s_name)
+    d_name = _unique(f"{stem}_dequantized", taken)
+    shape_name = _unique(f"{stem}_shape", taken)
+    nodes = [helper.make_node("DequantizeLinear", [q_name, s_name], [d_name],
+                              name=_unique(f"{stem}_DequantizeLinear", taken), axis=q.axis),
+             helper.make_node("Reshape", [d_name, shape_name], [out_name], name=_unique(f"{stem}_Reshape", taken))]
+    inits.append(numpy_helper.from_array(np.array(q.symbols.shape, np.int64), shape_name))
+    return inits, nodes, (q_name, s_name)
+
+
+def _split_layer(graph: onnx.GraphProto, w: Weight, first: str, second: str, taken: set[str]) -> None:
+    """Rewrite the one node reading ``w`` as two: the original op with ``first`` into a
+    rank-wide intermediate, then ``second`` (keeping the node's name, output, bias and scale)."""
+    index, node = next((i, n) for i, n in enumerate(graph.node) if w.name in n.input)
+    mid = _unique(f"{w.name}_lowrank_mid", taken)
+    head_name = _unique(f"{node.name or w.name}_lowrank", taken)
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "MatMul":
+        head = helper.make_node("MatMul", [node.input[0], first], [mid], name=head_name)
+    elif node.op_type == "Gemm":
+        head = helper.make_node("Gemm", [node.input[0], first], [mid], name=head_name,
+                                transA=int(attrs.get("transA", 0)), transB=int(attrs.get("transB", 0)))
+        attrs["transA"] = 0
+    elif node.op_type == "Conv":
+        head = helper.make_node("Conv", [node.input[0], first], [mid], name=head_name,
+                                **{k: v for k, v in attrs.items() if k != "group"})
+        spatial = len(w.shape) - 2
+        attrs = {"kernel_shape": [1] * spatial}
+    else:
+        raise ModelError(f"cannot factorise {w.name}: read by {node.op_type}")
+    node.input[0], node.input[1] = mid, second
+    del node.attribute[:]
+    node.attribute.extend(helper.make_attribute(k, v) for k, v in attrs.items())
+    graph.node.insert(index, head)
+
+
 def emit_quantized(proto: ModelProto, weights: list[Weight], quantized: dict[str, QuantizedWeight],
                    consume: bool = False, halves: Mapping[str, np.ndarray] | None = None,
-                   moved: Mapping[str, np.ndarray] | None = None
+                   moved: Mapping[str, np.ndarray] | None = None,
+                   factorised: Mapping[str, FactorPair] | None = None
                    ) -> tuple[ModelProto, dict[str, tuple[str, ...]]]:
     """A new ModelProto where each weight in ``quantized`` is stored as integers + DQ node,
-    each weight in ``halves`` (key -> its float16 values) as float16 + Cast, and each tensor in
-    ``moved`` (key -> new values, same shape and dtype: corrected biases) keeps its place with
-    new contents.
+    each weight in ``halves`` (key -> its float16 values) as float16 + Cast, each weight in
+    ``factorised`` as two integer factors whose layer replaces the one node reading it, and
+    each tensor in ``moved`` (key -> new values, same shape and dtype: corrected biases) keeps
+    its place with new contents.
 
-    Also returns, per weight key, the names of the initializers that now hold it. With
-    ``consume`` the float data of the replaced weights is dropped from ``proto`` (for callers
-    that own it and are done with it), which saves a copy of the model.
+    Also returns, per weight key, the names of the initializers that now hold it (integer
+    symbols first). With ``consume`` the float data of the replaced weights is dropped from
+    ``proto`` (for callers that own it and are done with it), which saves a copy of the model.
     """
     halves = halves or {}
     moved = moved or {}
-    replaced = [find_tensor(proto, w) for w in weights if w.key in quantized or w.key in halves]
-    out = convert_opset(_copy_without_data(proto, replaced, consume), target_opset(proto, quantized))
+    factorised = factorised or {}
+    integer = {**quantized, **{k: p.first for k, p in factorised.items()}}
+    replaced = [find_tensor(proto, w) for w in weights if w.key in integer or w.key in halves]
+    out = convert_opset(_copy_without_data(proto, replaced, consume), target_opset(proto, integer))
     for opset in out.opset_import:
         if opset.domain in ("", "ai.onnx"):
-            opset.version = max(opset.version, target_opset(proto, quantized))
+            opset.version = max(opset.version, target_opset(proto, integer))
     taken = _all_names(out)
     stored_as: dict[str, tuple[str, ...]] = {}
     by_graph: dict[str, list[Weight]] = {}
     for w in weights:
-        if w.key in quantized or w.key in halves:
+        if w.key in integer or w.key in halves:
             by_graph.setdefault(w.graph, []).append(w)
     for graph, path in iter_graphs(out.graph):
         for w in by_graph.get(path, []):
-            if w.key in quantized:
-                q = quantized[w.key]
-                q_name = _unique(f"{w.name}_quantized", taken)
-                s_name = _unique(f"{w.name}_scale", taken)
-                stored_as[w.key] = (q_name, s_name)
-                new_inits = [_int_tensor(q_name, q.symbols, q.bits),
-                             numpy_helper.from_array(q.scales, s_name)]
-                if any(c.op_type in _FUSED_BY_ORT for c in w.consumers):
-                    d_name = _unique(f"{w.name}_dequantized", taken)
-                    shape_name = _unique(f"{w.name}_shape", taken)
-                    dq = [helper.make_node("DequantizeLinear", [q_name, s_name], [d_name],
-                                           name=_unique(f"{w.name}_DequantizeLinear", taken), axis=q.axis),
-                          helper.make_node("Reshape", [d_name, shape_name], [w.name],
-                                           name=_unique(f"{w.name}_Reshape", taken))]
-                    new_inits.append(numpy_helper.from_array(np.array(q.symbols.shape, np.int64), shape_name))
-                else:
-                    dq = [helper.make_node("DequantizeLinear", [q_name, s_name], [w.name],
-                                           name=_unique(f"{w.name}_DequantizeLinear", taken), axis=q.axis)]
+            fused = any(c.op_type in _FUSED_BY_ORT for c in w.consumers)
+            if w.key in factorised:
+                pair = factorised[w.key]
+                first, second = _unique(f"{w.name}_lowrank_first", taken), _unique(f"{w.name}_lowrank_second", taken)
+                new_inits, dq, (a_q, a_s) = _dequantized(first, first, pair.first, fused, taken)
+                inits_b, dq_b, (b_q, b_s) = _dequantized(second, second, pair.second, fused, taken)
+                new_inits, dq = new_inits + inits_b, dq + dq_b
+                stored_as[w.key] = (a_q, b_q, a_s, b_s)
+            elif w.key in quantized:
+                new_inits, dq, stored_as[w.key] = _dequantized(w.name, w.name, quantized[w.key], fused, taken)
             else:
                 h_name = _unique(f"{w.name}_float16", taken)
                 stored_as[w.key] = (h_name,)
@@ -191,6 +234,8 @@ def emit_quantized(proto: ModelProto, weights: list[Weight], quantized: dict[str
                 graph.node.remove(graph.node[index])
                 for node in reversed(dq):
                     graph.node.insert(index, node)
+            if w.key in factorised:
+                _split_layer(graph, w, first, second, taken)
             graph.initializer.extend(new_inits)
     for w in weights:
         if w.key in moved:

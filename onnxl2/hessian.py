@@ -6,15 +6,15 @@ and the proxy sensitivity both need that matrix. It is gathered with ONNX Runtim
 that feed the studied layers become extra graph outputs, one pass over the calibration batches
 sums their outer products (Conv inputs as im2col patches, one matrix per group).
 
-Supported consumers: MatMul and Gemm with the weight as the right operand (2-D), Conv with the
-weight as kernel. A weight used by several nodes, or inside a subgraph, gets no Hessian and is
-rounded without compensation.
+Supported consumers: MatMul and Gemm (either transposition) with the weight as the right
+operand (2-D), Conv with the weight as kernel. A weight used by several nodes, or inside a
+subgraph, gets no Hessian and is rounded without compensation.
 """
 from __future__ import annotations
 
 import io
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -48,6 +48,9 @@ class LayerHessian:
     rows: int
     mean: np.ndarray | None = None  # [groups, K]: mean input row
     bias: str | None = None  # key of the 1-D constant added to this layer's output, if any
+    #: factors derived from ``matrix`` (shrunk form, inverse Cholesky factor) kept while one
+    #: weight's candidates are made, so that each bit-width, rate and rank reuses them
+    derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     def centred(self) -> "LayerHessian":
         """``X^T X - n mu mu^T``: the output error that remains once a bias has absorbed the
@@ -63,6 +66,7 @@ class _Site:
     activation: str
     node: onnx.NodeProto
     bias: Weight | None = None
+    transposed: bool = False  # Gemm with transA: the activation is [K, M]
 
 
 def _site(weight: Weight, nodes: Mapping[str, onnx.NodeProto], constants: Mapping[str, Weight],
@@ -75,8 +79,9 @@ def _site(weight: Weight, nodes: Mapping[str, onnx.NodeProto], constants: Mappin
         return None
     if node.op_type == "MatMul" and len(weight.shape) == 2:
         site = _Site(weight, "kn", node.input[0], node)
-    elif node.op_type == "Gemm" and not node_attr(node, "transA", 0):
-        site = _Site(weight, "nk" if node_attr(node, "transB", 0) else "kn", node.input[0], node)
+    elif node.op_type == "Gemm":
+        site = _Site(weight, "nk" if node_attr(node, "transB", 0) else "kn", node.input[0], node,
+                     transposed=bool(node_attr(node, "transA", 0)))
     elif node.op_type == "Conv":
         site = _Site(weight, "conv", node.input[0], node)
     else:
@@ -153,7 +158,7 @@ def _input_rows(site: _Site, x: np.ndarray, max_rows: int, rng: np.random.Genera
     if site.layout == "conv":
         return conv_patches(x, site.node, site.weight.shape[2:], int(node_attr(site.node, "group", 1)), max_rows, rng)
     k = site.weight.shape[1] if site.layout == "nk" else site.weight.shape[0]
-    rows = x.reshape(-1, 1, k)
+    rows = (x.T if site.transposed else x).reshape(-1, 1, k)
     if len(rows) > max_rows:
         rows = rows[np.sort(rng.choice(len(rows), max_rows, replace=False))]
     return rows

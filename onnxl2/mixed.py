@@ -18,15 +18,17 @@ from onnx import ModelProto
 
 from .allocate import allocate_neighbourhood, allocate_size
 from .candidates import (ALLOWED_BITS, DEFAULT_BITS_CHOICES, DEFAULT_RATES, Candidate, load_candidates,
-                         make_candidates, save_candidates)
+                         lowrank_ranks, make_candidates, save_candidates)
+from .transforms.lowrank import LAYOUTS
 from .data import batch_size_for, input_specs
 from .errors import OnnxL2Error
 from .fileio import write_files_atomically
-from .hessian import bias_weights, layer_hessians, load_hessians, save_hessians
+from .hessian import LayerHessian, bias_weights, layer_hessians, load_hessians, save_hessians
 from .losses import make_loss
 from .model import Weight, weight_array
 from .progress import Stages
-from .sensitivity import Measurement, Probe, Sensitivity, proxy_sweep, sweep, terminal_progress
+from .sensitivity import (Measurement, Probe, Sensitivity, proxy_sweep, reference_candidate, sweep,
+                          terminal_progress)
 
 
 #: Bumped whenever what a sweep measures changes, so that caches of older sweeps are not reused.
@@ -50,6 +52,8 @@ class MixedOptions:
     compensate: bool = False  # GPTQ error compensation where the layer Hessian can be captured
     rates: tuple[float, ...] = DEFAULT_RATES  # prices of a bit in the rounding, one candidate each
     noise_sigmas: float = 0.0  # neighbourhood: a change this many standard errors above the bound passes
+    lowrank: bool = True  # offer factor pairs (transforms.lowrank) where a layer can have them
+    ranks: dict[str, int] = field(default_factory=dict)  # pattern -> rank (a pinned factorisation)
 
     def __post_init__(self) -> None:
         bad = [b for b in self.bits_choices if b not in ALLOWED_BITS]
@@ -62,6 +66,9 @@ class MixedOptions:
         for pattern, bits in self.pins.items():
             if bits not in ALLOWED_BITS:
                 raise OnnxL2Error(f"--bits {pattern}={bits}: bits must be among {ALLOWED_BITS}")
+        for pattern, rank in self.ranks.items():
+            if not isinstance(rank, int) or rank < 1:
+                raise OnnxL2Error(f"--rank {pattern}={rank}: a rank is a whole number of at least 1")
 
 
 def _matches(weight: Weight, pattern: str) -> bool:
@@ -76,6 +83,27 @@ def allowed_bits(weight: Weight, options: MixedOptions) -> tuple[int, ...]:
         if _matches(weight, pattern):
             return (bits,)
     return tuple(options.bits_choices)
+
+
+def pinned_rank(weight: Weight, options: MixedOptions) -> int | None:
+    """The rank a --rank PATTERN=R pin gives this weight (None: not pinned)."""
+    for pattern, rank in options.ranks.items():
+        if _matches(weight, pattern):
+            return rank
+    return None
+
+
+def check_factorisable(ranks: dict[str, int], hessians: dict[str, LayerHessian]) -> None:
+    """Every pinned rank names a layer that can be factorised, at a rank it can have."""
+    for key, rank in ranks.items():
+        h = hessians.get(key)
+        if h is None or h.layout not in LAYOUTS or h.groups != 1:
+            raise OnnxL2Error(f"{key} cannot be factorised (only MatMul/Gemm weights and ungrouped Conv "
+                              "kernels with one consumer can)")
+        width = h.matrix.shape[-1]
+        if not 1 <= rank < width:
+            raise OnnxL2Error(f"rank {rank} for {key}: it must be between 1 and {width - 1}")
+
 
 
 def parse_loss_bound(value: float | str, base_loss: float) -> float:
@@ -137,11 +165,41 @@ def sweep_mode(options: MixedOptions, candidates: Mapping[str, list[Candidate]],
     return "proxy", False
 
 
+def timed_sweep_pass(probe: Probe, candidates: Mapping[str, list[Candidate]]) -> float:
+    """Seconds of one sweep pass as the sweep runs it: the largest weight's reference candidate
+    built, fed and scored.
+
+    The pass that computed the original outputs feeds only the originals and is the first run
+    of a fresh session; timing the budget on it alone undercounted the sweep by half on the
+    recogniser (a 300 s budget spent 434 s).
+    """
+    sizes = {key: cands[0].original.size for key, cands in candidates.items() if key in probe.studied}
+    if not sizes:
+        return 0.0
+    ref = reference_candidate(candidates[max(sizes, key=sizes.get)])
+    if ref is None:
+        return 0.0
+    started = time.perf_counter()
+    probe.change_and_distortion(ref.feeds())
+    return time.perf_counter() - started
+
+
+def _ranks(weight: Weight, values: np.ndarray, hessian: LayerHessian | None, pinned: Mapping[str, int],
+           options: MixedOptions) -> tuple[int, ...]:
+    """Ranks offered for one weight: its pin, else the automatic ones (none for float-only weights)."""
+    if weight.key in pinned:
+        return (pinned[weight.key],)
+    if not options.lowrank or allowed_bits(weight, options) == (32,):
+        return ()
+    return lowrank_ranks(values, hessian)
+
+
 def _candidates_key(data_digest, options: MixedOptions) -> str:
     """Same model, data and candidate rules: same candidates (the loss does not enter)."""
     digest = data_digest.copy()
     digest.update(json.dumps([options.bits_choices, options.keep, sorted(options.pins.items()),
-                              options.compensate, list(options.rates), SWEEP_VERSION]).encode())
+                              options.compensate, list(options.rates), options.lowrank, sorted(options.ranks.items()),
+                              SWEEP_VERSION]).encode())
     return digest.hexdigest()[:32]
 
 
@@ -196,7 +254,7 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
     data_digest = _data_digest(proto, data) if cache_dir else None
     originals = {w.key: weight_array(proto, w) for w in studied}  # one copy, shared below
     hessians = {}
-    if options.compensate:
+    if options.compensate or options.lowrank or options.ranks:
         with stages.stage("layer inputs"):
             path = Path(cache_dir) / f"hessians-{data_digest.hexdigest()[:32]}.npz" if cache_dir else None
             hessians = load_hessians(path) if path else None
@@ -204,7 +262,9 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
                 hessians = layer_hessians(proto, studied, weights, data, batch, device)
                 if path:
                     save_hessians(path, hessians)
-    biases = bias_weights(weights, hessians)  # layers whose bias moves with their weight
+    pinned = {w.key: r for w in studied if (r := pinned_rank(w, options))}
+    check_factorisable(pinned, hessians)
+    biases = bias_weights(weights, hessians) if options.compensate else {}  # biases that move with their weight
     originals.update({b.key: weight_array(proto, b) for b in biases.values()})
     with stages.stage("calibration passes"):
         probe = Probe(proto, studied + list({b.key: b for b in biases.values()}.values()), data, batch,
@@ -220,18 +280,26 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
         candidates = load_candidates(path, {w.key: originals[w.key] for w in studied}) if path else None
         if candidates is None:
             candidates = {w.key: make_candidates(w.key, originals[w.key], w.channel_axis, allowed_bits(w, options),
-                                                 hessian=hessians.get(w.key), rates=options.rates,
-                                                 bias=originals[biases[w.key].key] if w.key in biases else None)
+                                                 hessian=hessians.get(w.key) if options.compensate else None,
+                                                 rates=options.rates,
+                                                 bias=originals[biases[w.key].key] if w.key in biases else None,
+                                                 ranks=_ranks(w, originals[w.key], hessians.get(w.key), pinned, options),
+                                                 full_rank=w.key not in pinned, moments=hessians.get(w.key))
                           for w in studied}
             if path:
                 save_candidates(path, candidates)
-    mode, taylor = sweep_mode(options, candidates, pass_seconds)
     base_loss = float(probe.base.mean())
     with stages.stage("sensitivity"):
         key = _cache_key(data_digest, labels, options, output) if cache_dir else None
         table = _load_cached(cache_dir, key, candidates)
         cached = table is not None
-        if table is None:
+        if table is not None:  # how the cached sweep was made, from its rows
+            rows = [r for v in table.values() for r in v if r.bits != 32]
+            mode = "proxy" if any(r.source == "proxy" for r in rows) else "full"
+            taylor = any(r.first_order is not None for r in rows)
+        else:
+            pass_seconds = max(pass_seconds, timed_sweep_pass(probe, candidates))
+            mode, taylor = sweep_mode(options, candidates, pass_seconds)
             progress = terminal_progress(stages.verbose, f"sensitivity ({mode})")
             run = sweep if mode == "full" else proxy_sweep
             table = run(probe, candidates, taylor=taylor, progress=progress)
@@ -270,7 +338,9 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
         "loss": loss.describe(), "output": output, "calibration_samples": int(probe.base.size),
         "calibration_loss": base_loss,
         "form": "size budget" if options.target_bytes is not None else "loss neighbourhood",
-        "sweep": mode, "taylor_terms": taylor, "sweep_cached": cached, "compensated_weights": len(hessians), "seconds_per_pass": pass_seconds,
+        "sweep": mode, "taylor_terms": taylor, "sweep_cached": cached, "seconds_per_pass": pass_seconds,
+        "compensated_weights": len(hessians) if options.compensate else 0,
+        "factorisable_weights": sum(any(c.factors is not None for c in cands) for cands in candidates.values()),
         "max_loss_increase": bound, "noise_sigmas": options.noise_sigmas, "target_bytes": options.target_bytes,
         "measured_loss_change": final.mean, "measured_loss_change_se": final.se,
         "measured_within_noise": final.within_noise,

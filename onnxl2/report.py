@@ -61,6 +61,11 @@ def summary_rows(report: dict) -> list[list[str]]:
                      f"{iw['scale_bits_per_weight']:.3f}"])
     if sizes.get("compressed_onnx_bytes"):
         rows.append(["compressed ONNX", human_bytes(sizes["compressed_onnx_bytes"])])
+    compute = report.get("compute")
+    if compute and compute.get("layers_counted"):
+        rows.append(["MACs per sample (weighted layers)",
+                     f"{compute['macs_per_sample_before']:,} -> {compute['macs_per_sample_after']:,}"
+                     f" ({compute['factorised_layers']} layer(s) factorised)"])
     if report.get("allocation"):
         a = report["allocation"]
         rows.append(["loss", a["loss"]])
@@ -170,11 +175,13 @@ def to_html(report: dict) -> bytes:
                      "<h2>Coded bytes per layer</h2>",
                      _bar_chart(labels, [w["coded_bytes"] for w in weights], "B", "bar2"),
                      "<h2>Weights</h2>",
-                     _table(["weight", "graph", "role", "shape", "params", "choice", "container",
-                             "coded bytes", "bits/param"],
+                     _table(["weight", "graph", "role", "shape", "params", "choice", "rank", "stored params",
+                             "container", "coded bytes", "bits/param", "MACs before", "MACs after"],
                             [[w["name"], w["graph"], w["role"], "x".join(map(str, w["shape"])),
-                              w["params"], w["choice"], w["container"], w["coded_bytes"],
-                              round(w["bits_per_param"], 3)] for w in weights])]
+                              w["params"], w["choice"], w.get("rank") or "full", w.get("stored_params", w["params"]),
+                              w["container"], w["coded_bytes"], round(w["bits_per_param"], 3),
+                              "-" if w.get("macs_before") is None else w["macs_before"],
+                              "-" if w.get("macs_after") is None else w["macs_after"]] for w in weights])]
     alloc = report.get("allocation")
     if alloc:
         sections += [f"<h2>Allocation ({_esc(alloc['form'])}, {_esc(alloc['sweep'])} sweep)</h2>",

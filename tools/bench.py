@@ -21,8 +21,10 @@ size-against-accuracy curve per model, ``OUT/<model>.svg``.
 ``--quick`` uses fewer samples (at most 32 per split; the detector calibrates on 8 pages and is
 judged on 16), measures every candidate's sensitivity only when that fits 60 s (the proxy sweep
 otherwise) and without the Taylor terms (reported, but the allocation does not use them), and
-leaves out those two comparison rows unless ``--methods`` names them (``--methods compensate``
-runs just those).
+leaves out the comparison rows (plain rounding: ``--no-compensate``; bits alone:
+``--no-lowrank``) unless ``--methods`` names them (``--methods compensate`` runs just the first
+two; ``--methods "onnxl2 neighbourhood" "onnxl2 --target-ratio 10" no-lowrank`` puts the joint
+bits + rank allocation beside bits alone).
 """
 from __future__ import annotations
 
@@ -53,9 +55,12 @@ ONNXL2_ROWS = {"onnxl2 --lossless": {"lossless": True},
                "onnxl2 --bits 8": {"bits": 8},
                "onnxl2 --bits 4": {"bits": 4},
                "onnxl2 --no-compensate (eps 0)": {"max_loss_increase": 0, "compensate": False},
-               "onnxl2 --no-compensate --target-ratio 10": {"target_ratio": 10.0, "compensate": False}}
+               "onnxl2 --no-compensate --target-ratio 10": {"target_ratio": 10.0, "compensate": False},
+               "onnxl2 --no-lowrank (eps 0)": {"max_loss_increase": 0, "lowrank": False},
+               "onnxl2 --no-lowrank --target-ratio 10": {"target_ratio": 10.0, "lowrank": False}}
 #: Rows --quick leaves out unless --methods names them (they add minutes on the larger models).
-SLOW_ROWS = ("onnxl2 --no-compensate (eps 0)", "onnxl2 --no-compensate --target-ratio 10")
+SLOW_ROWS = ("onnxl2 --no-compensate (eps 0)", "onnxl2 --no-compensate --target-ratio 10",
+             "onnxl2 --no-lowrank (eps 0)", "onnxl2 --no-lowrank --target-ratio 10")
 
 
 # ----------------------------------------------------------------------------- data
@@ -146,6 +151,10 @@ def _onnxl2(model: Path, work: Path, method: str, spec: dict):
         if ints:  # the coder against the order-0 bound of the same symbols
             notes.append(f"int symbols {ints['symbol_bits_per_weight']:.3f} bit/w coded vs "
                          f"{ints['order0_entropy_bits_per_weight']:.3f} order-0")
+        compute = result.report.get("compute") or {}
+        if compute.get("factorised_layers"):
+            notes.append(f"{compute['factorised_layers']} layers low-rank, MACs/sample "
+                         f"{compute['macs_per_sample_after'] / compute['macs_per_sample_before']:.0%} of the original")
         note = "; ".join(notes)
     else:
         assert decoded.files[0][1] == model.read_bytes(), "lossless round trip differs"

@@ -88,21 +88,28 @@ def shrunk_hessian(hessian: LayerHessian) -> np.ndarray:
     the calibration data once earlier layers are quantized. Shrinking towards the diagonal
     fades compensation out where the data cannot support it (a = 1 is plain rounding).
     """
-    shrink, added = _shrinkage(hessian)
-    h = hessian.matrix * (1.0 - shrink)
-    idx = np.arange(h.shape[-1])
-    h[:, idx, idx] += added
-    return h
+    if "shrunk" not in hessian.derived:
+        shrink, added = _shrinkage(hessian)
+        h = hessian.matrix * (1.0 - shrink)
+        idx = np.arange(h.shape[-1])
+        h[:, idx, idx] += added
+        h.flags.writeable = False  # shared by every candidate of the weight
+        hessian.derived["shrunk"] = h
+    return hessian.derived["shrunk"]
 
 
 def _upper_inverse_factor(hessian: LayerHessian) -> np.ndarray:
-    """Upper Cholesky factor U of H^-1 (H^-1 = U^T U), per group, H shrunk."""
+    """Upper Cholesky factor U of H^-1 (H^-1 = U^T U), per group, H shrunk (computed once per
+    Hessian object)."""
+    if "upper" in hessian.derived:
+        return hessian.derived["upper"]
     h = shrunk_hessian(hessian)
     lower = np.linalg.cholesky(h)
     eye = np.broadcast_to(np.eye(h.shape[-1]), h.shape)
     inv_lower = np.linalg.solve(lower, eye)  # L^-1
     h_inv = np.matmul(inv_lower.transpose(0, 2, 1), inv_lower)
-    return np.linalg.cholesky(h_inv).transpose(0, 2, 1)
+    hessian.derived["upper"] = np.linalg.cholesky(h_inv).transpose(0, 2, 1)
+    return hessian.derived["upper"]
 
 
 def _compensated_pass(rows: np.ndarray, steps: np.ndarray, upper: np.ndarray, qmax: int | np.ndarray,
