@@ -282,7 +282,7 @@ def _fixed_choices(proto: ModelProto, weights: list[Weight], bits: int | None, o
         ranked = {key: r for key, r in ranked.items() if r}
         needs = [w for w in studied.values() if options.compensate or w.key in ranked]
         hessians = _hessians(proto, needs, weights, data, "--compensate and --rank") if needs else {}
-        check_factorisable(ranked, hessians)
+        check_factorisable(ranked, hessians, {key: allowed_bits(studied[key], uniform) for key in ranked})
         biases = bias_weights(weights, hessians) if options.compensate else {}
         for key, w in studied.items():
             rank = ranked.get(key)

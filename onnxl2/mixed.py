@@ -93,9 +93,14 @@ def pinned_rank(weight: Weight, options: MixedOptions) -> int | None:
     return None
 
 
-def check_factorisable(ranks: dict[str, int], hessians: dict[str, LayerHessian]) -> None:
-    """Every pinned rank names a layer that can be factorised, at a rank it can have."""
+def check_factorisable(ranks: Mapping[str, int], hessians: Mapping[str, LayerHessian],
+                       bits: Mapping[str, tuple[int, ...]] | None = None) -> None:
+    """Every pinned rank names a layer that can be factorised, at a rank it can have, with an
+    integer bit-width left to store its factors in."""
     for key, rank in ranks.items():
+        if bits is not None and not any(b <= 8 for b in bits.get(key, ())):
+            raise OnnxL2Error(f"--rank pins {key}, but --keep or the bit choices leave it no integer "
+                              "bit-width for its factors")
         h = hessians.get(key)
         if h is None or h.layout not in LAYOUTS or h.groups != 1:
             raise OnnxL2Error(f"{key} cannot be factorised (only MatMul/Gemm weights and ungrouped Conv "
@@ -263,7 +268,7 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
                 if path:
                     save_hessians(path, hessians)
     pinned = {w.key: r for w in studied if (r := pinned_rank(w, options))}
-    check_factorisable(pinned, hessians)
+    check_factorisable(pinned, hessians, {w.key: allowed_bits(w, options) for w in studied})
     biases = bias_weights(weights, hessians) if options.compensate else {}  # biases that move with their weight
     originals.update({b.key: weight_array(proto, b) for b in biases.values()})
     with stages.stage("calibration passes"):

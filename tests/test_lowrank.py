@@ -154,6 +154,8 @@ def test_no_lowrank_and_pinned_ranks(tmp_path):
     assert pinned.report["plan"]["choices"] == {"low": "int8", "full": "int8+rank16"}
     with pytest.raises(OnnxL2Error, match="rank 200 for full"):
         compress(model, data, bits=8, ranks={"full": 200}, devices=("cpu",), quiet=True)
+    with pytest.raises(OnnxL2Error, match="no integer bit-width"):
+        compress(model, data, target_ratio=4, ranks={"full": 16}, keep=("full",), devices=("cpu",), quiet=True)
 
 
 def test_cli_rank_pins_and_bad_rank(tmp_path):
