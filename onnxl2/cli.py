@@ -141,7 +141,8 @@ def _parse_rates(text: str) -> tuple[float, ...]:
 @click.option("--bits-choices", help="Candidate bit-widths, e.g. 2,3,4,5,6,8,16 (16 = float16; float32 always allowed).")
 @click.option("--keep", multiple=True, metavar="PATTERN", help="Keep matching weights in float32 (repeatable).")
 @click.option("--loss", type=click.Choice(list(LOSS_KINDS)), default="auto", show_default=True,
-              help="Loss the automatic mode measures (neighbour: embeddings judged by their nearest neighbours).")
+              help="Loss the automatic mode measures (neighbour: embeddings judged by their nearest neighbours; "
+                   "ctc: per-step class scores against --labels given as sequences [samples, length] padded with -1).")
 @click.option("--output", "output_name", help="Model output the loss (and labels) refer to (default: the first).")
 @click.option("--plan", type=click.Path(dir_okay=False), help="Replay a plan.json (choices per weight) instead of searching.")
 @click.option("--no-taylor", is_flag=True, help="Skip the first/second-order terms (two thirds of the passes).")

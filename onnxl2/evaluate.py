@@ -15,6 +15,7 @@ import onnxruntime as ort
 from onnx import ModelProto
 
 from .data import batch_size_for, input_specs, iter_batches
+from .losses import is_sequence_labels, sequence_accuracy
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -100,7 +101,10 @@ def compare_output(name: str, ref: np.ndarray, got: np.ndarray) -> OutputCompari
 
 
 def accuracy(output: np.ndarray, labels: np.ndarray) -> float:
-    """Share of samples (or steps) whose arg-max class equals the label."""
+    """Share of samples (or steps) whose arg-max class equals the label; for label sequences
+    (CTC), share of samples whose greedy reading equals their sequence."""
+    if is_sequence_labels(labels, output.shape):
+        return sequence_accuracy(output, labels)
     pred = output.argmax(axis=-1)
     if pred.shape != labels.shape:
         raise ValueError(f"labels of shape {labels.shape} do not fit predictions of shape {pred.shape}")

@@ -9,6 +9,10 @@ squared distance for any other output. Embedding models can instead be judged as
 original model's nearest neighbour, which, like the classifier's, compression can also lower.
 Maps of independent probabilities (a text detector's per-pixel score) get "bce": binary
 cross-entropy to the original's own decisions (p > 0.5), the per-pixel analogue of the arg-max.
+Sequence outputs scored against label sequences (a text recogniser and its transcriptions) get
+"ctc": the connectionist temporal classification loss, the task loss such models are trained
+with, which, unlike the loss against the model's own decisions, compression can also lower
+where the original is wrong or unsure.
 """
 from __future__ import annotations
 
@@ -18,7 +22,11 @@ import numpy as np
 
 from .errors import OnnxL2Error
 
-LOSS_KINDS = ("auto", "ce", "bce", "distance", "neighbour")
+LOSS_KINDS = ("auto", "ce", "bce", "ctc", "distance", "neighbour")
+#: CTC: the class that marks "no symbol" (PaddleOCR, and most exports, put it first).
+CTC_BLANK = 0
+#: Padding of label sequences shorter than the longest.
+LABEL_PAD = -1
 NEIGHBOUR_TEMPERATURE = 0.05  # the usual contrastive temperature of sentence encoders
 
 
@@ -75,6 +83,56 @@ def _bernoulli_log(output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.log(p), np.log1p(-p)
 
 
+def ctc_negative_log_likelihood(log_probs: np.ndarray, labels: np.ndarray, blank: int = CTC_BLANK) -> np.ndarray:
+    """-log p(label sequence | outputs) per sample, summed over steps (the CTC forward pass).
+
+    ``log_probs`` [N, T, C]; ``labels`` [N, L] padded with LABEL_PAD. Vectorised over samples and
+    over the extended label (blank, l1, blank, l2, ..., blank); one loop over the T steps.
+    """
+    n, steps, _ = log_probs.shape
+    lengths = (labels != LABEL_PAD).sum(axis=1)
+    width = 2 * labels.shape[1] + 1
+    ext = np.full((n, width), blank, dtype=np.int64)
+    ext[:, 1::2] = np.where(labels == LABEL_PAD, blank, labels)
+    valid = np.arange(width)[None] < (2 * lengths + 1)[:, None]
+    skip = np.zeros((n, width), dtype=bool)
+    skip[:, 2:] = (ext[:, 2:] != blank) & (ext[:, 2:] != ext[:, :-2])
+    emit = np.take_along_axis(log_probs, np.broadcast_to(ext[:, None, :], (n, steps, width)), axis=2)
+    alpha = np.full((n, width), -np.inf)
+    alpha[:, 0] = emit[:, 0, 0]
+    alpha[:, 1] = np.where(lengths > 0, emit[:, 0, 1], -np.inf)
+    for t in range(1, steps):
+        one = np.concatenate([np.full((n, 1), -np.inf), alpha[:, :-1]], axis=1)
+        two = np.concatenate([np.full((n, 2), -np.inf), alpha[:, :-2]], axis=1)
+        alpha = np.logaddexp(np.logaddexp(alpha, one), np.where(skip, two, -np.inf)) + emit[:, t]
+        alpha = np.where(valid, alpha, -np.inf)
+    last = 2 * lengths
+    end = np.logaddexp(alpha[np.arange(n), last], np.where(lengths > 0, alpha[np.arange(n), np.maximum(last - 1, 0)],
+                                                           -np.inf))
+    return -end
+
+
+def greedy_ctc(output: np.ndarray, blank: int = CTC_BLANK) -> list[tuple[int, ...]]:
+    """Best path: arg-max per step, repeats merged, blanks dropped."""
+    best = output.argmax(axis=-1)
+    keep = np.ones_like(best, dtype=bool)
+    keep[:, 1:] = best[:, 1:] != best[:, :-1]
+    keep &= best != blank
+    return [tuple(int(v) for v in row[mask]) for row, mask in zip(best, keep)]
+
+
+def sequence_accuracy(output: np.ndarray, labels: np.ndarray) -> float:
+    """Share of samples whose greedy CTC reading equals their label sequence."""
+    truth = [tuple(int(v) for v in row[row != LABEL_PAD]) for row in labels]
+    return float(np.mean([a == b for a, b in zip(greedy_ctc(output), truth)]))
+
+
+def is_sequence_labels(labels: np.ndarray | None, output_shape: tuple[int, ...]) -> bool:
+    """Label sequences for a [N, T, C] output: [N, L] that are not one class per step."""
+    return labels is not None and labels.ndim == 2 and len(output_shape) == 3 \
+        and tuple(labels.shape) != tuple(output_shape[:2])
+
+
 @dataclass
 class Loss:
     """A loss on one model output, ready to score candidate outputs against fixed targets."""
@@ -99,7 +157,7 @@ class Loss:
             q_on, q_off = _bernoulli_log(output)
             kl = np.exp(p_on) * (p_on - q_on) + np.exp(p_off) * (p_off - q_off)
             return np.maximum(kl.mean(axis=1), 0.0)
-        if self.kind != "ce":
+        if self.kind not in ("ce", "ctc"):
             return _normalised_distance(output, self.reference)
         p_log = log_probabilities(self.reference, self.probabilities)
         q_log = log_probabilities(output, self.probabilities)
@@ -118,6 +176,8 @@ class Loss:
         if self.kind == "neighbour":
             logp = _neighbour_log_probabilities(output)
             return -logp[np.arange(len(logp)), self.targets]
+        if self.kind == "ctc":
+            return ctc_negative_log_likelihood(log_probabilities(output, self.probabilities), self.targets)
         return _normalised_distance(output, self.targets)
 
     def describe(self) -> str:
@@ -125,6 +185,8 @@ class Loss:
             return f"normalised squared distance to the original '{self.output}'"
         if self.kind == "bce":
             return f"binary cross-entropy of '{self.output}' against the original's decisions (p > 0.5)"
+        if self.kind == "ctc":
+            return f"CTC loss of '{self.output}' against the label sequences (blank = class {CTC_BLANK})"
         if self.kind == "neighbour":
             return (f"cross-entropy of '{self.output}' similarities (cosine / {NEIGHBOUR_TEMPERATURE}) "
                     "against the original's nearest neighbour among the other samples")
@@ -139,6 +201,10 @@ def make_loss(kind: str, output_name: str, original_output: np.ndarray,
         raise OnnxL2Error(f"unknown loss {kind!r} (choose from {', '.join(LOSS_KINDS)})")
     classifier = original_output.dtype.kind == "f" and original_output.ndim in (2, 3) \
         and original_output.shape[-1] >= 2
+    if kind == "auto" and is_sequence_labels(labels, original_output.shape):
+        kind = "ctc"
+    if kind == "ctc":
+        return _ctc_loss(output_name, original_output, labels)
     if kind == "auto":
         kind = "ce" if classifier or labels is not None else \
             "bce" if _is_probability_map(original_output) else "distance"
@@ -168,3 +234,26 @@ def make_loss(kind: str, output_name: str, original_output: np.ndarray,
         return Loss("ce", output_name, labels.astype(np.int64), original_output, probabilities)
     return Loss("ce", output_name, original_output.argmax(axis=-1), original_output, probabilities,
                 pseudo_labels=True)
+
+
+def _ctc_loss(output_name: str, original_output: np.ndarray, labels: np.ndarray | None) -> Loss:
+    if labels is None or labels.ndim != 2:
+        raise OnnxL2Error("the ctc loss needs label sequences: an integer array [samples, length] "
+                          f"padded with {LABEL_PAD}")
+    if original_output.ndim != 3 or original_output.dtype.kind != "f":
+        raise OnnxL2Error(f"the ctc loss needs per-step class scores [samples, steps, classes]; output "
+                          f"'{output_name}' has shape {list(original_output.shape)}")
+    n, steps, classes = original_output.shape
+    if labels.shape[0] != n:
+        raise OnnxL2Error(f"{labels.shape[0]} label sequences for {n} samples")
+    real = labels[labels != LABEL_PAD]
+    if real.size and (real.min() < 0 or real.max() >= classes or (real == CTC_BLANK).any()):
+        raise OnnxL2Error(f"label sequences must hold classes 1..{classes - 1} (class {CTC_BLANK} is the "
+                          f"blank; {LABEL_PAD} pads)")
+    lengths = (labels != LABEL_PAD).sum(axis=1)
+    repeats = ((labels[:, 1:] == labels[:, :-1]) & (labels[:, 1:] != LABEL_PAD)).sum(axis=1)
+    too_long = np.flatnonzero(lengths + repeats > steps)
+    if too_long.size:
+        raise OnnxL2Error(f"label sequence {int(too_long[0])} needs {int(lengths[too_long[0]] + repeats[too_long[0]])} "
+                          f"steps; output '{output_name}' has {steps}")
+    return Loss("ctc", output_name, labels.astype(np.int64), original_output, _is_probabilities(original_output))
