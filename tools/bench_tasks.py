@@ -123,10 +123,8 @@ _TASK_SCORES: dict[str, Callable] = {"cls": _cls_scores, "ctc": _ctc_scores, "de
 
 
 def _rec_charset(model: Path) -> list[str]:
-    import onnx
-    proto = onnx.load(str(model), load_external_data=False)
-    meta = {p.key: p.value for p in proto.metadata_props}
-    return [""] + meta["character"].split("\n") + [" "]
+    from tools.ctc_labels import model_charset
+    return model_charset(model)
 
 
 #: name -> (how to get its folder, kind, metric, bar, loss)
