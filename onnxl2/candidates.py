@@ -20,8 +20,8 @@ from .codec.classed import encode_classed
 from .codec.floatcodec import encode_array
 from .fileio import write_files_atomically
 from .hessian import LayerHessian
-from .transforms.compensate import bias_shift, compensated_round, output_error, rate_aware_quantize
-from .transforms.lowrank import FACTOR_BITS, FactorPair, candidate_ranks, factor_axis, factorise
+from .transforms.compensate import bias_shift, compensated_round, output_error, rate_aware_quantize, to_rows
+from .transforms.lowrank import FACTOR_BITS, FactorPair, candidate_ranks, factorise, whitened_spectrum
 from .transforms.quantize import QuantizedWeight, quantize_per_channel
 
 #: Bit choices a user can ask for: 2..8 are integers per channel, 16 is float16, 32 keeps float32.
@@ -173,26 +173,64 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
             out += [Candidate(key, bits, integer_payload_bytes(rounded[bits, rate]), weight, rounded[bits, rate],
                               compensated=hessian is not None, rate=float(rate)) for rate in rates]
     moments = hessian if hessian is not None else moments
+    centred = hessian.centred() if correct else moments  # what a moved bias leaves
+
+    def finish(cands: list[Candidate]) -> list[Candidate]:
+        """Bias correction, then each candidate's layer-output error."""
+        for cand in cands:
+            if correct and cand.is_integer:
+                cand.bias_key = hessian.bias
+                cand.bias_values = (bias.astype(np.float64) + bias_shift(weight, cand.values(), hessian)).astype(bias.dtype)
+            if moments is not None:
+                metric = centred if cand.bias_key is not None else moments
+                cand.output_error = 0.0 if cand.bits == 32 else output_error(weight, cand.values(), metric)
+        return cands
+
+    out = finish(out)
     factor_bits = tuple(b for b in int_bits if b in FACTOR_BITS or not full_rank)
     if ranks and moments is not None and factor_bits:
-        out += [Candidate(key, pair.bits, factor_payload_bytes(pair), weight, compensated=hessian is not None,
-                          factors=pair)
-                for pair in factorise(weight, moments, tuple(ranks), factor_bits, compensate=hessian is not None)]
-    if correct:
-        for cand in out:
-            if cand.is_integer:
-                shift = bias_shift(weight, cand.values(), hessian)
-                cand.bias_key = hessian.bias
-                cand.bias_values = (bias.astype(np.float64) + shift).astype(bias.dtype)
-    if moments is not None:
-        centred = hessian.centred() if correct else moments  # what a moved bias leaves
-        for cand in out:
-            metric = centred if cand.bias_key is not None else moments
-            cand.output_error = 0.0 if cand.bits == 32 else output_error(weight, cand.values(), metric)
+        for rank, bits in _worth_factorising(weight, moments, tuple(ranks), factor_bits, out):
+            out += finish([Candidate(key, pair.bits, factor_payload_bytes(pair), weight, compensated=hessian is not None,
+                                     factors=pair)
+                           for pair in factorise(weight, moments, rank, bits, compensate=hessian is not None)])
     for h in (hessian, moments):
         if h is not None:
             h.derived.clear()  # factors of a K x K matrix: not worth keeping past this weight
     return out
+
+
+#: A factor pair is not made when an unfactorised candidate no larger than the pair would be has
+#: less than this share of the output error the truncation alone leaves (the pair could only be
+#: worse and no smaller; the margin covers the bias correction both would get).
+DOMINATED_BELOW = 0.5
+
+
+def _worth_factorising(weight: np.ndarray, moments: LayerHessian, ranks: tuple[int, ...],
+                       bits: tuple[int, ...], unfactorised: list[Candidate]) -> list[tuple[int, tuple[int, ...]]]:
+    """(rank, bit-widths) pairs to make: all of them for a pinned rank (no unfactorised
+    candidates), else those no unfactorised candidate dominates.
+
+    Judged before factorising, from what is already known: the truncation's own output error
+    (the whitened spectrum's tail) bounds the pair's error from below, and the pair's size is
+    estimated as its share of the parameters times the size of the unfactorised candidate at
+    the same bit-width. Most pairs of a layer without low-rank structure go here, unrounded.
+    """
+    sized = [c for c in unfactorised if c.output_error is not None]
+    if not sized:
+        return [(rank, bits) for rank in ranks]
+    energy = whitened_spectrum(weight, moments) ** 2
+    tail = np.concatenate([np.cumsum(energy[::-1])[::-1], [0.0]])
+    outputs, inputs = to_rows(weight, moments.layout, 1)[0].shape
+    by_bits = {c.bits: c.coded_bytes for c in sized if c.quantized is not None and c.rate == 0}
+    made = []
+    for rank in ranks:
+        share = rank * (outputs + inputs) / (outputs * inputs)
+        residual = tail[min(rank, len(tail) - 1)]
+        keep = tuple(b for b in bits if b not in by_bits or not any(
+            c.coded_bytes <= share * by_bits[b] and c.output_error < DOMINATED_BELOW * residual for c in sized))
+        if keep:
+            made.append((rank, keep))
+    return made
 
 
 def lowrank_ranks(weight: np.ndarray, hessian: LayerHessian | None) -> tuple[int, ...]:

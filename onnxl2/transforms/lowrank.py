@@ -100,10 +100,12 @@ def candidate_ranks(shape: tuple[int, ...], layout: str, groups: int,
 
 def _whitened_svd(weight: np.ndarray, hessian: LayerHessian) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(U, s, V^T, L) with ``W L = U diag(s) V^T`` and ``L L^T`` the shrunk input Hessian."""
-    if "lower" not in hessian.derived:
-        hessian.derived["lower"] = np.linalg.cholesky(shrunk_hessian(hessian)[0])
-    lower = hessian.derived["lower"]
+    cached = hessian.derived.get("svd")
+    if cached is not None and cached[0] is weight:  # the spectrum, then the factors, of one weight
+        return cached[1]
+    lower = np.linalg.cholesky(shrunk_hessian(hessian)[0])
     u, s, vt = np.linalg.svd(to_rows(weight, hessian.layout, 1)[0] @ lower, full_matrices=False)
+    hessian.derived["svd"] = (weight, (u, s, vt, lower))
     return u, s, vt, lower
 
 
