@@ -177,19 +177,22 @@ def test_cli_rank_pins_and_bad_rank(tmp_path):
 
 
 def test_pairs_an_unfactorised_candidate_dominates_are_not_made():
-    """A full-rank layer on white inputs: every cut drops a large share of the output, which
-    4-bit rounding of the whole layer beats at a smaller size; an exactly low-rank layer keeps
-    its pairs."""
+    """A full-rank layer on white inputs: a cut drops a large share of the output, so the pairs
+    that would be as large as 2- or 3-bit rounding of the whole layer (and worse) are not made;
+    those smaller than anything unfactorised stay. An exactly low-rank layer keeps all of its
+    pairs."""
     from onnxl2.candidates import lowrank_ranks, make_candidates
     rng = np.random.default_rng(5)
     x = rng.standard_normal((512, 64)).astype(np.float32)
     full = rng.standard_normal((64, 64)).astype(np.float32)
     low = (rng.standard_normal((64, 4)) @ rng.standard_normal((4, 64))).astype(np.float32)
-    for w, expect_pairs in ((full, False), (low, True)):
-        nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
-        model = _model(nodes, {"x": x}, {"w": w})
+    made = {}
+    for name, w in (("full", full), ("low", low)):
+        model = _model([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], {"x": x}, {"w": w})
         weights = discover_weights(model)
         h = layer_hessians(model, weights, weights, {"x": x}, 512)["w"]
+        assert lowrank_ranks(w, h) == (8, 16)
         cands = make_candidates("w", w, 1, (2, 3, 4, 6, 8), hessian=h, ranks=lowrank_ranks(w, h))
-        pairs = [c for c in cands if c.factors is not None]
-        assert bool(pairs) == expect_pairs, [c.label for c in cands]
+        made[name] = sorted(c.label for c in cands if c.factors is not None)
+    assert made["full"] == ["int4+gptq+rank16", "int4+gptq+rank8", "int6+gptq+rank8"], made
+    assert len(made["low"]) == 6, made  # two ranks at 4, 6 and 8 bits
