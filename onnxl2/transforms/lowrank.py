@@ -51,15 +51,11 @@ class FactorPair:
         return self.first.bits
 
     def reconstruct(self) -> np.ndarray:
-        """The product as the two emitted layers compute it, in the weight's layout (float32
-        factors multiplied in float64, then rounded once)."""
+        """The factors' product in the weight's layout: what the sensitivity probe feeds in place
+        of the weight (the two emitted layers compute the same function up to float rounding)."""
         q = to_rows(self.first.reconstruct(), self.layout, 1)[0]  # [r, K]
         p = to_rows(self.second.reconstruct(), self.layout, 1)[0]  # [R, r]
         return from_rows((p @ q)[None], self.shape, self.layout)
-
-    @property
-    def params(self) -> int:
-        return int(self.first.symbols.size + self.second.symbols.size)
 
 
 def factor_shapes(shape: tuple[int, ...], layout: str, rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
