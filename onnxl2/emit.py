@@ -2,8 +2,8 @@
 
 Every quantized weight becomes an integer initializer (int4 containers up to 4 bits, int8 above)
 plus a per-channel scale, and a DequantizeLinear node whose output keeps the weight's original
-name, so no consumer changes. Per-channel DequantizeLinear needs opset 13 and int4 needs 21; an
-older model is first converted with the ONNX version converter, and the IR version is set to the
+name, so no consumer changes. Per-channel DequantizeLinear needs opset 13, float16 steps 19 and
+int4 21; an older model is first converted with the ONNX version converter, and the IR version is set to the
 lowest one that the opsets need, which is what the installed runtime is most likely to accept.
 """
 from __future__ import annotations
@@ -21,6 +21,8 @@ from .transforms.lowrank import FactorPair
 from .transforms.quantize import QuantizedWeight
 
 OPSET_PER_CHANNEL = 13
+#: DequantizeLinear takes float16 scales (the steps of float16 weights) from opset 19 on.
+OPSET_FLOAT16_SCALE = 19
 OPSET_INT4 = 21
 
 
@@ -35,7 +37,8 @@ def target_opset(proto: ModelProto, quantized: dict[str, QuantizedWeight]) -> in
     """The lowest default-domain opset that can express the plan (never lower than the model's)."""
     if not quantized:
         return default_opset(proto)
-    needed = OPSET_INT4 if any(q.bits <= 4 for q in quantized.values()) else OPSET_PER_CHANNEL
+    needed = OPSET_INT4 if any(q.bits <= 4 for q in quantized.values()) else \
+        OPSET_FLOAT16_SCALE if any(q.scales.dtype == np.float16 for q in quantized.values()) else OPSET_PER_CHANNEL
     return max(default_opset(proto), needed)
 
 

@@ -196,3 +196,33 @@ def test_pairs_an_unfactorised_candidate_dominates_are_not_made():
         made[name] = sorted(c.label for c in cands if c.factors is not None)
     assert made["full"] == ["int4+gptq+rank16", "int4+gptq+rank8", "int6+gptq+rank8"], made
     assert len(made["low"]) == 6, made  # two ranks at 4, 6 and 8 bits
+
+
+@pytest.mark.parametrize("ranks", [{}, {"w": 8}])
+def test_float16_weights_quantize_and_factorise_into_a_model_the_runtime_loads(ranks):
+    """float16 steps need DequantizeLinear-19: an opset-13 model is raised to it."""
+    rng = np.random.default_rng(2)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [None, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)],
+                              [numpy_helper.from_array(rng.standard_normal((32, 48)).astype(np.float16), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    data = {"x": rng.standard_normal((64, 32)).astype(np.float16)}
+    result = compress(model, data, bits=8, ranks=ranks, devices=("cpu",), quiet=True)
+    assert result.report["plan"]["choices"]["w"] == ("int8+rank8" if ranks else "int8")
+    emitted = onnx.load_from_string(result.files[0][1])
+    assert max(o.version for o in emitted.opset_import if o.domain in ("", "ai.onnx")) >= 19
+    assert _run(emitted, data).dtype == np.float16
+
+
+def test_a_constant_node_weight_is_factorised_like_an_initializer():
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((32, 48)).astype(np.float32)
+    data = {"x": rng.standard_normal((64, 32)).astype(np.float32)}
+    as_init = _model([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], data, {"w": w})
+    as_node = _model([helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(w, "v")),
+                      helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], data, {})
+    outs = [_run(onnx.load_from_string(compress(m, data, bits=8, ranks={"w": 8}, devices=("cpu",),
+                                                quiet=True).files[0][1]), data) for m in (as_init, as_node)]
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6, atol=1e-6)
