@@ -19,7 +19,6 @@ from .candidates import DEFAULT_BITS_CHOICES, DEFAULT_RATES, Candidate, candidat
     parse_label, symbol_tensors
 from .codec.container import StoredFile, decode_container, encode_container
 from .codec.entropy import empirical_entropy_bits
-from .compute import layer_macs, output_elements
 from .data import DataSource, batch_size_for, input_specs, load_data, load_labels
 from .emit import default_opset, emit_quantized
 from .errors import OnnxL2Error
@@ -208,15 +207,11 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
 
         mixed = plan_mixed(proto, weights, arrays, label_array, options, bitstream_bytes, stages,
                            cache_dir=Path(sweep_cache) if sweep_cache else None)
-        chosen, report["allocation"] = mixed.chosen, mixed.report
+        chosen, report["allocation"], positions = mixed.chosen, mixed.report, mixed.positions
     else:
         with stages.stage("quantize"):
-            chosen = _fixed_choices(proto, weights, bits, options, _read_plan(plan) if plan else None, arrays)
-    shapes_from = arrays if arrays is not None else judge[0]
-    elements = None
-    if shapes_from is not None:  # before the emit, which may give up the model's float weights
-        with stages.stage("layer sizes"):
-            elements = output_elements(proto, [w for w in weights if w.key in chosen], shapes_from)
+            chosen, positions = _fixed_choices(proto, weights, bits, options, _read_plan(plan) if plan else None,
+                                               arrays)
     with stages.stage("emit"):
         owned = loaded.path is not None or proto is not loaded.proto
         stored, stored_as = _emit(proto, weights, chosen, owned, stem)
@@ -226,8 +221,8 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
     blob, accounting = _encode_and_verify(stored, report, loaded.path, stages)
     report["sizes"] = _sizes(loaded.file_bytes, blob, stored, weight_rows, stored_as, accounting)
     report["weights"] = weight_rows
-    if elements is not None:
-        report["compute"] = _compute(weights, weight_rows, elements)
+    if positions:
+        report["compute"] = _compute(weight_rows, positions)
     report["not_compressed"] = [{"name": w.name, "graph": w.graph, "bytes": w.nbytes, "reason": w.reason}
                                 for w in weights if not w.compressible]
     judge_data, judge_labels = judge
@@ -272,8 +267,10 @@ def _hessians(proto: ModelProto, studied: list[Weight], every: list[Weight], dat
 
 
 def _fixed_choices(proto: ModelProto, weights: list[Weight], bits: int | None, options: MixedOptions,
-                   plan: dict[str, str] | None, data: dict[str, np.ndarray] | None = None) -> dict[str, Candidate]:
-    """Uniform bits (with pins), or a replayed plan: one candidate per compressible weight."""
+                   plan: dict[str, str] | None, data: dict[str, np.ndarray] | None = None
+                   ) -> tuple[dict[str, Candidate], dict[str, float]]:
+    """Uniform bits (with pins), or a replayed plan: one candidate per compressible weight, and
+    the output positions per sample of the layers whose inputs were gathered for it."""
     chosen = {}
     studied = {w.key: w for w in weights if w.compressible}
     if plan is None:
@@ -282,7 +279,8 @@ def _fixed_choices(proto: ModelProto, weights: list[Weight], bits: int | None, o
         ranked = {key: r for key, r in ranked.items() if r}
         needs = [w for w in studied.values() if options.compensate or w.key in ranked]
         hessians = _hessians(proto, needs, weights, data, "--compensate and --rank") if needs else {}
-        check_factorisable(ranked, hessians, {key: allowed_bits(studied[key], uniform) for key in ranked})
+        check_factorisable(ranked, hessians, {key: w.shape for key, w in studied.items()},
+                           {key: allowed_bits(studied[key], uniform) for key in ranked})
         biases = bias_weights(weights, hessians) if options.compensate else {}
         for key, w in studied.items():
             rank = ranked.get(key)
@@ -293,7 +291,7 @@ def _fixed_choices(proto: ModelProto, weights: list[Weight], bits: int | None, o
                                              bias=weight_array(proto, biases[key]) if key in biases else None,
                                              ranks=(rank,) if rank else (), full_rank=not rank,
                                              moments=hessians.get(key))
-        return chosen
+        return chosen, _positions(hessians)
     unknown = sorted(set(plan) - set(studied))
     if unknown:
         raise OnnxL2Error(f"the plan names weights this model does not have or cannot compress: "
@@ -313,12 +311,17 @@ def _fixed_choices(proto: ModelProto, weights: list[Weight], bits: int | None, o
         missing = [w.key for w in needs if w.key not in hessians]
         if missing:
             raise OnnxL2Error(f"plan: {missing[0]} cannot be error-compensated or factorised (no supported consumer)")
-        check_factorisable({k: p.rank for k, p in parsed.items() if p.rank}, hessians)
+        check_factorisable({k: p.rank for k, p in parsed.items() if p.rank}, hessians,
+                           {key: w.shape for key, w in studied.items()})
     for key, w in studied.items():
         chosen[key] = candidate_for_label(key, weight_array(proto, w), w.channel_axis, labels[key],
                                           hessians.get(key),
                                           weight_array(proto, biases[key]) if key in biases else None)
-    return chosen
+    return chosen, _positions(hessians)
+
+
+def _positions(hessians: dict[str, LayerHessian]) -> dict[str, float]:
+    return {key: h.positions for key, h in hessians.items() if h.positions}
 
 
 def _emit(proto: ModelProto, weights: list[Weight], chosen: dict[str, Candidate], consume: bool,
@@ -350,14 +353,21 @@ def _weight_rows(weights: list[Weight], chosen: dict[str, Candidate], allocation
     return rows
 
 
-def _compute(weights: list[Weight], weight_rows: list[dict], elements: dict[str, int]) -> dict:
-    """MACs per sample of each weighted layer before and after (into the weight rows) and totals."""
-    macs = layer_macs(weights, elements, {r["key"]: r["stored_params"] for r in weight_rows})
-    for row in weight_rows:
-        row["macs_before"], row["macs_after"] = macs.get(row["key"], (None, None))
-    counted = [m for m in macs.values()]
-    return {"layers_counted": len(counted), "macs_per_sample_before": sum(m[0] for m in counted),
-            "macs_per_sample_after": sum(m[1] for m in counted),
+def _compute(weight_rows: list[dict], positions: dict[str, float]) -> dict:
+    """Multiply-adds per sample of the layers whose inputs were gathered, before and after
+    (into the weight rows), and totals.
+
+    A MatMul, Gemm or Conv does one multiply-add per parameter at each output position (token,
+    pixel), and a factorised layer one per parameter of its two factors, the first running at
+    the same positions (a Conv keeps window and stride, the second is 1x1). The positions per
+    sample are counted by the pass that gathers the layer inputs, so no extra run is needed.
+    """
+    counted = [r for r in weight_rows if positions.get(r["key"])]
+    for row in counted:
+        row["macs_before"] = int(round(positions[row["key"]] * row["params"]))
+        row["macs_after"] = int(round(positions[row["key"]] * row["stored_params"]))
+    return {"layers_counted": len(counted), "macs_per_sample_before": sum(r["macs_before"] for r in counted),
+            "macs_per_sample_after": sum(r["macs_after"] for r in counted),
             "factorised_layers": sum(1 for r in weight_rows if r.get("rank"))}
 
 

@@ -48,6 +48,9 @@ class LayerHessian:
     rows: int
     mean: np.ndarray | None = None  # [groups, K]: mean input row
     bias: str | None = None  # key of the 1-D constant added to this layer's output, if any
+    #: output positions per calibration sample (input rows before sampling: tokens, pixels),
+    #: which with the output channels give the layer's multiply-adds per sample
+    positions: float | None = None
     #: factors derived from ``matrix`` (shrunk form, inverse Cholesky factor) kept while one
     #: weight's candidates are made, so that each bit-width, rate and rank reuses them
     derived: dict = field(default_factory=dict, repr=False, compare=False)
@@ -56,7 +59,8 @@ class LayerHessian:
         """``X^T X - n mu mu^T``: the output error that remains once a bias has absorbed the
         mean output shift (bias correction)."""
         outer = np.einsum("gk,gl->gkl", self.mean, self.mean) * self.rows
-        return LayerHessian(self.key, self.layout, self.groups, self.matrix - outer, self.rows, self.mean, self.bias)
+        return LayerHessian(self.key, self.layout, self.groups, self.matrix - outer, self.rows, self.mean, self.bias,
+                            self.positions)
 
 
 @dataclass
@@ -123,6 +127,12 @@ def conv_patches(x: np.ndarray, node: onnx.NodeProto, kernel: tuple[int, ...], g
     With ``max_rows``, only that many output positions (drawn at random) are gathered, so the
     full patch matrix, often tens of times the activation, is never built.
     """
+    return _sampled_patches(x, node, kernel, groups, max_rows, rng)[0]
+
+
+def _sampled_patches(x: np.ndarray, node: onnx.NodeProto, kernel: tuple[int, ...], groups: int,
+                     max_rows: int | None, rng: np.random.Generator | None) -> tuple[np.ndarray, int]:
+    """(patches as in :func:`conv_patches`, output positions before sampling)."""
     nd = len(kernel)
     strides = list(node_attr(node, "strides", [1] * nd))
     dilations = list(node_attr(node, "dilations", [1] * nd))
@@ -150,18 +160,21 @@ def conv_patches(x: np.ndarray, node: onnx.NodeProto, kernel: tuple[int, ...], g
     if max_rows is not None and positions > max_rows:
         chosen = np.sort((rng or np.random.default_rng(0)).choice(positions, max_rows, replace=False))
         windows = windows[np.unravel_index(chosen, windows.shape[:1 + nd])]  # [rows, C, *kernel]
-    return np.ascontiguousarray(windows).reshape(-1, groups, k)
+    return np.ascontiguousarray(windows).reshape(-1, groups, k), positions
 
 
-def _input_rows(site: _Site, x: np.ndarray, max_rows: int, rng: np.random.Generator) -> np.ndarray:
-    """The activation as [rows, groups, K], at most ``max_rows`` of them (a random subset)."""
+def _input_rows(site: _Site, x: np.ndarray, max_rows: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """(The activation as [rows, groups, K], at most ``max_rows`` of them (a random subset);
+    the number of rows before sampling: the layer's output positions)."""
     if site.layout == "conv":
-        return conv_patches(x, site.node, site.weight.shape[2:], int(node_attr(site.node, "group", 1)), max_rows, rng)
+        return _sampled_patches(x, site.node, site.weight.shape[2:], int(node_attr(site.node, "group", 1)),
+                                max_rows, rng)
     k = site.weight.shape[1] if site.layout == "nk" else site.weight.shape[0]
     rows = (x.T if site.transposed else x).reshape(-1, 1, k)
+    positions = len(rows)
     if len(rows) > max_rows:
         rows = rows[np.sort(rng.choice(len(rows), max_rows, replace=False))]
-    return rows
+    return rows, positions
 
 
 def _rows_rng(seed: int, batch_index: int, site: _Site) -> np.random.Generator:
@@ -201,11 +214,15 @@ def layer_hessians(proto: ModelProto, studied: list[Weight], every: list[Weight]
     sums: dict[str, np.ndarray] = {}
     totals: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
+    positions: dict[str, int] = {}
+    samples = 0
     for index, feeds in enumerate(iter_batches(data, batch)):
         values = {**feeds, **dict(zip(fetch, session.run(fetch, feeds)))} if fetch else feeds
+        samples += len(next(iter(feeds.values())))
         for site in sites:
-            x = _input_rows(site, np.asarray(values[site.activation], dtype=np.float32), MAX_ROWS_PER_BATCH,
-                            _rows_rng(seed, index, site))
+            x, seen = _input_rows(site, np.asarray(values[site.activation], dtype=np.float32), MAX_ROWS_PER_BATCH,
+                                  _rows_rng(seed, index, site))
+            positions[site.weight.key] = positions.get(site.weight.key, 0) + seen
             by_group = np.ascontiguousarray(x.transpose(1, 0, 2))  # [G, rows, K]
             key = site.weight.key
             sums[key] = sums.get(key, 0.0) + np.matmul(by_group.transpose(0, 2, 1), by_group).astype(np.float64)
@@ -213,7 +230,8 @@ def layer_hessians(proto: ModelProto, studied: list[Weight], every: list[Weight]
             counts[key] = counts.get(key, 0) + len(x)
     return {s.weight.key: LayerHessian(s.weight.key, s.layout, sums[s.weight.key].shape[0], sums[s.weight.key],
                                        counts[s.weight.key], totals[s.weight.key] / max(counts[s.weight.key], 1),
-                                       s.bias.key if s.bias is not None else None)
+                                       s.bias.key if s.bias is not None else None,
+                                       positions[s.weight.key] / max(samples, 1))
             for s in sites if s.weight.key in sums}
 
 
@@ -242,7 +260,8 @@ def save_hessians(path: Path, hessians: Mapping[str, LayerHessian]) -> None:
     for i, h in enumerate(hessians.values()):
         arrays[f"{i}_matrix"] = h.matrix
         arrays[f"{i}_mean"] = h.mean if h.mean is not None else np.zeros(0)
-        arrays[f"{i}_meta"] = np.array([h.key, h.layout, str(h.groups), str(h.rows), h.bias or ""])
+        arrays[f"{i}_meta"] = np.array([h.key, h.layout, str(h.groups), str(h.rows), h.bias or "",
+                                        repr(h.positions)])
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -254,12 +273,15 @@ def load_hessians(path: Path) -> dict[str, LayerHessian] | None:
         return None
     out = {}
     with np.load(path) as z:
-        if any(f.endswith("_meta") and f"{f[:-5]}_mean" not in z.files for f in z.files):
-            return None  # written before input means were kept: gather again
+        metas = [z[f] for f in z.files if f.endswith("_meta")]
+        if any(f.endswith("_meta") and f"{f[:-5]}_mean" not in z.files for f in z.files) or \
+                any(len(m) < 6 for m in metas):
+            return None  # written before input means or output positions were kept: gather again
         for i in range(len(z.files) // 3):
-            key, layout, groups, rows, bias = (str(v) for v in z[f"{i}_meta"])
+            key, layout, groups, rows, bias, positions = (str(v) for v in z[f"{i}_meta"])
             mean = z[f"{i}_mean"]
             out[key] = LayerHessian(key, layout, int(groups), z[f"{i}_matrix"], int(rows),
-                                    mean if mean.size else None, bias or None)
+                                    mean if mean.size else None, bias or None,
+                                    None if positions == "None" else float(positions))
     return out
 

@@ -94,9 +94,10 @@ def pinned_rank(weight: Weight, options: MixedOptions) -> int | None:
 
 
 def check_factorisable(ranks: Mapping[str, int], hessians: Mapping[str, LayerHessian],
+                       shapes: Mapping[str, tuple[int, ...]],
                        bits: Mapping[str, tuple[int, ...]] | None = None) -> None:
-    """Every pinned rank names a layer that can be factorised, at a rank it can have, with an
-    integer bit-width left to store its factors in."""
+    """Every pinned rank names a layer that can be factorised, at a rank below both its output
+    and its input width, with an integer bit-width left to store its factors in."""
     for key, rank in ranks.items():
         if bits is not None and not any(b <= 8 for b in bits.get(key, ())):
             raise OnnxL2Error(f"--rank pins {key}, but --keep or the bit choices leave it no integer "
@@ -105,7 +106,7 @@ def check_factorisable(ranks: Mapping[str, int], hessians: Mapping[str, LayerHes
         if h is None or h.layout not in LAYOUTS or h.groups != 1:
             raise OnnxL2Error(f"{key} cannot be factorised (only MatMul/Gemm weights and ungrouped Conv "
                               "kernels with one consumer can)")
-        width = h.matrix.shape[-1]
+        width = min(h.matrix.shape[-1], shapes[key][1] if h.layout == "kn" else shapes[key][0])
         if not 1 <= rank < width:
             raise OnnxL2Error(f"rank {rank} for {key}: it must be between 1 and {width - 1}")
 
@@ -243,6 +244,7 @@ def _store_cached(cache_dir: Path | None, key: str | None, table: dict) -> None:
 class MixedResult:
     chosen: dict[str, Candidate]
     report: dict
+    positions: dict[str, float] = field(default_factory=dict)  # output positions per sample, by layer
 
 
 def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.ndarray],
@@ -268,7 +270,8 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
                 if path:
                     save_hessians(path, hessians)
     pinned = {w.key: r for w in studied if (r := pinned_rank(w, options))}
-    check_factorisable(pinned, hessians, {w.key: allowed_bits(w, options) for w in studied})
+    check_factorisable(pinned, hessians, {w.key: w.shape for w in studied},
+                       {w.key: allowed_bits(w, options) for w in studied})
     biases = bias_weights(weights, hessians) if options.compensate else {}  # biases that move with their weight
     originals.update({b.key: weight_array(proto, b) for b in biases.values()})
     with stages.stage("calibration passes"):
@@ -354,7 +357,7 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
         "forward_passes": probe.passes, **allocation.to_dict(),
         "candidates": {k: [s.to_dict() for s in rows] for k, rows in table.items()},
     }
-    return MixedResult(chosen, report)
+    return MixedResult(chosen, report, {k: h.positions for k, h in hessians.items() if h.positions})
 
 
 def _sum_or_none(values) -> float | None:

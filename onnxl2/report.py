@@ -63,7 +63,7 @@ def summary_rows(report: dict) -> list[list[str]]:
         rows.append(["compressed ONNX", human_bytes(sizes["compressed_onnx_bytes"])])
     compute = report.get("compute")
     if compute and compute.get("layers_counted"):
-        rows.append(["MACs per sample (weighted layers)",
+        rows.append([f"MACs per sample ({compute['layers_counted']} layers measured)",
                      f"{compute['macs_per_sample_before']:,} -> {compute['macs_per_sample_after']:,}"
                      f" ({compute['factorised_layers']} layer(s) factorised)"])
     if report.get("allocation"):

@@ -154,6 +154,10 @@ def test_no_lowrank_and_pinned_ranks(tmp_path):
     assert pinned.report["plan"]["choices"] == {"low": "int8", "full": "int8+rank16"}
     with pytest.raises(OnnxL2Error, match="rank 200 for full"):
         compress(model, data, bits=8, ranks={"full": 200}, devices=("cpu",), quiet=True)
+    narrow = _model([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], data,
+                    {"w": np.ones((96, 2), np.float32)})
+    with pytest.raises(OnnxL2Error, match="between 1 and 1"):  # two outputs: nothing to cut
+        compress(narrow, data, bits=8, ranks={"w": 16}, devices=("cpu",), quiet=True)
     with pytest.raises(OnnxL2Error, match="no integer bit-width"):
         compress(model, data, target_ratio=4, ranks={"full": 16}, keep=("full",), devices=("cpu",), quiet=True)
 
@@ -226,3 +230,16 @@ def test_a_constant_node_weight_is_factorised_like_an_initializer():
     outs = [_run(onnx.load_from_string(compress(m, data, bits=8, ranks={"w": 8}, devices=("cpu",),
                                                 quiet=True).files[0][1]), data) for m in (as_init, as_node)]
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["matmul_batched", "gemm", "conv"])
+def test_output_positions_per_sample_come_from_the_input_pass(kind):
+    """MACs per sample = positions x parameters: the positions the Hessian pass counts are the
+    output's elements per sample over its channels."""
+    model, data, name = _case(kind)
+    weights = discover_weights(model)
+    h = layer_hessians(model, weights, weights, data, 4)[name]  # several batches
+    out = _run(model, data)
+    samples = len(next(iter(data.values())))
+    channels = 32 if kind != "conv" else 24
+    assert h.positions * samples == pytest.approx(out.size / channels)
