@@ -21,7 +21,7 @@ from .codec.floatcodec import encode_array
 from .fileio import write_files_atomically
 from .hessian import LayerHessian
 from .transforms.compensate import bias_shift, compensated_round, output_error, rate_aware_quantize, to_rows
-from .transforms.lowrank import FACTOR_BITS, FactorPair, candidate_ranks, factorise, whitened_spectrum
+from .transforms.lowrank import FACTOR_BITS, FactorPair, candidate_ranks, factorise, truncated
 from .transforms.quantize import QuantizedWeight, quantize_per_channel
 
 #: Bit choices a user can ask for: 2..8 are integers per channel, 16 is float16, 32 keeps float32.
@@ -189,7 +189,7 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
     out = finish(out)
     factor_bits = tuple(b for b in int_bits if b in FACTOR_BITS or not full_rank)
     if ranks and moments is not None and factor_bits:
-        for rank, bits in _worth_factorising(weight, moments, tuple(ranks), factor_bits, out):
+        for rank, bits in _worth_factorising(weight, moments, centred, tuple(ranks), factor_bits, out):
             out += finish([Candidate(key, pair.bits, factor_payload_bytes(pair), weight, compensated=hessian is not None,
                                      factors=pair)
                            for pair in factorise(weight, moments, rank, bits, compensate=hessian is not None)])
@@ -201,31 +201,30 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
 
 #: A factor pair is not made when an unfactorised candidate no larger than the pair would be has
 #: less than this share of the output error the truncation alone leaves (the pair could only be
-#: worse and no smaller; the margin covers the bias correction both would get).
+#: worse and no smaller; the margin covers the size estimate and factor rounding that partly
+#: cancels the cut's error).
 DOMINATED_BELOW = 0.5
 
 
-def _worth_factorising(weight: np.ndarray, moments: LayerHessian, ranks: tuple[int, ...],
+def _worth_factorising(weight: np.ndarray, moments: LayerHessian, metric: LayerHessian, ranks: tuple[int, ...],
                        bits: tuple[int, ...], unfactorised: list[Candidate]) -> list[tuple[int, tuple[int, ...]]]:
     """(rank, bit-widths) pairs to make: all of them for a pinned rank (no unfactorised
     candidates), else those no unfactorised candidate dominates.
 
-    Judged before factorising, from what is already known: the truncation's own output error
-    (the whitened spectrum's tail) bounds the pair's error from below, and the pair's size is
-    estimated as its share of the parameters times the size of the unfactorised candidate at
-    the same bit-width. Most pairs of a layer without low-rank structure go here, unrounded.
+    Judged before rounding any factor: the cut's own output error (measured in ``metric``, as
+    the pair's will be) stands for the pair's, and the pair's size is estimated as its share of
+    the parameters times the size of the unfactorised candidate at the same bit-width. Most
+    pairs of a layer without low-rank structure stop here.
     """
     sized = [c for c in unfactorised if c.output_error is not None]
     if not sized:
         return [(rank, bits) for rank in ranks]
-    energy = whitened_spectrum(weight, moments) ** 2
-    tail = np.concatenate([np.cumsum(energy[::-1])[::-1], [0.0]])
     outputs, inputs = to_rows(weight, moments.layout, 1)[0].shape
     by_bits = {c.bits: c.coded_bytes for c in sized if c.quantized is not None and c.rate == 0}
     made = []
     for rank in ranks:
         share = rank * (outputs + inputs) / (outputs * inputs)
-        residual = tail[min(rank, len(tail) - 1)]
+        residual = output_error(weight, truncated(weight, moments, rank), metric)
         keep = tuple(b for b in bits if b not in by_bits or not any(
             c.coded_bytes <= share * by_bits[b] and c.output_error < DOMINATED_BELOW * residual for c in sized))
         if keep:

@@ -118,12 +118,12 @@ def greedy_ctc(output: np.ndarray, blank: int = CTC_BLANK) -> list[tuple[int, ..
     keep = np.ones_like(best, dtype=bool)
     keep[:, 1:] = best[:, 1:] != best[:, :-1]
     keep &= best != blank
-    return [tuple(int(v) for v in row[mask]) for row, mask in zip(best, keep)]
+    return [tuple(row[mask].tolist()) for row, mask in zip(best, keep)]
 
 
 def sequence_accuracy(output: np.ndarray, labels: np.ndarray) -> float:
     """Share of samples whose greedy CTC reading equals their label sequence."""
-    truth = [tuple(int(v) for v in row[row != LABEL_PAD]) for row in labels]
+    truth = [tuple(row[row != LABEL_PAD].tolist()) for row in labels]
     return float(np.mean([a == b for a, b in zip(greedy_ctc(output), truth)]))
 
 

@@ -19,7 +19,6 @@ from onnx import ModelProto
 from .allocate import allocate_neighbourhood, allocate_size
 from .candidates import (ALLOWED_BITS, DEFAULT_BITS_CHOICES, DEFAULT_RATES, Candidate, load_candidates,
                          lowrank_ranks, make_candidates, save_candidates)
-from .transforms.lowrank import LAYOUTS
 from .data import batch_size_for, input_specs
 from .errors import OnnxL2Error
 from .fileio import write_files_atomically
@@ -29,6 +28,7 @@ from .model import Weight, weight_array
 from .progress import Stages
 from .sensitivity import (Measurement, Probe, Sensitivity, proxy_sweep, reference_candidate, sweep,
                           terminal_progress)
+from .transforms.lowrank import LAYOUTS
 
 
 #: Bumped whenever what a sweep measures changes, so that caches of older sweeps are not reused.
@@ -109,7 +109,6 @@ def check_factorisable(ranks: Mapping[str, int], hessians: Mapping[str, LayerHes
         width = min(h.matrix.shape[-1], shapes[key][1] if h.layout == "kn" else shapes[key][0])
         if not 1 <= rank < width:
             raise OnnxL2Error(f"rank {rank} for {key}: it must be between 1 and {width - 1}")
-
 
 
 def parse_loss_bound(value: float | str, base_loss: float) -> float:

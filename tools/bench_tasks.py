@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from onnxl2.evaluate import compare_output  # noqa: E402
-from onnxl2.losses import nearest_neighbours  # noqa: E402
+from onnxl2.losses import greedy_ctc, nearest_neighbours  # noqa: E402
 
 DET_THRESHOLD = 0.3  # DBNet's binarisation threshold in rapidocr
 COSINE_BAR = 0.999
@@ -78,13 +78,8 @@ def _cls_scores(task: Task, original: np.ndarray, candidate: np.ndarray, split: 
 
 
 def ctc_decode(probs: np.ndarray, charset: list[str]) -> list[str]:
-    """Greedy CTC: arg-max per step, repeats merged, blanks (index 0) dropped."""
-    best = probs.argmax(-1)
-    keep = np.ones_like(best, dtype=bool)
-    keep[:, 1:] = best[:, 1:] != best[:, :-1]
-    keep &= best != 0
-    table = np.asarray(charset, dtype=object)
-    return ["".join(table[row[mask]]) for row, mask in zip(best, keep)]
+    """Greedy CTC (onnxl2's best-path reading) as text."""
+    return ["".join(charset[c] for c in seq) for seq in greedy_ctc(probs)]
 
 
 def _same_text(a: str, b: str) -> bool:

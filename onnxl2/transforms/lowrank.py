@@ -119,9 +119,10 @@ def whitened_factors(weight: np.ndarray, hessian: LayerHessian, rank: int) -> tu
     return _truncate(_whitened_svd(weight, hessian), rank)
 
 
-def whitened_spectrum(weight: np.ndarray, hessian: LayerHessian) -> np.ndarray:
-    """Singular values of ``W L``: their squares are the output energy each rank keeps."""
-    return _whitened_svd(weight, hessian)[1]
+def truncated(weight: np.ndarray, hessian: LayerHessian, rank: int) -> np.ndarray:
+    """``P Q`` before rounding, in the weight's layout: what the cut alone leaves of the layer."""
+    p, q = whitened_factors(weight, hessian, rank)
+    return from_rows((p @ q)[None], tuple(weight.shape), hessian.layout)
 
 
 def _factor_hessian(hessian: LayerHessian, layout: str, q_rows: np.ndarray) -> LayerHessian:
@@ -141,32 +142,29 @@ def _refit_second(weight_rows: np.ndarray, hessian: LayerHessian, q_rows: np.nda
     return np.linalg.solve(gram, hq @ weight_rows.T).T
 
 
-def factorise(weight: np.ndarray, hessian: LayerHessian, ranks: int | tuple[int, ...], bits_choices: tuple[int, ...],
+def factorise(weight: np.ndarray, hessian: LayerHessian, rank: int, bits_choices: tuple[int, ...],
               compensate: bool = True) -> list[FactorPair]:
-    """The weight at each of ``ranks``, one integer factor pair per bit-width (both factors
-    alike); one SVD serves every rank."""
+    """The weight at ``rank``, one integer factor pair per bit-width (both factors alike). The
+    SVD is kept on ``hessian`` for the weight's other ranks (and its spectrum)."""
     layout = hessian.layout
     if layout not in LAYOUTS or hessian.groups != 1:
         raise ValueError(f"cannot factorise a {layout} weight with {hessian.groups} groups")
     shape = tuple(weight.shape)
     axis = factor_axis(layout)
-    dtype = weight.dtype
+    first_shape, second_shape = factor_shapes(shape, layout, rank)
     w_rows = to_rows(weight, layout, 1)[0]
-    svd = _whitened_svd(weight, hessian)
+    _, q = _truncate(_whitened_svd(weight, hessian), rank)
+    first_float = _to_layout(q, first_shape, layout).astype(weight.dtype)
+    bases = [quantize_per_channel(first_float, b, axis) for b in bits_choices]
+    firsts = compensated_round(first_float, axis, bases, hessian) if compensate else bases
     pairs = []
-    for rank in (ranks,) if isinstance(ranks, int) else ranks:
-        first_shape, second_shape = factor_shapes(shape, layout, rank)
-        _, q = _truncate(svd, rank)
-        first_float = _to_layout(q, first_shape, layout).astype(dtype)
-        bases = [quantize_per_channel(first_float, b, axis) for b in bits_choices]
-        firsts = compensated_round(first_float, axis, bases, hessian) if compensate else bases
-        for first in firsts:
-            q_hat = to_rows(first.reconstruct(), layout, 1)[0]
-            second_float = _to_layout(_refit_second(w_rows, hessian, q_hat), second_shape, layout).astype(dtype)
-            base = quantize_per_channel(second_float, first.bits, axis)
-            if compensate:
-                (second,) = compensated_round(second_float, axis, [base], _factor_hessian(hessian, layout, q_hat))
-            else:
-                second = base
-            pairs.append(FactorPair(rank, layout, shape, first, second))
+    for first in firsts:
+        q_hat = to_rows(first.reconstruct(), layout, 1)[0]
+        second_float = _to_layout(_refit_second(w_rows, hessian, q_hat), second_shape, layout).astype(weight.dtype)
+        base = quantize_per_channel(second_float, first.bits, axis)
+        if compensate:
+            (second,) = compensated_round(second_float, axis, [base], _factor_hessian(hessian, layout, q_hat))
+        else:
+            second = base
+        pairs.append(FactorPair(rank, layout, shape, first, second))
     return pairs
