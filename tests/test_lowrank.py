@@ -243,3 +243,21 @@ def test_output_positions_per_sample_come_from_the_input_pass(kind):
     samples = len(next(iter(data.values())))
     channels = 32 if kind != "conv" else 24
     assert h.positions * samples == pytest.approx(out.size / channels)
+
+
+@pytest.mark.parametrize("name", ["low", "encoder.layer.0.attention.self.query.weight"])
+def test_a_pair_costs_in_the_bitstream_what_its_candidate_says(name):
+    """Factors through the coder plus LOWRANK_GRAPH_BYTES for the extra nodes: the bitstream
+    moves by the candidate's bytes, whatever the layer's name."""
+    model, data = _two_layer_model()
+    for tensor in model.graph.initializer:
+        if tensor.name == "low":
+            tensor.name = name
+    model.graph.node[0].input[1] = name
+
+    def run(label: str):
+        result = compress(model, data, plan={"choices": {name: label, "full": "int8"}}, devices=("cpu",), quiet=True)
+        return len(result.bitstream), next(r["candidate_bytes"] for r in result.report["weights"] if r["key"] == name)
+
+    (plain_bytes, plain_cand), (pair_bytes, pair_cand) = run("int8"), run("int8+rank12")
+    assert abs((plain_bytes - pair_bytes) - (plain_cand - pair_cand)) <= 16
