@@ -20,7 +20,8 @@ from .codec.classed import encode_classed
 from .codec.floatcodec import encode_array
 from .fileio import write_files_atomically
 from .hessian import LayerHessian
-from .transforms.compensate import bias_shift, compensated_round, output_error, rate_aware_quantize, to_rows
+from .transforms.compensate import (bias_quanta, bias_shift, compensated_round, output_error, rate_aware_quantize,
+                                   round_bias, to_rows)
 from .transforms.lowrank import FACTOR_BITS, FactorPair, candidate_ranks, factorise, truncated
 from .transforms.quantize import QuantizedWeight, quantize_per_channel
 
@@ -139,7 +140,9 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
     With the layer's ``hessian`` the integer candidates are error-compensated (GPTQ), one per
     rate, and every candidate carries its layer-output error; without, rate 0 is plain rounding.
     Where the layer also has a bias (``bias``, the values of ``hessian.bias``), each integer
-    candidate then moves the bias by the mean output shift that remains (bias correction).
+    candidate then moves the bias by the mean output shift that remains (bias correction), and
+    keeps it on a grid of its channel's output spread (``bias_quanta``: a moved bias is new
+    anyway, and its low mantissa bits would cost more than a small layer's weights).
     Compensation keeps the full ``X^T X`` rather than the centred moments: the bias is fitted
     to the original model's input means, which move once earlier layers are rounded, so the
     mean is better kept small by the rounding itself than left to the bias alone (both were
@@ -174,13 +177,15 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
                               compensated=hessian is not None, rate=float(rate)) for rate in rates]
     moments = hessian if hessian is not None else moments
     centred = hessian.centred() if correct else moments  # what a moved bias leaves
+    quanta = bias_quanta(weight, centred, bias) if correct else None
 
     def finish(cands: list[Candidate]) -> list[Candidate]:
-        """Bias correction, then each candidate's layer-output error."""
+        """Bias correction (the moved bias on its grid), then each candidate's layer-output error."""
         for cand in cands:
             if correct and cand.is_integer:
                 cand.bias_key = hessian.bias
-                cand.bias_values = (bias.astype(np.float64) + bias_shift(weight, cand.values(), hessian)).astype(bias.dtype)
+                cand.bias_values = round_bias(bias.astype(np.float64) + bias_shift(weight, cand.values(), hessian),
+                                              quanta).astype(bias.dtype)
             if moments is not None:
                 metric = centred if cand.bias_key is not None else moments
                 cand.output_error = 0.0 if cand.bits == 32 else output_error(weight, cand.values(), metric)

@@ -32,7 +32,7 @@ from .transforms.lowrank import LAYOUTS
 
 
 #: Bumped whenever what a sweep measures changes, so that caches of older sweeps are not reused.
-SWEEP_VERSION = 3
+SWEEP_VERSION = 4
 
 
 @dataclass

@@ -11,7 +11,9 @@ from onnxl2 import compress
 from onnxl2.evaluate import make_session
 from onnxl2.hessian import conv_patches, layer_hessians
 from onnxl2.model import discover_weights
-from onnxl2.transforms.compensate import code_lengths, compensated_round, output_error, rate_aware_round
+from onnxl2.codec.floatcodec import encode_array
+from onnxl2.transforms.compensate import (BIAS_PRECISION_BITS, bias_quanta, code_lengths, column_order, compensated_round, output_error, rate_aware_round,
+                                          round_bias)
 from onnxl2.transforms.quantize import quantize_per_channel
 
 
@@ -332,3 +334,48 @@ def test_automatic_mode_measures_what_it_emits_with_moved_biases(tmp_path):
     after = make_session(emitted).run(None, {"x": x})[0]
     change = float(np.mean(loss.per_sample(after) - loss.per_sample(original)))
     assert change == pytest.approx(alloc["measured_loss_change"], rel=1e-4, abs=1e-7)
+
+
+def test_columns_are_swept_by_decreasing_input_energy_whatever_their_stored_order():
+    """Permuting a layer's inputs (and the weight's columns with them) permutes the result:
+    the sweep order comes from the inputs' energy, not from where a column happens to sit."""
+    rng = np.random.default_rng(7)
+    x = _correlated(rng, (64, 48)) * np.linspace(0.2, 3.0, 48, dtype=np.float32)  # unequal energies
+    model = genmodels.big_matmul_model(48, 40, seed=7)
+    weights, hessians = _hessian_of(model, x)
+    w, h = weights[0], hessians[weights[0].key]
+    order = column_order(h)[0]
+    energy = np.diag(h.matrix[0])
+    assert (np.diff(energy[order]) <= 1e-9 * energy.max()).all()
+
+    perm = rng.permutation(48)
+    permuted = genmodels.big_matmul_model(48, 40, seed=7)
+    init = next(i for i in permuted.graph.initializer if i.name == w.name)
+    array = numpy_helper.to_array(init)
+    init.CopyFrom(numpy_helper.from_array(array[perm], w.name))
+    p_weights, p_hessians = _hessian_of(permuted, x[:, perm])
+    base = quantize_per_channel(array, 3, w.channel_axis)
+    (ours,) = compensated_round(array, w.channel_axis, [base], h)
+    (theirs,) = compensated_round(array[perm], w.channel_axis, [base], p_hessians[p_weights[0].key])
+    assert np.array_equal(ours.symbols[perm], theirs.symbols)
+
+
+def test_moved_biases_keep_a_small_share_of_their_channel_spread_and_code_smaller():
+    rng = np.random.default_rng(11)
+    model = _conv_model(8, 64, (3, 3), 1, 11, pads=[1, 1, 1, 1])
+    weights, hessians = _hessian_of(model, _correlated(rng, (6, 8, 10, 10)))
+    w, h = weights[0], hessians[weights[0].key]
+    array = numpy_helper.to_array(model.graph.initializer[0])
+    h.mean = h.mean if h.mean is not None else np.zeros((1, h.matrix.shape[-1]))
+    centred = h.centred()
+    bias = (rng.standard_normal(64) * np.logspace(-3, 2, 64)).astype(np.float32)
+    bias[0] = 0.0
+    quanta = bias_quanta(array, centred, bias)
+    rounded = round_bias(bias, quanta)
+    rows = array.reshape(64, -1).astype(np.float64)
+    spread = np.sqrt(np.einsum("rk,kl,rl->r", rows, centred.matrix[0], rows) / centred.rows)
+    allowed = np.maximum(spread, np.abs(bias) / 16) * 2.0 ** -(BIAS_PRECISION_BITS + 1)
+    assert rounded.dtype == np.float32
+    assert (np.abs(rounded.astype(np.float64) - bias) <= allowed + 1e-12).all()
+    assert (quanta > 0).all() and np.allclose(np.log2(quanta), np.round(np.log2(quanta)))
+    assert len(encode_array(rounded)) < 0.75 * len(encode_array(bias))

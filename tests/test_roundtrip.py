@@ -143,18 +143,22 @@ def test_emitted_model_past_the_protobuf_limit_goes_to_external_data(monkeypatch
 def test_candidate_size_is_the_coded_size(tmp_path, bits):
     """The counter the allocation trusts is the container's own coder: per weight, the bytes a
     candidate claims are exactly the bytes its tensors take in the bitstream, section entries
-    (12 bytes per coded tensor) included."""
-    from onnxl2.codec.container import _SECTION
+    (each coded tensor's length as a varint) included."""
+    from onnxl2.codec.container import _read_sections
+    from onnxl2.codec.varint import varint_length
 
     path = _save(genmodels.big_matmul_model(96, 160, layers=2), tmp_path / "m.onnx")
     result = compress(path, bits=bits, output_dir=tmp_path / "out", quiet=True)
     spans = [span for f in read_manifest(result.bitstream)["files"] for span in f["spans"]]
+    sections = _read_sections(result.bitstream)
     rows = [w for w in result.report["weights"] if w["bits"] == bits]
     assert rows
     for row in rows:
         coded = [span for span in spans if span[6] in (f"{row['name']}_quantized", f"{row['name']}_scale")]
         assert coded
-        assert row["candidate_bytes"] == row["coded_bytes"] + _SECTION.size * len(coded)
+        payloads = [len(sections[span[5]]) for span in coded]
+        assert row["coded_bytes"] == sum(payloads)
+        assert row["candidate_bytes"] == row["coded_bytes"] + sum(varint_length(n) for n in payloads)
     assert "classed" in {span[2] for span in spans}
 
 
@@ -180,5 +184,21 @@ def test_format_1_bitstreams_still_decode(tmp_path, monkeypatch):
     assert old.bitstream[8:10] == b"\x01\x00"
     codecs = {span[2] for f in read_manifest(old.bitstream)["files"] for span in f["spans"]}
     assert codecs == {"nibbles"}
+    restored = decompress(tmp_path / "old" / "m.l2b", tmp_path / "r" / "m.onnx")
+    assert restored.files == old.files
+
+
+def test_format_2_bitstreams_still_decode(tmp_path, monkeypatch):
+    """Format 2 (a 12-byte table entry and a checksum per section) decodes to the same files,
+    and the current format is the smaller of the two."""
+    from onnxl2.codec import container
+
+    path = _save(genmodels.mixed_model(), tmp_path / "m.onnx")
+    with monkeypatch.context() as patch:
+        patch.setattr(container, "FORMAT_VERSION", 2)
+        old = compress(path, bits=4, output_dir=tmp_path / "old", quiet=True)
+    assert old.bitstream[8:10] == b"\x02\x00"
+    new = compress(path, bits=4, output_dir=tmp_path / "new", quiet=True)
+    assert new.files == old.files and len(new.bitstream) < len(old.bitstream)
     restored = decompress(tmp_path / "old" / "m.l2b", tmp_path / "r" / "m.onnx")
     assert restored.files == old.files

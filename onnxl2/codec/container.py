@@ -3,12 +3,17 @@
 Layout (all integers little-endian)::
 
     magic "ONNXL2B\\0" | version u16 | flags u16 | section count u32
-    | per section: length u64, crc32 u32 | crc32 of everything before it
+    | varint length per section | crc32 of all sections | crc32 of everything before it
     | section 0: manifest (JSON, lzma) | section 1: skeleton (lzma) | sections 2..: payloads
 
 The *skeleton* is every file's bytes with the coded payloads cut out, concatenated. The manifest
 says where each payload goes back, with which codec, and holds a sha256 per decoded file, so
 decoding either reproduces the files exactly or raises :class:`BitstreamError`.
+
+Format 3 replaced format 2's fixed 12-byte entry per section (u64 length, crc32 each) by a
+varint length and one checksum over all sections: a small model has a hundred or more coded
+tensors, and their entries were 2% of its bitstream, while the sha256 per decoded file already
+catches any damage a per-section checksum would. Format 2 bitstreams are still read.
 """
 from __future__ import annotations
 
@@ -26,12 +31,15 @@ from ..errors import BitstreamError
 from .classed import decode_classed, encode_classed
 from .entropy import decode_symbols, encode_symbols
 from .floatcodec import decode_array, encode_array
+from .entropy import read_varints
 from .lzma_raw import compress as lzma_compress, decompress as lzma_decompress
+from .varint import encode_varints, varint_length
 from .wire import TensorSpan
 
 MAGIC = b"ONNXL2B\x00"
 #: 2: integer tensors may be "classed" (row/column contexts; spans then carry their dims).
-FORMAT_VERSION = 2
+#: 3: varint section lengths and one checksum over all sections.
+FORMAT_VERSION = 3
 _HEAD = struct.Struct("<8sHHI")
 _SECTION = struct.Struct("<QI")
 _CRC = struct.Struct("<I")
@@ -143,11 +151,11 @@ def stored_size(raw_bytes: int, coded_bytes: int) -> int:
     """Bytes a payload adds to the bitstream, as :func:`encode_container` decides it.
 
     Short payloads, and payloads that coding would not shrink, stay in the skeleton; each coded
-    one costs its section-table entry too.
+    one costs its section-table entry too (its length as a varint).
     """
     if raw_bytes < MIN_CODED_PAYLOAD or coded_bytes >= raw_bytes:
         return raw_bytes
-    return coded_bytes + _SECTION.size
+    return coded_bytes + varint_length(coded_bytes)
 
 
 # ----------------------------------------------------------------------------- writer
@@ -159,7 +167,7 @@ def encode_container(files: list[StoredFile], meta: dict) -> tuple[bytearray, li
     header is put in front at the end, so the bitstream exists once in memory, not twice.
     """
     body = bytearray()
-    table: list[tuple[int, int]] = []  # (length, crc32) of every section after the first two
+    table: list[int] = []  # length of every section after the first two
     skeleton = bytearray()
     manifest_files = []
     accounting: list[CodedTensor] = []
@@ -180,7 +188,7 @@ def encode_container(files: list[StoredFile], meta: dict) -> tuple[bytearray, li
             cursor = span.offset + span.length
             entries.append([span.offset, span.length, codec, span.elem_type, count,
                             len(table) + 2, span.name] + ([list(span.dims)] if codec == "classed" else []))
-            table.append((len(payload), zlib.crc32(payload)))
+            table.append(len(payload))
             body += payload
             accounting.append(CodedTensor(stored.name, span.name, codec, span.length, len(payload)))
         skeleton += data[cursor:]
@@ -189,13 +197,23 @@ def encode_container(files: list[StoredFile], meta: dict) -> tuple[bytearray, li
     manifest = {"format": FORMAT_VERSION, "meta": meta, "files": manifest_files}
     first = [lzma_compress(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()),
              lzma_compress(bytes(skeleton))]
-    table = [(len(section), zlib.crc32(section)) for section in first] + table
-    header = bytearray(_HEAD.pack(MAGIC, FORMAT_VERSION, 0, len(table)))
-    for length, crc in table:
-        header += _SECTION.pack(length, crc)
-    header += _CRC.pack(zlib.crc32(header))
-    body[0:0] = header + first[0] + first[1]
+    table = [len(section) for section in first] + table
+    body[0:0] = first[0] + first[1]
+    body[0:0] = _header(table, body)
     return body, accounting
+
+
+def _header(lengths: list[int], body: bytearray) -> bytearray:
+    """Magic, version, section table and checksums in front of the sections ``body``."""
+    header = bytearray(_HEAD.pack(MAGIC, FORMAT_VERSION, 0, len(lengths)))
+    if FORMAT_VERSION >= 3:
+        header += encode_varints(np.array(lengths, dtype=np.int64)) + _CRC.pack(zlib.crc32(body))
+    else:  # the layout older readers expect (written by the tests of backward reading)
+        view, pos = memoryview(body), 0
+        for length in lengths:
+            header += _SECTION.pack(length, zlib.crc32(view[pos:pos + length]))
+            pos += length
+    return header + _CRC.pack(zlib.crc32(header))
 
 
 # ----------------------------------------------------------------------------- reader
@@ -209,8 +227,40 @@ def _read_sections(blob: bytes) -> list[memoryview]:
     if version > FORMAT_VERSION:
         raise BitstreamError(f"bitstream format version {version} is newer than this onnxl2 "
                              f"reads (up to {FORMAT_VERSION}); upgrade onnxl2")
+    if count < 2:
+        raise BitstreamError("bitstream is corrupted (fewer than two sections)")
+    if version < 3:
+        return _read_sections_v2(blob, count)
+    if count > len(blob):
+        raise BitstreamError("bitstream is truncated (section table incomplete)")
+    try:
+        lengths, table_end = read_varints(blob, count, _HEAD.size)
+    except Exception:
+        raise BitstreamError("bitstream is truncated (section table incomplete)") from None
+    if len(blob) < table_end + 2 * _CRC.size:
+        raise BitstreamError("bitstream is truncated (section table incomplete)")
+    body_crc, header_crc = struct.unpack_from("<II", blob, table_end)
+    start = table_end + 2 * _CRC.size
+    if zlib.crc32(blob[:table_end + _CRC.size]) != header_crc:
+        raise BitstreamError("bitstream header is corrupted (checksum mismatch)")
+    if int(lengths.max()) > len(blob):
+        raise BitstreamError("bitstream is truncated")
+    ends = start + np.cumsum(lengths.astype(np.int64))
+    if ends[-1] > len(blob):
+        raise BitstreamError("bitstream is truncated")
+    if ends[-1] != len(blob):
+        raise BitstreamError("bitstream has trailing bytes after its last section")
+    view = memoryview(blob)
+    if zlib.crc32(view[start:]) != body_crc:
+        raise BitstreamError("bitstream is corrupted (checksum mismatch)")
+    bounds = [start] + [int(e) for e in ends]
+    return [view[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _read_sections_v2(blob: bytes, count: int) -> list[memoryview]:
+    """Format 2: a fixed (u64 length, crc32) entry per section."""
     table_end = _HEAD.size + count * _SECTION.size
-    if count < 2 or len(blob) < table_end + _CRC.size:
+    if len(blob) < table_end + _CRC.size:
         raise BitstreamError("bitstream is truncated (section table incomplete)")
     (header_crc,) = _CRC.unpack_from(blob, table_end)
     if zlib.crc32(blob[:table_end]) != header_crc:

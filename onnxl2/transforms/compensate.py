@@ -9,9 +9,12 @@ larger rates round towards frequent symbols, zero above all, which is pruning by
 
 The error of each rounded column is then spread onto the columns not yet rounded with the
 inverse of the layer Hessian ``X^T X`` (the GPTQ / OBQ scheme), so that the layer's *output*
-on calibration inputs stays close even where single weights move. Conv kernels are handled as
-im2col rows with one Hessian per group; embeddings and weights without a Hessian are rounded
-without compensation (their "Hessian" is diagonal: nothing to spread onto).
+on calibration inputs stays close even where single weights move. Columns go in order of
+decreasing input energy (the Hessian's diagonal; GPTQ's "act-order"): the columns that matter
+most are rounded while many others remain to absorb their error, and the last, least
+important ones carry what is left. Conv kernels are handled as im2col rows with one Hessian
+per group; embeddings and weights without a Hessian are rounded without compensation (their
+"Hessian" is diagonal: nothing to spread onto).
 
 Column loops are over one column of all rows and all groups at a time, in blocks whose
 cross-block update is one matrix product, so a layer costs K small vector steps plus K/B GEMMs.
@@ -98,12 +101,22 @@ def shrunk_hessian(hessian: LayerHessian) -> np.ndarray:
     return hessian.derived["shrunk"]
 
 
+def column_order(hessian: LayerHessian) -> np.ndarray:
+    """[G, K]: each group's columns by decreasing diagonal of the shrunk Hessian (stable)."""
+    if "order" not in hessian.derived:
+        diag = np.einsum("gkk->gk", shrunk_hessian(hessian))
+        hessian.derived["order"] = np.argsort(-diag, axis=1, kind="stable")
+    return hessian.derived["order"]
+
+
 def _upper_inverse_factor(hessian: LayerHessian) -> np.ndarray:
-    """Upper Cholesky factor U of H^-1 (H^-1 = U^T U), per group, H shrunk (computed once per
-    Hessian object)."""
+    """Upper Cholesky factor U of H^-1 (H^-1 = U^T U), per group, H shrunk and its rows and
+    columns in :func:`column_order` (computed once per Hessian object)."""
     if "upper" in hessian.derived:
         return hessian.derived["upper"]
-    h = shrunk_hessian(hessian)
+    order = column_order(hessian)
+    groups = np.arange(order.shape[0])[:, None, None]
+    h = shrunk_hessian(hessian)[groups, order[:, :, None], order[:, None, :]]
     lower = np.linalg.cholesky(h)
     eye = np.broadcast_to(np.eye(h.shape[-1]), h.shape)
     inv_lower = np.linalg.solve(lower, eye)  # L^-1
@@ -116,7 +129,8 @@ def _compensated_pass(rows: np.ndarray, steps: np.ndarray, upper: np.ndarray, qm
                       rate: float, lengths: np.ndarray | None) -> np.ndarray:
     """One GPTQ sweep over the columns of B variants at once (bit-widths of one weight).
 
-    rows [B, G, R, K], steps [B, G, R], upper [G, K, K] (shared), qmax an int or [B, 1, 1].
+    rows [B, G, R, K] and upper [G, K, K] (shared) with columns in the sweep's order, steps
+    [B, G, R], qmax an int or [B, 1, 1].
     """
     w = rows.copy()
     q = np.empty_like(w)
@@ -146,11 +160,15 @@ def compensated_round(weight: np.ndarray, axis: int, bases: list[QuantizedWeight
     Nearest rounding (rate 0) runs all bit-widths in one column sweep; rate-aware rounding has a
     symbol model per bit-width and runs a sweep each, re-estimating the model after each pass.
     """
-    rows = to_rows(weight, hessian.layout, hessian.groups)
+    order = column_order(hessian)[:, None, :]  # [G, 1, K]
+    rows = np.take_along_axis(to_rows(weight, hessian.layout, hessian.groups), order, axis=-1)
     upper = _upper_inverse_factor(hessian)
 
     def steps(base: QuantizedWeight) -> np.ndarray:
         return base.scales.astype(np.float64).reshape(rows.shape[:2])
+
+    def in_sweep_order(symbols: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(to_rows(symbols, hessian.layout, hessian.groups), order, axis=-1)
 
     if rate <= 0:
         qmax = np.array([b.qmax for b in bases], dtype=np.float64).reshape(-1, 1, 1)
@@ -159,14 +177,15 @@ def compensated_round(weight: np.ndarray, axis: int, bases: list[QuantizedWeight
     else:
         q = []
         for base in bases:
-            symbols = base.symbols
+            symbols = in_sweep_order(base.symbols)
             for _ in range(MODEL_PASSES):
                 symbols = _compensated_pass(rows[None], steps(base)[None], upper, base.qmax, rate,
                                             code_lengths(symbols, base.qmax))[0]
             q.append(symbols)
-    return [QuantizedWeight(b.key, b.bits, axis,
-                            np.ascontiguousarray(from_rows(q[i], weight.shape, hessian.layout).astype(np.int8)),
-                            b.scales) for i, b in enumerate(bases)]
+    back = np.argsort(order, axis=-1)
+    return [QuantizedWeight(b.key, b.bits, axis, np.ascontiguousarray(
+                from_rows(np.take_along_axis(q[i], back, axis=-1), weight.shape, hessian.layout).astype(np.int8)),
+                b.scales) for i, b in enumerate(bases)]
 
 
 def rate_aware_quantize(weight: np.ndarray, axis: int, base: QuantizedWeight, rate: float) -> QuantizedWeight:
@@ -191,3 +210,36 @@ def bias_shift(weight: np.ndarray, approx: np.ndarray, hessian: LayerHessian) ->
     ``-dW mu`` per output channel (bias correction), in the bias's channel order."""
     d = to_rows(np.asarray(approx, dtype=np.float64) - weight, hessian.layout, hessian.groups)
     return -np.einsum("grk,gk->gr", d, hessian.mean).reshape(-1)
+
+
+#: A moved bias is kept to 2^-BIAS_PRECISION_BITS of its channel's output spread on the
+#: calibration data (and never coarser than 2^-14 of its own magnitude).
+BIAS_PRECISION_BITS = 10
+
+
+def bias_quanta(weight: np.ndarray, centred: LayerHessian, bias: np.ndarray) -> np.ndarray:
+    """Per output channel, the power of two a moved bias is rounded to (0: kept as it is).
+
+    Why: a float32 bias costs about 30 bits in the bitstream, far more than the weights of a
+    small layer's channel; what the output needs of it is a small fraction of the channel's own
+    spread (the output's standard deviation about its mean, from the centred ``X^T X``). A
+    power-of-two grid leaves the low mantissa bits zero, which the lossless float coder stores
+    almost for free, and keeps the error below ``2^-11`` of that spread.
+    """
+    w = to_rows(weight, centred.layout, centred.groups)
+    energy = np.einsum("grk,gkl,grl->gr", w, centred.matrix, w, optimize=True).reshape(-1)
+    spread = np.sqrt(np.maximum(energy, 0.0) / max(centred.rows, 1))
+    magnitude = np.abs(np.asarray(bias, dtype=np.float64)).reshape(-1)
+    floor = np.maximum(spread, magnitude / 16.0) * 2.0 ** -BIAS_PRECISION_BITS
+    quanta = np.zeros_like(floor)
+    positive = floor > 0
+    quanta[positive] = 2.0 ** np.floor(np.log2(floor[positive]))
+    return quanta
+
+
+def round_bias(values: np.ndarray, quanta: np.ndarray) -> np.ndarray:
+    """``values`` on their channels' grids (``bias_quanta``), in their own dtype."""
+    v = np.asarray(values, dtype=np.float64)
+    kept = quanta <= 0
+    rounded = np.rint(v / np.where(kept, 1.0, quanta)) * np.where(kept, 1.0, quanta)
+    return np.where(kept, v, rounded).astype(np.asarray(values).dtype)
