@@ -33,9 +33,9 @@ DEFAULT_RATES = (0.0,)
 _LABEL = re.compile(r"^(?:float(?P<float>32|16)|int(?P<bits>[2-8])(?P<gptq>\+gptq)?(?:\+r(?P<rate>[0-9.]+))?"
                     r"(?:\+rank(?P<rank>[1-9][0-9]*))?)$")
 #: Extra bytes a factorised layer adds to the stored graph (a second DequantizeLinear, Reshape
-#: and compute node and their names; measured after the container's coding: 136-143 bytes for names
-#: of 3 to 43 characters).
-LOWRANK_GRAPH_BYTES = 140
+#: and compute node and their names, and a factor's few steps when they stay in the skeleton;
+#: measured after the container's coding: 152-161 bytes for names of 3 to 43 characters).
+LOWRANK_GRAPH_BYTES = 156
 
 
 @dataclass

@@ -115,3 +115,48 @@ def test_bad_dtype_name_raises():
     for name in (b"|O", b"<U4", b"xx", b"<f9"):
         with pytest.raises(CodecError):
             decode_array(bytes([len(name)]) + name + coded[1 + coded[0]:])
+
+
+# ----------------------------------------------------------------------------- logarithmic grid
+
+def test_grid_table_is_float32_of_the_powers_it_names():
+    from onnxl2.codec.loggrid import STEPS_PER_OCTAVE, grid_values
+    k = np.arange(-3 * STEPS_PER_OCTAVE, 3 * STEPS_PER_OCTAVE)
+    assert np.array_equal(grid_values(k), (2.0 ** (k / STEPS_PER_OCTAVE)).astype(np.float32))
+
+
+def test_steps_on_the_grid_round_trip_as_indices_and_cost_far_less_than_floats():
+    from onnxl2.codec.loggrid import HIGHEST, LOWEST, grid_indices, grid_values, nearest_on_grid
+    from onnxl2.transforms.quantize import round_scale
+    wanted = np.exp(RNG.normal(-5.0, 0.6, 300))
+    steps = round_scale(wanted, np.float32)
+    assert steps.dtype == np.float32
+    assert np.abs(steps / wanted - 1).max() <= 2 ** (1 / 64) - 1 + 1e-7
+    assert grid_indices(steps) is not None
+    coded = encode_array(steps)
+    assert np.array_equal(_bits(decode_array(coded)), _bits(steps))
+    plain = encode_array(steps.view(np.uint32).astype(np.uint32) | np.uint32(0))  # same bits, not floats
+    assert len(coded) < 0.6 * len(plain)
+    extremes = grid_values(np.array([LOWEST, HIGHEST, 0, -1]))
+    assert np.array_equal(_bits(decode_array(encode_array(extremes))), _bits(extremes))
+    assert np.array_equal(nearest_on_grid(extremes), extremes)
+
+
+@pytest.mark.parametrize("values", [np.array([1.0, 1.01], np.float32),  # 1.01 is off the grid
+                                    np.array([1.0, -1.0], np.float32),
+                                    np.array([1.0, 0.0], np.float32),
+                                    np.array([1.0, np.inf], np.float32),
+                                    np.array([1.0, 1e-40], np.float32),  # denormal
+                                    np.array([1.0, 2.0], np.float64)])
+def test_values_off_the_grid_are_not_taken_for_it(values):
+    from onnxl2.codec.loggrid import grid_indices
+    assert grid_indices(values) is None
+    assert np.array_equal(_bits(decode_array(encode_array(values))), _bits(values))
+
+
+def test_corrupted_grid_streams_raise():
+    from onnxl2.codec.loggrid import decode_grid, encode_grid
+    data = encode_grid(np.array([-100, -90, -95] * 20))
+    for bad in (data[:1], data[:-3], b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01" + data[1:]):
+        with pytest.raises(CodecError):
+            decode_grid(bad, 60)

@@ -39,7 +39,8 @@ from .wire import TensorSpan
 MAGIC = b"ONNXL2B\x00"
 #: 2: integer tensors may be "classed" (row/column contexts; spans then carry their dims).
 #: 3: varint section lengths and one checksum over all sections.
-FORMAT_VERSION = 3
+#: 4: float32 arrays may be stored as indices of the steps' logarithmic grid (``loggrid``).
+FORMAT_VERSION = 4
 _HEAD = struct.Struct("<8sHHI")
 _SECTION = struct.Struct("<QI")
 _CRC = struct.Struct("<I")

@@ -6,7 +6,9 @@ put the sign next to the mantissa (the top byte is then the exponent alone), spl
 planes, and each plane is coded on its own with rANS, lzma or stored raw, whichever is smallest;
 the whole array raw or as one lzma stream competes too (small arrays, integer tables with long
 repeats). Integers are split into planes without rotation, complex numbers as their float
-parts. Bit patterns are kept exactly (NaN payloads, -0.0, denormals).
+parts. Bit patterns are kept exactly (NaN payloads, -0.0, denormals). A float32 array whose
+values all lie on the quantization steps' logarithmic grid (``loggrid``) is also offered as
+its grid indices.
 
 Stream: dtype str (u8 length + ascii) | varint ndim | varint dims | u8 method | body, where a
 plane body is, per plane (most significant first): varint length | u8 method | coded plane.
@@ -19,11 +21,12 @@ import re
 import numpy as np
 
 from .entropy import CodecError, decode_symbols, encode_symbols, estimate_bits, read_varints
+from .loggrid import decode_grid, encode_grid, grid_indices
 from .lzma_raw import compress as _lzma, decompress as _unlzma
 from .memo import memoized
 from .varint import encode_varints
 
-_RAW, _LZMA, _PLANES, _SYMBOLS = 0, 1, 2, 3
+_RAW, _LZMA, _PLANES, _SYMBOLS, _GRID = 0, 1, 2, 3, 4
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 _KINDS = "fiubc"
 _DTYPE_NAME = re.compile(r"[<>|=][fiubc][1-9][0-9]?")
@@ -130,6 +133,9 @@ def _encode_array(arr: np.ndarray) -> bytes:
         options.append(_plane_body(arr))
         if arr.nbytes <= _LZMA_MAX_BYTES or len(min(options, key=len)) > _LZMA_IF_ABOVE * arr.nbytes:
             options.append(bytes([_LZMA]) + _lzma(raw))
+        indices = grid_indices(arr)
+        if indices is not None:
+            options.append(bytes([_GRID]) + encode_grid(indices))
     return _header(arr) + min(options, key=len)
 
 
@@ -194,6 +200,8 @@ def _decode_body(method: int, body: bytes, dtype: np.dtype, n: int) -> np.ndarra
         return _decode_bytes(_SYMBOLS, body, n).view(dtype)
     if method == _PLANES and dtype.itemsize > 1:
         return _decode_planes(body, dtype, n)
+    if method == _GRID and dtype == np.float32:
+        return decode_grid(body, n)
     raise CodecError(f"unknown array method {method} for {dtype}")
 
 
