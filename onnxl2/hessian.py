@@ -16,7 +16,7 @@ import io
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import onnx
@@ -25,7 +25,7 @@ from onnx import ModelProto, helper
 
 from .data import iter_batches
 from .evaluate import make_session
-from .model import Weight, node_attr
+from .model import Weight, node_attr, weight_array
 
 #: At most this many input rows per batch enter a Hessian (a fixed random subset beyond it):
 #: enough for a well-conditioned K x K estimate, and im2col stays small.
@@ -73,12 +73,23 @@ class _Site:
     transposed: bool = False  # Gemm with transA: the activation is [K, M]
 
 
-def _site(weight: Weight, nodes: Mapping[str, onnx.NodeProto], constants: Mapping[str, Weight],
-          readers: Mapping[str, list[onnx.NodeProto]], outputs: set[str]) -> _Site | None:
+@dataclass
+class _Graph:
+    """Lookups over the main graph that finding a layer and its bias needs."""
+
+    nodes: Mapping[str, onnx.NodeProto]  # by name (or op_type_index when unnamed)
+    constants: Mapping[str, Weight]  # constant tensors by name
+    readers: Mapping[str, list[onnx.NodeProto]]
+    producers: Mapping[str, onnx.NodeProto]
+    outputs: set[str]  # graph outputs
+    constant_values: Callable[[str], np.ndarray | None]
+
+
+def _site(weight: Weight, graph: _Graph) -> _Site | None:
     if len(weight.consumers) != 1 or weight.graph != "main":
         return None
     use = weight.consumers[0]
-    node = nodes.get(use.node)
+    node = graph.nodes.get(use.node)
     if node is None or use.input_index != 1 or len(weight.shape) < 2:
         return None
     if node.op_type == "MatMul" and len(weight.shape) == 2:
@@ -90,16 +101,17 @@ def _site(weight: Weight, nodes: Mapping[str, onnx.NodeProto], constants: Mappin
         site = _Site(weight, "conv", node.input[0], node)
     else:
         return None
-    site.bias = _bias(site, constants, readers, outputs)
+    site.bias = _bias(site, graph)
     return site
 
 
-def _bias(site: _Site, constants: Mapping[str, Weight], readers: Mapping[str, list[onnx.NodeProto]],
-          outputs: set[str]) -> Weight | None:
+def _bias(site: _Site, graph: _Graph) -> Weight | None:
     """The 1-D float constant added to the layer's output channels, read by nothing else.
 
     Conv and Gemm take it as input 2 (Gemm with beta 1); MatMul as the other operand of the one
-    Add that reads its output (the usual export of a linear layer).
+    Add that reads its output (the usual export of a linear layer); a Conv without input 2 as
+    the other operand of the one Add that reads its output, after a Reshape of the 1-D constant
+    to ``[1, C, 1, ...]`` (how some exporters, PaddlePaddle's among them, write a conv bias).
     """
     node = site.node
     channels = site.weight.shape[0] if site.layout in ("nk", "conv") else site.weight.shape[1]
@@ -108,12 +120,14 @@ def _bias(site: _Site, constants: Mapping[str, Weight], readers: Mapping[str, li
         if node.op_type == "Gemm" and float(node_attr(node, "beta", 1.0)) != 1.0:
             return None
         name = node.input[2]
-    elif node.op_type == "MatMul":
-        after = readers.get(node.output[0], [])
-        if len(after) == 1 and after[0].op_type == "Add" and node.output[0] not in outputs:
+    elif node.op_type in ("MatMul", "Conv"):
+        after = graph.readers.get(node.output[0], [])
+        if len(after) == 1 and after[0].op_type == "Add" and node.output[0] not in graph.outputs:
             others = [i for i in after[0].input if i != node.output[0]]
             name = others[0] if len(others) == 1 else None
-    bias = constants.get(name) if name else None
+        if node.op_type == "Conv" and name is not None:
+            name = _reshaped_bias(name, channels, len(site.weight.shape), graph)
+    bias = graph.constants.get(name) if name else None
     if (bias is None or bias.shape != (channels,) or len(bias.consumers) != 1
             or bias.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)):
         return None
@@ -235,6 +249,25 @@ def layer_hessians(proto: ModelProto, studied: list[Weight], every: list[Weight]
             for s in sites if s.weight.key in sums}
 
 
+def _reshaped_bias(name: str, channels: int, rank: int, graph: _Graph) -> str | None:
+    """The 1-D constant behind ``name`` when ``name`` is the output of a Reshape of it to a
+    shape that puts it on axis 1 of the layer's rank-``rank`` output (``[1, C, 1, 1]``,
+    ``[C, 1, 1]``, ...), read only by the layer's Add; else None."""
+    reshape = graph.producers.get(name)
+    if reshape is None or reshape.op_type != "Reshape" or len(reshape.input) < 2 or name in graph.outputs:
+        return None
+    if len(graph.readers.get(name, [])) != 1:
+        return None
+    shape = graph.constant_values(reshape.input[1])
+    if shape is None or shape.ndim != 1 or not 1 <= shape.size <= rank:
+        return None
+    padded = np.concatenate([np.ones(rank - shape.size, np.int64), shape.astype(np.int64)])
+    padded[1] = channels if padded[1] == -1 else padded[1]
+    want = np.ones(rank, np.int64)
+    want[1] = channels
+    return reshape.input[0] if np.array_equal(padded, want) else None
+
+
 def bias_weights(every: list[Weight], hessians: Mapping[str, LayerHessian]) -> dict[str, Weight]:
     """Layer key -> the bias its Hessian names: what bias correction moves with the weight."""
     by_key = {w.key: w for w in every}
@@ -243,14 +276,19 @@ def bias_weights(every: list[Weight], hessians: Mapping[str, LayerHessian]) -> d
 
 def _sites(proto: ModelProto, weights: list[Weight], every: list[Weight]) -> list[_Site]:
     """The supported layers of ``weights`` (``every`` is the model's full weight list)."""
-    nodes = {n.name or f"{n.op_type}_{i}": n for i, n in enumerate(proto.graph.node)}
     constants = {w.name: w for w in every if w.graph == "main"}
     readers: dict[str, list] = {}
     for node in proto.graph.node:
         for name in set(node.input):
             readers.setdefault(name, []).append(node)
-    outputs = {o.name for o in proto.graph.output}
-    return [s for s in (_site(w, nodes, constants, readers, outputs) for w in weights) if s is not None]
+
+    def constant_values(name: str) -> np.ndarray | None:
+        return weight_array(proto, constants[name]) if name in constants else None
+
+    graph = _Graph({n.name or f"{n.op_type}_{i}": n for i, n in enumerate(proto.graph.node)}, constants, readers,
+                   {o: n for n in proto.graph.node for o in n.output}, {o.name for o in proto.graph.output},
+                   constant_values)
+    return [s for s in (_site(w, graph) for w in weights) if s is not None]
 
 
 def save_hessians(path: Path, hessians: Mapping[str, LayerHessian]) -> None:

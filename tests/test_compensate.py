@@ -379,3 +379,40 @@ def test_moved_biases_keep_a_small_share_of_their_channel_spread_and_code_smalle
     assert (np.abs(rounded.astype(np.float64) - bias) <= allowed + 1e-12).all()
     assert (quanta > 0).all() and np.allclose(np.log2(quanta), np.round(np.log2(quanta)))
     assert len(encode_array(rounded)) < 0.75 * len(encode_array(bias))
+
+
+@pytest.mark.parametrize("shape, found", [([1, 8, 1, 1], True), ([8, 1, 1], True), ([1, -1, 1, 1], True),
+                                          ([1, 1, 8, 1], False), ([8], False), ([1, 8, 1, 1, 1], False)])
+def test_a_conv_bias_added_after_a_reshape_is_found_and_corrected(tmp_path, shape, found):
+    """Conv without input 2, then Add of the 1-D bias reshaped onto the channel axis (as
+    PaddlePaddle exports it): the layer's bias, moved by bias correction and emitted in place."""
+    rng = np.random.default_rng(2)
+    nodes = [helper.make_node("Constant", [], ["b"], name="bias_const",
+                              value=numpy_helper.from_array((rng.standard_normal(8) * 0.3).astype(np.float32), "b")),
+             helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Reshape", ["b", "s"], ["br"], name="reshape"),
+             helper.make_node("Add", ["c", "br"], ["y"], name="add")]
+    graph = helper.make_graph(nodes, "reshaped_bias", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array((rng.standard_normal((8, 4, 3, 3)) * 0.3).astype(np.float32), "w"),
+                               numpy_helper.from_array(np.array(shape, np.int64), "s")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    x = _biased_inputs(32, 3)
+    if shape == [8] or shape == [1, 8, 1, 1, 1]:  # not a valid model: only the search is asked
+        weights, every = [w for w in discover_weights(model) if w.compressible], discover_weights(model)
+        assert layer_hessians(model, weights, every, {"x": x}, batch=16)["w"].bias is None
+        return
+    _, hessians = _hessian_of(model, x)
+    assert hessians["w"].bias == ("b" if found else None)
+    if not found:
+        return
+    result = compress(model, {"x": x}, bits=3, compensate=True, quiet=True, devices=("cpu",), output_dir=tmp_path)
+    emitted = onnx.load(str(tmp_path / "model.l2.onnx"))
+    moved = next(numpy_helper.to_array(n.attribute[0].t) for n in emitted.graph.node if n.output[0] == "b")
+    assert not np.array_equal(moved, numpy_helper.to_array(nodes[0].attribute[0].t))
+    original = make_session(model).run(None, {"x": x})[0]
+    plain = compress(model, {"x": x}, bits=3, compensate=True, quiet=True, devices=("cpu",))
+    assert result.files == plain.files
+    after = make_session(emitted).run(None, {"x": x})[0]
+    assert np.abs(after.mean(axis=(0, 2, 3)) - original.mean(axis=(0, 2, 3))).max() < 1e-3 * np.abs(original).max()
