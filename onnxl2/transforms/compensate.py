@@ -101,28 +101,32 @@ def shrunk_hessian(hessian: LayerHessian) -> np.ndarray:
     return hessian.derived["shrunk"]
 
 
-def column_order(hessian: LayerHessian) -> np.ndarray:
-    """[G, K]: each group's columns by decreasing diagonal of the shrunk Hessian (stable)."""
-    if "order" not in hessian.derived:
+def column_order(hessian: LayerHessian, by_energy: bool = True) -> np.ndarray:
+    """[G, K]: each group's columns by decreasing diagonal of the shrunk Hessian (stable), or as
+    stored (``by_energy=False``, for comparison)."""
+    key = ("order", by_energy)
+    if key not in hessian.derived:
         diag = np.einsum("gkk->gk", shrunk_hessian(hessian))
-        hessian.derived["order"] = np.argsort(-diag, axis=1, kind="stable")
-    return hessian.derived["order"]
+        hessian.derived[key] = (np.argsort(-diag, axis=1, kind="stable") if by_energy
+                                else np.broadcast_to(np.arange(diag.shape[1]), diag.shape).copy())
+    return hessian.derived[key]
 
 
-def _upper_inverse_factor(hessian: LayerHessian) -> np.ndarray:
+def _upper_inverse_factor(hessian: LayerHessian, by_energy: bool = True) -> np.ndarray:
     """Upper Cholesky factor U of H^-1 (H^-1 = U^T U), per group, H shrunk and its rows and
     columns in :func:`column_order` (computed once per Hessian object)."""
-    if "upper" in hessian.derived:
-        return hessian.derived["upper"]
-    order = column_order(hessian)
+    key = ("upper", by_energy)
+    if key in hessian.derived:
+        return hessian.derived[key]
+    order = column_order(hessian, by_energy)
     groups = np.arange(order.shape[0])[:, None, None]
     h = shrunk_hessian(hessian)[groups, order[:, :, None], order[:, None, :]]
     lower = np.linalg.cholesky(h)
     eye = np.broadcast_to(np.eye(h.shape[-1]), h.shape)
     inv_lower = np.linalg.solve(lower, eye)  # L^-1
     h_inv = np.matmul(inv_lower.transpose(0, 2, 1), inv_lower)
-    hessian.derived["upper"] = np.linalg.cholesky(h_inv).transpose(0, 2, 1)
-    return hessian.derived["upper"]
+    hessian.derived[key] = np.linalg.cholesky(h_inv).transpose(0, 2, 1)
+    return hessian.derived[key]
 
 
 def _compensated_pass(rows: np.ndarray, steps: np.ndarray, upper: np.ndarray, qmax: int | np.ndarray,
@@ -154,15 +158,16 @@ def _compensated_pass(rows: np.ndarray, steps: np.ndarray, upper: np.ndarray, qm
 
 
 def compensated_round(weight: np.ndarray, axis: int, bases: list[QuantizedWeight], hessian: LayerHessian,
-                      rate: float = 0.0) -> list[QuantizedWeight]:
-    """GPTQ at each base's bit-width and steps, sharing one factor of the Hessian.
+                      rate: float = 0.0, by_energy: bool = True) -> list[QuantizedWeight]:
+    """GPTQ at each base's bit-width and steps, sharing one factor of the Hessian; columns in
+    order of decreasing input energy (``by_energy=False``: as stored, for comparison).
 
     Nearest rounding (rate 0) runs all bit-widths in one column sweep; rate-aware rounding has a
     symbol model per bit-width and runs a sweep each, re-estimating the model after each pass.
     """
-    order = column_order(hessian)[:, None, :]  # [G, 1, K]
+    order = column_order(hessian, by_energy)[:, None, :]  # [G, 1, K]
     rows = np.take_along_axis(to_rows(weight, hessian.layout, hessian.groups), order, axis=-1)
-    upper = _upper_inverse_factor(hessian)
+    upper = _upper_inverse_factor(hessian, by_energy)
 
     def steps(base: QuantizedWeight) -> np.ndarray:
         return base.scales.astype(np.float64).reshape(rows.shape[:2])
