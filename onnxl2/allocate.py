@@ -16,9 +16,11 @@ import numpy as np
 
 from .errors import OnnxL2Error
 from .knapsack import minimize_cost, minimize_size
-from .sensitivity import Measurement, Sensitivity
+from .sensitivity import NOISE_SIGMAS, Measurement, Sensitivity
 
 MAX_ROUNDS = 10
+#: After a rejection that the noise could explain, the next bound is at most this factor lower.
+CAUTIOUS_STEP = 4.0
 #: The size form accepts a plan that lands within this fraction below the budget.
 SIZE_TOLERANCE = 0.02
 
@@ -67,8 +69,11 @@ def allocate_neighbourhood(options: dict[str, list[Sensitivity]], max_loss: floa
 
     The knapsack bounds the summed distortion; the bound is searched (bisection in log scale,
     from the most aggressive plan down) for the largest one whose plan passes the measured
-    check, keeping the smallest plan that passed. Every round is reported. With ``noise_sigmas``
-    a plan passes while its change is not measurably above the bound (mean - k se <= bound).
+    check, keeping the smallest plan that passed. A plan that fails by less than the noise of its
+    measurement says the boundary is near: the next bound is then at most ``CAUTIOUS_STEP``
+    lower, where plain bisection from the most aggressive plan would drop it by decades on one
+    unlucky draw. Every round is reported. With ``noise_sigmas`` a plan passes while its change
+    is not measurably above the bound (mean - k se <= bound).
     """
     groups = _groups(options)
     allocation = Allocation({})
@@ -93,9 +98,14 @@ def allocate_neighbourhood(options: dict[str, list[Sensitivity]], max_loss: floa
                 lo = np.log(bound)
                 if index == 0:
                     break
+                step = (lo + hi) / 2
             else:
                 hi = np.log(bound)
-            bound = float(np.exp((lo + hi) / 2))
+                step = (lo + hi) / 2
+                if measured.mean - NOISE_SIGMAS * measured.se <= max_loss:
+                    # not measurably outside: the boundary is near, not decades below
+                    step = max(step, hi - np.log(CAUTIOUS_STEP))
+            bound = float(np.exp(step))
     if best is None:
         result = minimize_size(groups, 0.0)  # only candidates with no measurable distortion
         best = (_choice(options, list(result.choice)), result.total_size)

@@ -29,10 +29,11 @@ from .progress import Stages
 from .sensitivity import (Measurement, Probe, Sensitivity, proxy_sweep, reference_candidate, sweep,
                           terminal_progress)
 from .transforms.lowrank import LAYOUTS
+from .workers import map_by_size
 
 
 #: Bumped whenever what a sweep measures changes, so that caches of older sweeps are not reused.
-SWEEP_VERSION = 4
+SWEEP_VERSION = 5
 
 
 @dataclass
@@ -286,13 +287,15 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
         path = Path(cache_dir) / f"candidates-{_candidates_key(data_digest, options)}.npz" if cache_dir else None
         candidates = load_candidates(path, {w.key: originals[w.key] for w in studied}) if path else None
         if candidates is None:
-            candidates = {w.key: make_candidates(w.key, originals[w.key], w.channel_axis, allowed_bits(w, options),
-                                                 hessian=hessians.get(w.key) if options.compensate else None,
-                                                 rates=options.rates,
-                                                 bias=originals[biases[w.key].key] if w.key in biases else None,
-                                                 ranks=_ranks(w, originals[w.key], hessians.get(w.key), pinned, options),
-                                                 full_rank=w.key not in pinned, moments=hessians.get(w.key))
-                          for w in studied}
+            def make(w: Weight) -> list[Candidate]:
+                return make_candidates(w.key, originals[w.key], w.channel_axis, allowed_bits(w, options),
+                                       hessian=hessians.get(w.key) if options.compensate else None,
+                                       rates=options.rates,
+                                       bias=originals[biases[w.key].key] if w.key in biases else None,
+                                       ranks=_ranks(w, originals[w.key], hessians.get(w.key), pinned, options),
+                                       full_rank=w.key not in pinned, moments=hessians.get(w.key))
+            made = map_by_size(make, studied, [w.numel for w in studied])
+            candidates = {w.key: cands for w, cands in zip(studied, made)}
             if path:
                 save_candidates(path, candidates)
     base_loss = float(probe.base.mean())

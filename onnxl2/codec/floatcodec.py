@@ -34,6 +34,9 @@ _DTYPE_NAME = re.compile(r"[<>|=][fiubc][1-9][0-9]?")
 _LZMA_MAX_BYTES = 1 << 16
 #: Whole-array lzma is also tried when planes save less than this fraction of the raw size.
 _LZMA_IF_ABOVE = 0.97
+#: Grid indices coded in at most this fraction of the raw size are kept without trying planes
+#: and lzma (a float32 has 8 bits of exponent and 23 of mantissa that the planes must carry).
+_GRID_SURE = 0.375
 #: rANS can beat its own ideal estimate by at most the coder state's bits (plus rounding).
 _ESTIMATE_SLACK_BITS = 128
 
@@ -129,13 +132,15 @@ def encode_array(arr: np.ndarray) -> bytes:
 def _encode_array(arr: np.ndarray) -> bytes:
     raw = arr.tobytes()
     options = [bytes([_RAW]) + raw]
+    indices = grid_indices(arr) if arr.size else None
+    if indices is not None:  # quantization steps: their grid indices, far below what planes reach
+        options.append(bytes([_GRID]) + encode_grid(indices))
+        if len(options[-1]) <= _GRID_SURE * arr.nbytes:
+            return _header(arr) + min(options, key=len)
     if arr.size:
         options.append(_plane_body(arr))
         if arr.nbytes <= _LZMA_MAX_BYTES or len(min(options, key=len)) > _LZMA_IF_ABOVE * arr.nbytes:
             options.append(bytes([_LZMA]) + _lzma(raw))
-        indices = grid_indices(arr)
-        if indices is not None:
-            options.append(bytes([_GRID]) + encode_grid(indices))
     return _header(arr) + min(options, key=len)
 
 

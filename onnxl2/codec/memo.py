@@ -8,6 +8,7 @@ budget (oldest out first).
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from typing import Callable
 
@@ -18,6 +19,7 @@ LIMIT_BYTES = 256 << 20
 
 _items: OrderedDict[tuple, bytes] = OrderedDict()
 _used = 0
+_lock = threading.Lock()  # candidates may be made on several threads
 
 
 def memoized(kind: str, arr: np.ndarray, code: Callable[[np.ndarray], bytes]) -> bytes:
@@ -25,11 +27,14 @@ def memoized(kind: str, arr: np.ndarray, code: Callable[[np.ndarray], bytes]) ->
     global _used
     key = (kind, hashlib.sha1(arr.tobytes() if arr.ndim == 0 else arr.reshape(-1).view(np.uint8)).digest(),
            arr.dtype.str, arr.shape)
-    coded = _items.get(key)
+    with _lock:
+        coded = _items.get(key)
     if coded is None:
         coded = code(arr)
-        _items[key] = coded
-        _used += len(coded)
-        while _used > LIMIT_BYTES and _items:
-            _used -= len(_items.popitem(last=False)[1])
+        with _lock:
+            if key not in _items:
+                _items[key] = coded
+                _used += len(coded)
+            while _used > LIMIT_BYTES and _items:
+                _used -= len(_items.popitem(last=False)[1])
     return coded

@@ -58,6 +58,16 @@ def qmax_for(bits: int) -> int:
     return (1 << (bits - 1)) - 1
 
 
+def _rounding_error(rows: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarray:
+    """Per row, the squared error of nearest rounding (clipped) at these steps:
+    ``s^2 * sum (clip(rint(x / s)) - x / s)^2``, in a few in-place passes over the rows."""
+    u = rows * (np.float32(1.0) / scale)[:, None]
+    q = np.rint(u)
+    np.clip(q, -qmax, qmax, out=q)
+    q -= u
+    return np.einsum("ij,ij->i", q, q).astype(np.float64) * np.square(scale.astype(np.float64))
+
+
 def quantize_per_channel(weight: np.ndarray, bits: int, axis: int, key: str = "",
                          search_clip: bool = True) -> QuantizedWeight:
     """Quantize ``weight`` with one step per slice along ``axis``."""
@@ -71,11 +81,14 @@ def quantize_per_channel(weight: np.ndarray, bits: int, axis: int, key: str = ""
     fractions = _CLIP_GRID[bits] if search_clip else np.ones(1)
     best_err = np.full(rows.shape[0], np.inf, dtype=np.float64)
     best_scale = amax / qmax
+    previous = None
     for fraction in fractions:
         scale = round_scale(amax * np.float32(fraction) / qmax, store_dtype)
-        scale = np.where(scale > 0, scale, np.float32(1.0))
-        q = np.clip(np.rint(rows / scale[:, None]), -qmax, qmax)
-        err = np.square(q * scale[:, None] - rows).sum(axis=1, dtype=np.float64)
+        scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
+        if previous is not None and np.array_equal(scale, previous):
+            continue  # the grid took this fraction to the steps already tried
+        previous = scale
+        err = _rounding_error(rows, scale, qmax)
         better = err < best_err
         best_err = np.where(better, err, best_err)
         best_scale = np.where(better, scale, best_scale)

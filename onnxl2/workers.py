@@ -1,0 +1,42 @@
+"""Per-weight work spread over a few threads.
+
+Why threads and not processes: the heavy parts of making a weight's candidates (rounding whole
+matrices, sorting and counting symbols, the coder's rANS passes, the Hessian's factorisations)
+run in numpy and constriction with the GIL released, so threads overlap them without copying
+any weight or Hessian, and without starting interpreters that would re-import the caller's
+script. Small models stay on one thread: their work is shorter than the coordination.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Below this many weight elements in all, everything runs on the calling thread.
+MIN_PARALLEL_ELEMENTS = 1 << 20
+MAX_WORKERS = 8
+
+
+def worker_count(total_elements: int) -> int:
+    """Threads for per-weight work on ``total_elements`` weight elements."""
+    if total_elements < MIN_PARALLEL_ELEMENTS:
+        return 1
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+
+
+def map_by_size(fn: Callable[[T], R], items: Sequence[T], sizes: Sequence[int]) -> list[R]:
+    """``[fn(item) for item in items]``, largest items started first on several threads when the
+    total is large enough; results in the order of ``items``; the first exception is raised."""
+    workers = worker_count(int(sum(sizes)))
+    if workers <= 1 or len(items) <= 1:
+        return [fn(item) for item in items]
+    order = sorted(range(len(items)), key=lambda i: -sizes[i])
+    results: list = [None] * len(items)
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        futures = {i: pool.submit(fn, items[i]) for i in order}
+        for i in order:
+            results[i] = futures[i].result()
+    return results

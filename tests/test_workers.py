@@ -1,0 +1,40 @@
+"""Candidates made on several threads are the candidates made on one."""
+from __future__ import annotations
+
+import pytest
+
+import genmodels
+from onnxl2 import compress, workers
+
+
+def test_threaded_candidates_give_the_same_bitstream(monkeypatch):
+    calib = genmodels.mixed_inputs(32, seed=9)
+    options = dict(quiet=True, devices=("cpu",), taylor=False, max_loss_increase="5%")
+    serial = compress(genmodels.mixed_model(), calib, **options)
+    calls = []
+    real = workers.ThreadPoolExecutor
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("max_workers"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(workers, "MIN_PARALLEL_ELEMENTS", 0)
+    monkeypatch.setattr(workers.os, "cpu_count", lambda: 3)
+    monkeypatch.setattr(workers, "ThreadPoolExecutor", counting)
+    threaded = compress(genmodels.mixed_model(), calib, **options)
+    assert calls and calls[0] >= 2
+    assert threaded.bitstream == serial.bitstream
+    assert threaded.report["plan"] == serial.report["plan"]
+
+
+def test_the_first_error_of_a_worker_is_raised(monkeypatch):
+    monkeypatch.setattr(workers, "MIN_PARALLEL_ELEMENTS", 0)
+
+    def fail_on_two(x: int) -> int:
+        if x == 2:
+            raise ValueError("two")
+        return x
+
+    with pytest.raises(ValueError, match="two"):
+        workers.map_by_size(fail_on_two, [1, 2, 3], [1, 1, 1])
+    assert workers.map_by_size(lambda x: x * 10, [1, 2, 3], [1, 5, 2]) == [10, 20, 30]
