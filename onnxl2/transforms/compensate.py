@@ -217,8 +217,8 @@ def bias_shift(weight: np.ndarray, approx: np.ndarray, hessian: LayerHessian) ->
     return -np.einsum("grk,gk->gr", d, hessian.mean).reshape(-1)
 
 
-#: A moved bias is kept to 2^-BIAS_PRECISION_BITS of its channel's output spread on the
-#: calibration data (and never coarser than 2^-14 of its own magnitude).
+#: A moved bias is kept on a power-of-two grid no coarser than 2^-BIAS_PRECISION_BITS of the
+#: larger of its channel's output spread on the calibration data and a sixteenth of itself.
 BIAS_PRECISION_BITS = 10
 
 
@@ -229,7 +229,9 @@ def bias_quanta(weight: np.ndarray, centred: LayerHessian, bias: np.ndarray) -> 
     small layer's channel; what the output needs of it is a small fraction of the channel's own
     spread (the output's standard deviation about its mean, from the centred ``X^T X``). A
     power-of-two grid leaves the low mantissa bits zero, which the lossless float coder stores
-    almost for free, and keeps the error below ``2^-11`` of that spread.
+    almost for free; the error stays below ``2^-11`` of that spread, or of a sixteenth of the
+    bias where the bias is the larger (a bias far above its channel's spread, such as one that
+    decides whether a ReLU passes anything, keeps 14 bits of its own).
     """
     w = to_rows(weight, centred.layout, centred.groups)
     energy = np.einsum("grk,gkl,grl->gr", w, centred.matrix, w, optimize=True).reshape(-1)
