@@ -34,8 +34,8 @@ _LABEL = re.compile(r"^(?:float(?P<float>32|16)|int(?P<bits>[2-8])(?P<gptq>\+gpt
                     r"(?:\+rank(?P<rank>[1-9][0-9]*))?)$")
 #: Extra bytes a factorised layer adds to the stored graph (a second DequantizeLinear, Reshape
 #: and compute node and their names, and a factor's few steps when they stay in the skeleton;
-#: measured after the container's coding: 152-161 bytes for names of 3 to 43 characters).
-LOWRANK_GRAPH_BYTES = 156
+#: measured after the container's coding: 134-141 bytes for names of 3 to 43 characters).
+LOWRANK_GRAPH_BYTES = 138
 
 
 @dataclass

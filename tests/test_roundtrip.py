@@ -146,19 +146,23 @@ def test_candidate_size_is_the_coded_size(tmp_path, bits):
     (each coded tensor's length as a varint) included."""
     from onnxl2.codec.container import _read_sections
     from onnxl2.codec.varint import varint_length
+    from onnxl2.codec.wire import tensor_spans
 
     path = _save(genmodels.big_matmul_model(96, 160, layers=2), tmp_path / "m.onnx")
     result = compress(path, bits=bits, output_dir=tmp_path / "out", quiet=True)
-    spans = [span for f in read_manifest(result.bitstream)["files"] for span in f["spans"]]
-    sections = _read_sections(result.bitstream)
+    files = read_manifest(result.bitstream)["files"]
+    assert len(files) == 1
+    spans = files[0]["spans"]  # in payload-section order (2, 3, ...), by offset in the file
+    name_at = {s.offset: s.name for s in tensor_spans(dict(result.files)[files[0]["name"]])}
+    payload = {name_at[span[0]]: len(section)
+               for span, section in zip(spans, _read_sections(result.bitstream)[2:], strict=True)}
     rows = [w for w in result.report["weights"] if w["bits"] == bits]
     assert rows
     for row in rows:
-        coded = [span for span in spans if span[6] in (f"{row['name']}_quantized", f"{row['name']}_scale")]
+        coded = [n for n in payload if n in (f"{row['name']}_quantized", f"{row['name']}_scale")]
         assert coded
-        payloads = [len(sections[span[5]]) for span in coded]
-        assert row["coded_bytes"] == sum(payloads)
-        assert row["candidate_bytes"] == row["coded_bytes"] + sum(varint_length(n) for n in payloads)
+        assert row["coded_bytes"] == sum(payload[n] for n in coded)
+        assert row["candidate_bytes"] == row["coded_bytes"] + sum(varint_length(payload[n]) for n in coded)
     assert "classed" in {span[2] for span in spans}
 
 
@@ -188,16 +192,17 @@ def test_format_1_bitstreams_still_decode(tmp_path, monkeypatch):
     assert restored.files == old.files
 
 
-def test_format_2_bitstreams_still_decode(tmp_path, monkeypatch):
-    """Format 2 (a 12-byte table entry and a checksum per section) decodes to the same files,
-    and the current format is the smaller of the two."""
+@pytest.mark.parametrize("version", [2, 4])
+def test_older_formats_still_decode(tmp_path, monkeypatch, version):
+    """Format 2 (a 12-byte table entry and a checksum per section) and format 4 (spans with
+    names and section numbers) decode to the same files, and the current format is smaller."""
     from onnxl2.codec import container
 
     path = _save(genmodels.mixed_model(), tmp_path / "m.onnx")
     with monkeypatch.context() as patch:
-        patch.setattr(container, "FORMAT_VERSION", 2)
+        patch.setattr(container, "FORMAT_VERSION", version)
         old = compress(path, bits=4, output_dir=tmp_path / "old", quiet=True)
-    assert old.bitstream[8:10] == b"\x02\x00"
+    assert old.bitstream[8:10] == bytes([version, 0])
     new = compress(path, bits=4, output_dir=tmp_path / "new", quiet=True)
     assert new.files == old.files and len(new.bitstream) < len(old.bitstream)
     restored = decompress(tmp_path / "old" / "m.l2b", tmp_path / "r" / "m.onnx")

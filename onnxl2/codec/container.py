@@ -40,7 +40,8 @@ MAGIC = b"ONNXL2B\x00"
 #: 2: integer tensors may be "classed" (row/column contexts; spans then carry their dims).
 #: 3: varint section lengths and one checksum over all sections.
 #: 4: float32 arrays may be stored as indices of the steps' logarithmic grid (``loggrid``).
-FORMAT_VERSION = 4
+#: 5: spans without tensor names and section numbers (payload sections follow span order).
+FORMAT_VERSION = 5
 _HEAD = struct.Struct("<8sHHI")
 _SECTION = struct.Struct("<QI")
 _CRC = struct.Struct("<I")
@@ -187,8 +188,7 @@ def encode_container(files: list[StoredFile], meta: dict) -> tuple[bytearray, li
             codec, payload = coded
             skeleton += data[cursor:span.offset]
             cursor = span.offset + span.length
-            entries.append([span.offset, span.length, codec, span.elem_type, count,
-                            len(table) + 2, span.name] + ([list(span.dims)] if codec == "classed" else []))
+            entries.append(_span_entry(span, codec, count, len(table) + 2))
             table.append(len(payload))
             body += payload
             accounting.append(CodedTensor(stored.name, span.name, codec, span.length, len(payload)))
@@ -202,6 +202,29 @@ def encode_container(files: list[StoredFile], meta: dict) -> tuple[bytearray, li
     body[0:0] = first[0] + first[1]
     body[0:0] = _header(table, body)
     return body, accounting
+
+
+def _span_entry(span: TensorSpan, codec: str, count: int, section: int) -> list:
+    """A manifest span: where the payload goes back and how it is coded. Since format 5 the
+    payload's section is implicit (the next one) and the tensor's name is left out (the decoder
+    never used it, and on a small model the names were a third of the manifest)."""
+    shape = [list(span.dims)] if codec == "classed" else []
+    if FORMAT_VERSION >= 5:
+        return [span.offset, span.length, codec, span.elem_type, count] + shape
+    return [span.offset, span.length, codec, span.elem_type, count, section, span.name] + shape
+
+
+def _spans(entry: dict, version: int, next_section: int) -> list[tuple]:
+    """(offset, length, codec, elem_type, count, section, shape or None) of a manifest file entry."""
+    out = []
+    for span in entry["spans"]:
+        if version >= 5:
+            (offset, length, codec, elem_type, count), rest, section = span[:5], span[5:], next_section
+        else:
+            (offset, length, codec, elem_type, count, section, _name), rest = span[:7], span[7:]
+        out.append((offset, length, codec, elem_type, count, section, rest[0] if rest else None))
+        next_section = section + 1
+    return out
 
 
 def _header(lengths: list[int], body: bytearray) -> bytearray:
@@ -303,6 +326,8 @@ def decode_container(blob: bytes, keep: bool = True) -> tuple[list[tuple[str, by
     """
     sections = _read_sections(blob)
     manifest = _manifest(sections)
+    version = _HEAD.unpack_from(blob, 0)[1]
+    next_section = 2
     try:
         skeleton = lzma_decompress(sections[1])
     except (lzma.LZMAError, ValueError) as exc:
@@ -323,19 +348,22 @@ def decode_container(blob: bytes, keep: bool = True) -> tuple[list[tuple[str, by
                     out.extend(piece)
 
             cursor = 0
-            for offset, length, codec, elem_type, count, section, _name, *shape in entry["spans"]:
+            spans = _spans(entry, version, next_section)
+            for offset, length, codec, elem_type, count, section, shape in spans:
                 gap = offset - cursor
                 emit(skeleton[skel_pos:skel_pos + gap])
                 skel_pos += gap
-                emit(_decode_payload(codec, bytes(sections[section]), elem_type, count, length,
-                                     shape[0] if shape else None))
+                emit(_decode_payload(codec, bytes(sections[section]), elem_type, count, length, shape))
                 cursor = offset + length
+            next_section = spans[-1][5] + 1 if spans else next_section
             tail = entry["size"] - cursor
             emit(skeleton[skel_pos:skel_pos + tail])
             skel_pos += tail
             if size != entry["size"] or digest.hexdigest() != entry["sha256"]:
                 raise BitstreamError(f"decoded {entry['name']} does not match its checksum")
             files.append((entry["name"], out))  # a bytearray: no second copy of a large file
+        if version >= 5 and next_section != len(sections):
+            raise BitstreamError("bitstream is corrupted (payload sections without a place in any file)")
     except BitstreamError:
         raise
     except (KeyError, IndexError, TypeError, ValueError) as exc:
