@@ -33,7 +33,7 @@ from .workers import map_by_size
 
 
 #: Bumped whenever what a sweep measures changes, so that caches of older sweeps are not reused.
-SWEEP_VERSION = 6
+SWEEP_VERSION = 7
 
 
 @dataclass

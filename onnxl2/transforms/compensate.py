@@ -206,8 +206,14 @@ def rate_aware_quantize(weight: np.ndarray, axis: int, base: QuantizedWeight, ra
 
 def output_error(weight: np.ndarray, approx: np.ndarray, hessian: LayerHessian) -> float:
     """Summed squared layer-output error on the calibration inputs: sum_g tr(dW_g H_g dW_g^T)."""
+    return float(channel_output_errors(weight, approx, hessian).sum())
+
+
+def channel_output_errors(weight: np.ndarray, approx: np.ndarray, hessian: LayerHessian) -> np.ndarray:
+    """Per output channel (in the bias's order), the squared output error summed over the
+    calibration inputs: the diagonal of dW H dW^T (same cost as its trace)."""
     d = to_rows(np.asarray(approx, dtype=np.float64) - weight, hessian.layout, hessian.groups)
-    return float(np.einsum("grk,gkl,grl->", d, hessian.matrix, d, optimize=True))
+    return np.einsum("grk,gkl,grl->gr", d, hessian.matrix, d, optimize=True).reshape(-1)
 
 
 def bias_shift(weight: np.ndarray, approx: np.ndarray, hessian: LayerHessian) -> np.ndarray:
@@ -218,26 +224,38 @@ def bias_shift(weight: np.ndarray, approx: np.ndarray, hessian: LayerHessian) ->
 
 
 #: A moved bias is kept on a power-of-two grid no coarser than 2^-BIAS_PRECISION_BITS of the
-#: larger of its channel's output spread on the calibration data and a sixteenth of itself.
+#: larger of its channel's output spread on the calibration data and a sixteenth of itself, or
+#: than a quarter of the output error its layer's rounding already leaves in that channel
+#: (``BIAS_ERROR_SHARE``), up to 2^-BIAS_COARSEST_BITS of the spread.
 BIAS_PRECISION_BITS = 10
+BIAS_ERROR_SHARE = 0.25
+BIAS_COARSEST_BITS = 5
 
 
-def bias_quanta(weight: np.ndarray, centred: LayerHessian, bias: np.ndarray) -> np.ndarray:
+def channel_spread(weight: np.ndarray, centred: LayerHessian) -> np.ndarray:
+    """Per output channel, the standard deviation of the layer's output about its mean on the
+    calibration inputs (from the centred ``X^T X``)."""
+    w = to_rows(weight, centred.layout, centred.groups)
+    energy = np.einsum("grk,gkl,grl->gr", w, centred.matrix, w, optimize=True).reshape(-1)
+    return np.sqrt(np.maximum(energy, 0.0) / max(centred.rows, 1))
+
+
+def bias_quanta(spread: np.ndarray, bias: np.ndarray, error_rms: np.ndarray | None = None) -> np.ndarray:
     """Per output channel, the power of two a moved bias is rounded to (0: kept as it is).
 
     Why: a float32 bias costs about 30 bits in the bitstream, far more than the weights of a
     small layer's channel; what the output needs of it is a small fraction of the channel's own
-    spread (the output's standard deviation about its mean, from the centred ``X^T X``). A
-    power-of-two grid leaves the low mantissa bits zero, which the lossless float coder stores
-    almost for free; the error stays below ``2^-11`` of that spread, or of a sixteenth of the
-    bias where the bias is the larger (a bias far above its channel's spread, such as one that
-    decides whether a ReLU passes anything, keeps 14 bits of its own).
+    ``spread``, and less still next to the error the rounding of the layer's weights already
+    leaves there (``error_rms``, per channel, per calibration row): an error a quarter of that
+    adds a sixteenth to its energy. A power-of-two grid leaves the low mantissa bits zero, which
+    the lossless float coder stores almost for free. A bias far above its channel's spread (one
+    that decides whether a ReLU passes anything) keeps 14 bits of its own.
     """
-    w = to_rows(weight, centred.layout, centred.groups)
-    energy = np.einsum("grk,gkl,grl->gr", w, centred.matrix, w, optimize=True).reshape(-1)
-    spread = np.sqrt(np.maximum(energy, 0.0) / max(centred.rows, 1))
+    allowed = spread * 2.0 ** -BIAS_PRECISION_BITS
+    if error_rms is not None:
+        allowed = np.maximum(allowed, np.minimum(BIAS_ERROR_SHARE * error_rms, spread * 2.0 ** -BIAS_COARSEST_BITS))
     magnitude = np.abs(np.asarray(bias, dtype=np.float64)).reshape(-1)
-    floor = np.maximum(spread, magnitude / 16.0) * 2.0 ** -BIAS_PRECISION_BITS
+    floor = np.maximum(allowed, magnitude / 16.0 * 2.0 ** -BIAS_PRECISION_BITS)
     quanta = np.zeros_like(floor)
     positive = floor > 0
     quanta[positive] = 2.0 ** np.floor(np.log2(floor[positive]))
