@@ -16,7 +16,7 @@ from onnx import ModelProto
 
 from . import __version__
 from .candidates import DEFAULT_BITS_CHOICES, DEFAULT_RATES, Candidate, candidate_for_label, make_candidates, \
-    parse_label, symbol_tensors
+    moved_bias_bytes, parse_label, step_count, symbol_tensors
 from .codec.container import StoredFile, decode_container, encode_container
 from .codec.entropy import empirical_entropy_bits
 from .data import DataSource, batch_size_for, input_specs, load_data, load_labels
@@ -24,7 +24,7 @@ from .emit import default_opset, emit_quantized
 from .errors import OnnxL2Error
 from .evaluate import ValidationResult, validate_models
 from .fileio import write_files_atomically
-from .hessian import LayerHessian, bias_weights, layer_hessians
+from .hessian import LayerHessian, bias_weights, layer_hessians, output_positions
 from .mixed import MixedOptions, allowed_bits, check_factorisable, chosen_rows, parse_size, pinned_rank, plan_mixed
 from .model import ModelSource, Weight, discover_weights, load_model, model_stem, weight_array
 from .progress import Stages
@@ -291,7 +291,7 @@ def _fixed_choices(proto: ModelProto, weights: list[Weight], bits: int | None, o
                                              bias=weight_array(proto, biases[key]) if key in biases else None,
                                              ranks=(rank,) if rank else (), full_rank=not rank,
                                              moments=hessians.get(key))
-        return chosen, _positions(hessians)
+        return chosen, output_positions(hessians)
     unknown = sorted(set(plan) - set(studied))
     if unknown:
         raise OnnxL2Error(f"the plan names weights this model does not have or cannot compress: "
@@ -317,11 +317,7 @@ def _fixed_choices(proto: ModelProto, weights: list[Weight], bits: int | None, o
         chosen[key] = candidate_for_label(key, weight_array(proto, w), w.channel_axis, labels[key],
                                           hessians.get(key),
                                           weight_array(proto, biases[key]) if key in biases else None)
-    return chosen, _positions(hessians)
-
-
-def _positions(hessians: dict[str, LayerHessian]) -> dict[str, float]:
-    return {key: h.positions for key, h in hessians.items() if h.positions}
+    return chosen, output_positions(hessians)
 
 
 def _emit(proto: ModelProto, weights: list[Weight], chosen: dict[str, Candidate], consume: bool,
@@ -349,6 +345,9 @@ def _weight_rows(weights: list[Weight], chosen: dict[str, Candidate], allocation
                      "params": w.numel, "bits": cand.bits, "rank": cand.rank, "choice": cand.label,
                      "container": container, "stored_params": sum(t.size for t in symbols) if symbols else w.numel,
                      "candidate_bytes": cand.coded_bytes, "order0_entropy_bits": order0,
+                     "steps": step_count(cand),
+                     "moved_bias": ({"values": int(cand.bias_values.size), "bytes": moved_bias_bytes(cand)}
+                                    if cand.bias_values is not None else None),
                      **sens.get(w.key, {})})
     return rows
 
@@ -448,11 +447,19 @@ def _sizes(original_bytes: int, blob: bytes, stored, weight_rows, stored_as, acc
         params = sum(r["stored_params"] for r in integer)  # symbols stored (factor pairs: both factors)
         symbol_bytes = sum(coded.get(name, raw_by_name.get(name, 0))
                            for r in integer for name in stored_as[r["key"]][:2 if r.get("rank") else 1])
+        step_bytes = sum(r["coded_bytes"] for r in integer) - symbol_bytes
         sizes["integer_weights"] = {
             "params": params,
             "symbol_bits_per_weight": 8 * symbol_bytes / params,  # tables and classes included
             "order0_entropy_bits_per_weight": sum(r["order0_entropy_bits"] for r in integer) / params,
-            "scale_bits_per_weight": 8 * (sum(r["coded_bytes"] for r in integer) - symbol_bytes) / params}
+            "scale_bits_per_weight": 8 * step_bytes / params,
+            "steps": sum(r["steps"] for r in integer),
+            "bits_per_step": 8 * step_bytes / max(1, sum(r["steps"] for r in integer))}
+    moved = [r["moved_bias"] for r in weight_rows if r.get("moved_bias")]
+    if moved:  # biases moved by bias correction, on their grids
+        values = sum(m["values"] for m in moved)
+        sizes["moved_biases"] = {"values": values, "bytes": sum(m["bytes"] for m in moved),
+                                 "bits_per_value": 8 * sum(m["bytes"] for m in moved) / values}
     sizes["compressible_float32_bytes"] = float32_bytes
     sizes["coded_weight_bytes"] = coded_bytes
     sizes["weight_ratio"] = float32_bytes / coded_bytes if coded_bytes else None

@@ -95,11 +95,28 @@ def integer_payload_bytes(q: QuantizedWeight) -> int:
             + stored_size(q.scales.nbytes, len(encode_array(q.scales))))
 
 
+def _integer_parts(cand: Candidate) -> list[QuantizedWeight]:
+    if cand.factors is not None:
+        return [cand.factors.first, cand.factors.second]
+    return [cand.quantized] if cand.quantized is not None else []
+
+
 def symbol_tensors(cand: Candidate) -> list[np.ndarray]:
     """The integer tensors a candidate stores (none for float ones, two for a factor pair)."""
-    if cand.factors is not None:
-        return [cand.factors.first.symbols, cand.factors.second.symbols]
-    return [cand.quantized.symbols] if cand.quantized is not None else []
+    return [q.symbols for q in _integer_parts(cand)]
+
+
+def step_count(cand: Candidate) -> int:
+    """Per-channel steps the candidate stores (one per output channel of each integer tensor)."""
+    return sum(q.scales.size for q in _integer_parts(cand))
+
+
+def moved_bias_bytes(cand: Candidate) -> int:
+    """Bytes the candidate's moved bias takes in the bitstream, coded as the container codes it
+    (0 when it moves none)."""
+    if cand.bias_values is None:
+        return 0
+    return stored_size(cand.bias_values.nbytes, len(encode_array(cand.bias_values)))
 
 
 def factor_payload_bytes(pair: FactorPair) -> int:

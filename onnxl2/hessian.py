@@ -268,6 +268,11 @@ def _reshaped_bias(name: str, channels: int, rank: int, graph: _Graph) -> str | 
     return reshape.input[0] if np.array_equal(padded, want) else None
 
 
+def output_positions(hessians: Mapping[str, LayerHessian]) -> dict[str, float]:
+    """Layer key -> output positions per calibration sample, where the input pass counted them."""
+    return {key: h.positions for key, h in hessians.items() if h.positions}
+
+
 def bias_weights(every: list[Weight], hessians: Mapping[str, LayerHessian]) -> dict[str, Weight]:
     """Layer key -> the bias its Hessian names: what bias correction moves with the weight."""
     by_key = {w.key: w for w in every}

@@ -22,7 +22,7 @@ from .candidates import (ALLOWED_BITS, DEFAULT_BITS_CHOICES, DEFAULT_RATES, Cand
 from .data import batch_size_for, input_specs
 from .errors import OnnxL2Error
 from .fileio import write_files_atomically
-from .hessian import LayerHessian, bias_weights, layer_hessians, load_hessians, save_hessians
+from .hessian import LayerHessian, bias_weights, layer_hessians, load_hessians, output_positions, save_hessians
 from .losses import make_loss
 from .model import Weight, weight_array
 from .progress import Stages
@@ -359,7 +359,7 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
         "forward_passes": probe.passes, **allocation.to_dict(),
         "candidates": {k: [s.to_dict() for s in rows] for k, rows in table.items()},
     }
-    return MixedResult(chosen, report, {k: h.positions for k, h in hessians.items() if h.positions})
+    return MixedResult(chosen, report, output_positions(hessians))
 
 
 def _sum_or_none(values) -> float | None:

@@ -58,7 +58,10 @@ def summary_rows(report: dict) -> list[list[str]]:
         iw = sizes["integer_weights"]
         rows.append(["integer symbols, bits/weight", f"{iw['symbol_bits_per_weight']:.3f} coded (tables included) vs "
                      f"{iw['order0_entropy_bits_per_weight']:.3f} order-0 entropy; steps add "
-                     f"{iw['scale_bits_per_weight']:.3f}"])
+                     f"{iw['scale_bits_per_weight']:.3f} ({iw['bits_per_step']:.1f} bits a step)"])
+    if sizes.get("moved_biases"):
+        mb = sizes["moved_biases"]
+        rows.append(["moved biases", f"{mb['values']:,} values, {mb['bits_per_value']:.1f} bits each"])
     if sizes.get("compressed_onnx_bytes"):
         rows.append(["compressed ONNX", human_bytes(sizes["compressed_onnx_bytes"])])
     compute = report.get("compute")

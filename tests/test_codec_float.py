@@ -135,8 +135,8 @@ def test_steps_on_the_grid_round_trip_as_indices_and_cost_far_less_than_floats()
     assert grid_indices(steps) is not None
     coded = encode_array(steps)
     assert np.array_equal(_bits(decode_array(coded)), _bits(steps))
-    plain = encode_array(steps.view(np.uint32).astype(np.uint32) | np.uint32(0))  # same bits, not floats
-    assert len(coded) < 0.6 * len(plain)
+    as_words = encode_array(steps.view(np.uint32))  # the same bits, coded as plain integers
+    assert len(coded) < 0.6 * len(as_words)
     extremes = grid_values(np.array([LOWEST, HIGHEST, 0, -1]))
     assert np.array_equal(_bits(decode_array(encode_array(extremes))), _bits(extremes))
     assert np.array_equal(nearest_on_grid(extremes), extremes)

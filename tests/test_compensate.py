@@ -8,6 +8,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import genmodels
 from onnxl2 import compress
+from onnxl2.codec.container import read_manifest
 from onnxl2.evaluate import make_session
 from onnxl2.hessian import conv_patches, layer_hessians
 from onnxl2.model import discover_weights
@@ -366,7 +367,6 @@ def test_moved_biases_keep_a_small_share_of_their_channel_spread_and_code_smalle
     weights, hessians = _hessian_of(model, _correlated(rng, (6, 8, 10, 10)))
     w, h = weights[0], hessians[weights[0].key]
     array = numpy_helper.to_array(model.graph.initializer[0])
-    h.mean = h.mean if h.mean is not None else np.zeros((1, h.matrix.shape[-1]))
     centred = h.centred()
     bias = (rng.standard_normal(64) * np.logspace(-3, 2, 64)).astype(np.float32)
     bias[0] = 0.0
@@ -414,14 +414,33 @@ def test_a_conv_bias_added_after_a_reshape_is_found_and_corrected(tmp_path, shap
     assert hessians["w"].bias == ("b" if found else None)
     if not found:
         return
-    result = compress(model, {"x": x}, bits=3, compensate=True, quiet=True, devices=("cpu",), output_dir=tmp_path)
+    compress(model, {"x": x}, bits=3, compensate=True, quiet=True, devices=("cpu",), output_dir=tmp_path)
     emitted = onnx.load(str(tmp_path / "model.l2.onnx"))
     moved = next(numpy_helper.to_array(n.attribute[0].t) for n in emitted.graph.node if n.output[0] == "b")
     assert not np.array_equal(moved, numpy_helper.to_array(nodes[0].attribute[0].t))
     original = make_session(model).run(None, {"x": x})[0]
-    plain = compress(model, {"x": x}, bits=3, compensate=True, quiet=True, devices=("cpu",))
-    assert result.files == plain.files
     after = make_session(emitted).run(None, {"x": x})[0]
     # the channel means stay, up to the bias grid: half a step of at most 2^-5 of the spread
     shift = np.abs(after.mean(axis=(0, 2, 3)) - original.mean(axis=(0, 2, 3)))
     assert (shift <= 2.0 ** -6 * original.std(axis=(0, 2, 3)) + 1e-4 * np.abs(original).max()).all()
+
+
+def test_report_prices_moved_biases_and_steps_as_the_bitstream_stores_them(tmp_path):
+    from onnxl2.codec.container import _read_sections
+    from onnxl2.codec.varint import varint_length
+    from onnxl2.codec.wire import tensor_spans
+
+    model = _biased_model(5)
+    result = compress(model, {"x": _biased_inputs(48, 6)}, bits=4, compensate=True, quiet=True, devices=("cpu",))
+    rows = {r["key"]: r for r in result.report["weights"]}
+    assert rows["mw"]["steps"] == 32 and rows["cw"]["steps"] == 8 and rows["gw"]["steps"] == 10
+    spans = read_manifest(result.bitstream)["files"][0]["spans"]
+    name_at = {s.offset: s.name for s in tensor_spans(result.files[0][1])}
+    sections = dict(zip((name_at[s[0]] for s in spans), _read_sections(result.bitstream)[2:]))
+    assert rows["mw"]["moved_bias"] == {"values": 32, "bytes": len(sections["mb"]) + varint_length(len(sections["mb"]))}
+    assert rows["cw"]["moved_bias"] == {"values": 8, "bytes": 32}  # under 64 bytes: stored as it is
+    sizes = result.report["sizes"]
+    assert sizes["moved_biases"]["values"] == 50
+    assert sizes["integer_weights"]["steps"] == 50
+    assert sizes["integer_weights"]["bits_per_step"] == pytest.approx(
+        sizes["integer_weights"]["scale_bits_per_weight"] * sizes["integer_weights"]["params"] / 50)

@@ -29,6 +29,7 @@ def test_threaded_candidates_give_the_same_bitstream(monkeypatch):
 
 def test_the_first_error_of_a_worker_is_raised(monkeypatch):
     monkeypatch.setattr(workers, "MIN_PARALLEL_ELEMENTS", 0)
+    monkeypatch.setattr(workers.os, "cpu_count", lambda: 3)  # threads even on a one-core runner
 
     def fail_on_two(x: int) -> int:
         if x == 2:

@@ -54,9 +54,9 @@ def main() -> None:
             approx = [base.reconstruct()] + [
                 compensated_round(values, w.channel_axis, [base], fitted[w.key], by_energy=order)[0].reconstruct()
                 for order in (False, True)]
-            shares = np.array([[output_error(values, np.asarray(a, np.float64), moments[split][w.key])
-                                / output_error(values, np.zeros_like(values), moments[split][w.key])
-                                for split in moments] for a in approx])
+            energy = [output_error(values, np.zeros_like(values), moments[split][w.key]) for split in moments]
+            shares = np.array([[output_error(values, np.asarray(a, np.float64), moments[split][w.key]) / e
+                                for split, e in zip(moments, energy)] for a in approx])
             totals += shares
             if args.per_layer:
                 cells = "  ".join(f"{c:7.3%} / {e:7.3%}" for c, e in shares)

@@ -29,9 +29,8 @@ from onnx import TensorProto
 
 from ..errors import BitstreamError
 from .classed import decode_classed, encode_classed
-from .entropy import decode_symbols, encode_symbols
+from .entropy import decode_symbols, encode_symbols, read_varints
 from .floatcodec import decode_array, encode_array
-from .entropy import read_varints
 from .lzma_raw import compress as lzma_compress, decompress as lzma_decompress
 from .varint import encode_varints, varint_length
 from .wire import TensorSpan
@@ -207,7 +206,7 @@ def encode_container(files: list[StoredFile], meta: dict) -> tuple[bytearray, li
 def _span_entry(span: TensorSpan, codec: str, count: int, section: int) -> list:
     """A manifest span: where the payload goes back and how it is coded. Since format 5 the
     payload's section is implicit (the next one) and the tensor's name is left out (the decoder
-    never used it, and on a small model the names were a third of the manifest)."""
+    never used either; on the default model they were a third of the manifest)."""
     shape = [list(span.dims)] if codec == "classed" else []
     if FORMAT_VERSION >= 5:
         return [span.offset, span.length, codec, span.elem_type, count] + shape
@@ -259,7 +258,7 @@ def _read_sections(blob: bytes) -> list[memoryview]:
         raise BitstreamError("bitstream is truncated (section table incomplete)")
     try:
         lengths, table_end = read_varints(blob, count, _HEAD.size)
-    except Exception:
+    except (ValueError, IndexError):
         raise BitstreamError("bitstream is truncated (section table incomplete)") from None
     if len(blob) < table_end + 2 * _CRC.size:
         raise BitstreamError("bitstream is truncated (section table incomplete)")

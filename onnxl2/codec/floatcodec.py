@@ -132,7 +132,7 @@ def encode_array(arr: np.ndarray) -> bytes:
 def _encode_array(arr: np.ndarray) -> bytes:
     raw = arr.tobytes()
     options = [bytes([_RAW]) + raw]
-    indices = grid_indices(arr) if arr.size else None
+    indices = grid_indices(arr)
     if indices is not None:  # quantization steps: their grid indices, far below what planes reach
         options.append(bytes([_GRID]) + encode_grid(indices))
         if len(options[-1]) <= _GRID_SURE * arr.nbytes:

@@ -172,9 +172,6 @@ def compensated_round(weight: np.ndarray, axis: int, bases: list[QuantizedWeight
     def steps(base: QuantizedWeight) -> np.ndarray:
         return base.scales.astype(np.float64).reshape(rows.shape[:2])
 
-    def in_sweep_order(symbols: np.ndarray) -> np.ndarray:
-        return np.take_along_axis(to_rows(symbols, hessian.layout, hessian.groups), order, axis=-1)
-
     if rate <= 0:
         qmax = np.array([b.qmax for b in bases], dtype=np.float64).reshape(-1, 1, 1)
         q = _compensated_pass(np.broadcast_to(rows, (len(bases),) + rows.shape),
@@ -182,7 +179,7 @@ def compensated_round(weight: np.ndarray, axis: int, bases: list[QuantizedWeight
     else:
         q = []
         for base in bases:
-            symbols = in_sweep_order(base.symbols)
+            symbols = np.take_along_axis(to_rows(base.symbols, hessian.layout, hessian.groups), order, axis=-1)
             for _ in range(MODEL_PASSES):
                 symbols = _compensated_pass(rows[None], steps(base)[None], upper, base.qmax, rate,
                                             code_lengths(symbols, base.qmax))[0]
