@@ -20,8 +20,8 @@ from .codec.classed import encode_classed
 from .codec.floatcodec import encode_array
 from .fileio import write_files_atomically
 from .hessian import LayerHessian
-from .transforms.compensate import (bias_quanta, bias_shift, channel_output_errors, channel_spread,
-                                   compensated_round, output_error, rate_aware_quantize, round_bias, to_rows)
+from .transforms.compensate import (bias_quanta, channel_spread, compensated_round, output_error,
+                                   rate_aware_quantize, round_bias, shift_and_errors, to_rows)
 from .transforms.lowrank import FACTOR_BITS, FactorPair, candidate_ranks, factorise, truncated
 from .transforms.quantize import QuantizedWeight, quantize_per_channel
 
@@ -200,12 +200,10 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
         """Bias correction (the moved bias on its grid), then each candidate's layer-output error."""
         for cand in cands:
             if correct and cand.is_integer:
-                values = cand.values()
-                errors = channel_output_errors(weight, values, centred)
+                shift, errors = shift_and_errors(weight, cand.values(), hessian, centred)
                 quanta = bias_quanta(spread, bias, np.sqrt(np.maximum(errors, 0.0) / max(centred.rows, 1)))
                 cand.bias_key = hessian.bias
-                cand.bias_values = round_bias(bias.astype(np.float64) + bias_shift(weight, values, hessian),
-                                              quanta).astype(bias.dtype)
+                cand.bias_values = round_bias(bias.astype(np.float64) + shift, quanta).astype(bias.dtype)
                 cand.output_error = float(errors.sum())
                 continue
             if moments is not None:

@@ -18,6 +18,13 @@ NNCodec need torch and run in a separate virtual environment (``--peers-python``
 say "skipped". Writes ``OUT/results.json``, ``OUT/results.md`` and one
 size-against-accuracy curve per model, ``OUT/<model>.svg``.
 
+Baseline rows (everything but onnxl2's) are kept in ``OUT/cache/<model>/baselines``, keyed by
+the method, the model and calibration files, the baseline scripts and the versions of the
+packages they call; a later run with the same inputs reuses the row and its artefact (the
+file is judged again; its times are those of the run that made it, and the row says when) instead of
+making it again (MiniLM's lzma, zstd and NNCodec rows alone take 4 minutes). ``--fresh-baselines``
+makes them all again.
+
 ``--quick`` uses fewer samples (at most 32 per split; the detector calibrates on 8 pages and is
 judged on 16), measures every candidate's sensitivity only when that fits 60 s (the proxy sweep
 otherwise) and without the Taylor terms (reported, but the allocation does not use them), and
@@ -29,6 +36,7 @@ bits + rank allocation beside bits alone).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -228,8 +236,47 @@ def methods(quick: bool) -> list[tuple[str, str, int | None]]:
     return rows
 
 
+def _digest(path: Path) -> bytes:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.digest()
+
+
+def _versions() -> str:
+    """Versions of what the in-process baselines run on (ORT's quantizers, onnx, zstd)."""
+    from importlib.metadata import PackageNotFoundError, version
+    found = []
+    for package in ("onnx", "onnxruntime", "zstandard", "numpy"):
+        try:
+            found.append(f"{package}={version(package)}")
+        except PackageNotFoundError:
+            found.append(f"{package}=-")
+    return ",".join(found)
+
+
+def baseline_key(method: str, qp: int | None, model: Path, calib: Path, peers_python: Path) -> str:
+    """What a baseline row depends on: the method, the model and calibration files, the scripts
+    that run the baselines, the packages they call (the peers' venv by its path)."""
+    h = hashlib.sha256("\0".join([method, str(qp), str(peers_python), _versions()]).encode())
+    for path in (model, calib, ROOT / "tools" / "bench_baselines.py", ROOT / "tools" / "bench_peers.py"):
+        h.update(_digest(path))
+    return h.hexdigest()[:32]
+
+
+def _cached_row(folder: Path, key: str) -> dict | None:
+    path = folder / f"{key}.json"
+    if not path.is_file():
+        return None
+    row = json.loads(path.read_text())
+    if row.get("onnx_path") and not Path(row["onnx_path"]).is_file():
+        return None  # its artefact is gone: make it again
+    return row
+
+
 def bench_model(name: str, out: Path, quick: bool, peers_python: Path, timeout: float,
-                only: list[str] | None = None) -> dict:
+                only: list[str] | None = None, fresh_baselines: bool = False) -> dict:
     from tools.bench_baselines import float_params
     task = make_task(name)
     work = out / "cache" / name
@@ -255,11 +302,19 @@ def bench_model(name: str, out: Path, quick: bool, peers_python: Path, timeout: 
             continue
         print(f"[{name}] {method} ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
-        if kind in ("zipnn", "nncodec"):
+        key = baseline_key(method, qp, task.model, files["calib"], peers_python) if kind != "onnxl2" else None
+        row = None if key is None or fresh_baselines else _cached_row(work / "baselines", key)
+        if row is not None:
+            row["cached"] = True
+        elif kind in ("zipnn", "nncodec"):
             row = _peer(kind, task.model, work / "peers", peers_python, qp, timeout)
         else:
             row = _in_subprocess({**spec_base, "method": method, "work": str(work / "made")}, timeout)
         row = {"method": method, "status": row.pop("status", "ok"), **row}
+        if key is not None and not row.get("cached") and row["status"] in ("ok", "n/a"):
+            (work / "baselines").mkdir(exist_ok=True)
+            (work / "baselines" / f"{key}.json").write_text(
+                json.dumps({**row, "made": time.strftime("%Y-%m-%d")}, indent=1) + "\n")
         if row["status"] == "ok":
             row["ratio"] = original_bytes / row["shipped_bytes"]
             if row.get("onnx_path"):
@@ -314,8 +369,11 @@ def markdown(result: dict) -> str:
         task = f"{r[metric]:.4f} | {r['cos_mean']:.5f} / {r['cos_min']:.4f} | {'yes' if r['acceptable'] else 'no'}" \
             if lossy else "lossless | - | yes"
         peak = f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") else "-"
+        note = r.get("note", "")
+        if r.get("cached"):  # sizes and the files judged are the same; the times are from that run
+            note = f"made {r.get('made', 'earlier')} (same inputs; its times)" + (f"; {note}" if note else "")
         lines.append(f"| {r['method']} | {r['shipped_bytes']:,} | {r['ratio']:.2f}x | {acc}{task} | "
-                     f"{r['compress_s']:.1f} | {r['decompress_s']:.2f} | {peak} | {r.get('note', '')} |")
+                     f"{r['compress_s']:.1f} | {r['decompress_s']:.2f} | {peak} | {note} |")
     return "\n".join(lines) + "\n"
 
 
@@ -371,6 +429,8 @@ def main() -> None:
     parser.add_argument("--peers-python", type=Path, default=PEERS_PYTHON)
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per row")
     parser.add_argument("--methods", nargs="*", help="only rows whose name contains one of these")
+    parser.add_argument("--fresh-baselines", action="store_true",
+                        help="make every baseline row again, even where one with the same inputs is kept")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -390,13 +450,17 @@ def main() -> None:
     results = []
     for name in args.models:
         try:
-            results.append(bench_model(name, args.out, args.quick, args.peers_python, args.timeout, args.methods))
+            results.append(bench_model(name, args.out, args.quick, args.peers_python, args.timeout, args.methods,
+                                       args.fresh_baselines))
         except Exception as exc:  # a model that cannot be prepared is reported, the others still run
             results.append({"model": name, "status": "skipped", "error": f"{type(exc).__name__}: {exc}"})
     doc = {"date": time.strftime("%Y-%m-%d"), "command": "python tools/bench.py " + " ".join(sys.argv[1:]),
-           "quick": args.quick, "seconds": round(time.perf_counter() - started, 1), "models": results}
+           "quick": args.quick, "seconds": round(time.perf_counter() - started, 1),
+           "baseline_rows_reused": sum(bool(r.get("cached")) for m in results for r in m.get("rows", [])),
+           "models": results}
     (args.out / "results.json").write_text(json.dumps(doc, indent=1) + "\n")
-    text = [f"Command: `{doc['command']}` ({doc['date']}, {doc['seconds']:.0f} s)\n"]
+    reused = f"; {doc['baseline_rows_reused']} baseline rows reused" if doc["baseline_rows_reused"] else ""
+    text = [f"Command: `{doc['command']}` ({doc['date']}, {doc['seconds']:.0f} s{reused})\n"]
     for result in results:
         if result.get("status") == "skipped":
             text.append(f"### {result['model']}\n\nskipped: {result['error']}\n")

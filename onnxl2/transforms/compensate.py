@@ -206,18 +206,32 @@ def output_error(weight: np.ndarray, approx: np.ndarray, hessian: LayerHessian) 
     return float(channel_output_errors(weight, approx, hessian).sum())
 
 
-def channel_output_errors(weight: np.ndarray, approx: np.ndarray, hessian: LayerHessian) -> np.ndarray:
-    """Per output channel (in the bias's order), the squared output error summed over the
-    calibration inputs: the diagonal of dW H dW^T (same cost as its trace)."""
-    d = to_rows(np.asarray(approx, dtype=np.float64) - weight, hessian.layout, hessian.groups)
+def _difference_rows(weight: np.ndarray, approx: np.ndarray, hessian: LayerHessian) -> np.ndarray:
+    return to_rows(np.asarray(approx, dtype=np.float64) - weight, hessian.layout, hessian.groups)
+
+
+def _errors_of(d: np.ndarray, hessian: LayerHessian) -> np.ndarray:
     return np.einsum("grk,gkl,grl->gr", d, hessian.matrix, d, optimize=True).reshape(-1)
 
 
-def bias_shift(weight: np.ndarray, approx: np.ndarray, hessian: LayerHessian) -> np.ndarray:
-    """What to add to the layer's bias so that its mean output on the calibration inputs stays:
-    ``-dW mu`` per output channel (bias correction), in the bias's channel order."""
-    d = to_rows(np.asarray(approx, dtype=np.float64) - weight, hessian.layout, hessian.groups)
+def _shift_of(d: np.ndarray, hessian: LayerHessian) -> np.ndarray:
     return -np.einsum("grk,gk->gr", d, hessian.mean).reshape(-1)
+
+
+def channel_output_errors(weight: np.ndarray, approx: np.ndarray, hessian: LayerHessian) -> np.ndarray:
+    """Per output channel (in the bias's order), the squared output error summed over the
+    calibration inputs: the diagonal of dW H dW^T (same cost as its trace)."""
+    return _errors_of(_difference_rows(weight, approx, hessian), hessian)
+
+
+def shift_and_errors(weight: np.ndarray, approx: np.ndarray, hessian: LayerHessian,
+                     centred: LayerHessian) -> tuple[np.ndarray, np.ndarray]:
+    """(What to add to the layer's bias so that its mean output on the calibration inputs
+    stays, ``-dW mu`` per output channel (bias correction); :func:`channel_output_errors` under
+    ``centred``, the same layer's centred moments), both in the bias's channel order and from
+    one weight difference: what bias correction needs for every candidate of a layer with a bias."""
+    d = _difference_rows(weight, approx, hessian)
+    return _shift_of(d, hessian), _errors_of(d, centred)
 
 
 #: A moved bias is kept on a power-of-two grid no coarser than 2^-BIAS_PRECISION_BITS of the

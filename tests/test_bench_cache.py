@@ -1,0 +1,37 @@
+"""The benchmark reuses a baseline row only while everything it was made from is unchanged."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tools.bench import _cached_row, baseline_key  # noqa: E402
+
+
+def test_key_follows_inputs(tmp_path):
+    model, calib, peers = tmp_path / "m.onnx", tmp_path / "c.npz", tmp_path / "python"
+    model.write_bytes(b"model one")
+    calib.write_bytes(b"calibration")
+    key = baseline_key("zstd -19 (file)", None, model, calib, peers)
+    assert key == baseline_key("zstd -19 (file)", None, model, calib, peers)
+    assert key != baseline_key("lzma -9 (file)", None, model, calib, peers)
+    assert key != baseline_key("zstd -19 (file)", -26, model, calib, peers)
+    assert key != baseline_key("zstd -19 (file)", None, model, calib, tmp_path / "other")
+    model.write_bytes(b"model two")
+    assert key != baseline_key("zstd -19 (file)", None, model, calib, peers)
+    model.write_bytes(b"model one")
+    calib.write_bytes(b"other lines")
+    assert key != baseline_key("zstd -19 (file)", None, model, calib, peers)
+
+
+def test_row_without_its_artefact_is_made_again(tmp_path):
+    made = tmp_path / "made.onnx"
+    made.write_bytes(b"onnx")
+    (tmp_path / "k.json").write_text(json.dumps({"shipped_bytes": 10, "onnx_path": str(made)}))
+    assert _cached_row(tmp_path, "k")["shipped_bytes"] == 10
+    assert _cached_row(tmp_path, "missing") is None
+    made.unlink()
+    assert _cached_row(tmp_path, "k") is None
