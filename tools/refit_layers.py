@@ -1,7 +1,8 @@
 """Refit a plan's layers, one after another, to the original model's outputs from the compressed
 model's own inputs, and say whether that helps on held-out data (an experiment, not a mode).
 
-    python tools/refit_layers.py MODEL --data CALIB --eval EVAL --plan plan.json [--chunks N] [--ridge R]
+    python tools/refit_layers.py MODEL --data CALIB --eval EVAL --plan plan.json [--eval-labels Y]
+                                 [--chunks N] [--ridge R]
 
 Error compensation (GPTQ) keeps each layer's output close on the *original* model's inputs.
 Once earlier layers are rounded, a layer sees other inputs ``Xq``; this tool refits it against
@@ -15,7 +16,7 @@ as it was before the chunk. The moved biases stay as the plan made them.
 Prints, for the plan and for the refitted model: the loss change on the calibration and on the
 held-out data (cross-entropy to the original's arg-max, or the normalised output distance;
 paired, with its standard error), the mean and least output cosine and the top-1 agreement on
-the held-out data. The point is the held-out column: the refit has many more free parameters
+the held-out data (and the accuracy, given ``--eval-labels`` of a classifier). The point is the held-out column: the refit has many more free parameters
 than the calibration rows of a convolution's correlated patches can pin down.
 """
 from __future__ import annotations
@@ -52,15 +53,17 @@ def _feeds(chosen: dict[str, Candidate]) -> dict[str, np.ndarray]:
     return out
 
 
-def _score(tag: str, calib: Probe, held: Probe, held_original: np.ndarray, feeds: dict) -> None:
+def _score(tag: str, calib: Probe, held: Probe, held_original: np.ndarray, feeds: dict,
+           labels: np.ndarray | None = None) -> None:
     c, h = calib.change(feeds), held.change(feeds)
     out = held.outputs(feeds)
     a = out.reshape(len(out), -1).astype(np.float64)
     b = held_original.reshape(len(held_original), -1).astype(np.float64)
     cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
     agree = float((out.argmax(-1) == held_original.argmax(-1)).mean())
+    accuracy = f"   accuracy {float((out.argmax(-1) == labels).mean()):.4f}" if labels is not None else ""
     print(f"{tag:10s} calibration {c.mean:+.5f} +- {c.se:.5f}   held-out {h.mean:+.5f} +- {h.se:.5f}   "
-          f"cosine {cos.mean():.5f} (least {cos.min():.4f})   top-1 agreement {agree:.4f}", flush=True)
+          f"cosine {cos.mean():.5f} (least {cos.min():.4f})   top-1 agreement {agree:.4f}{accuracy}", flush=True)
 
 
 class _Moments:
@@ -120,6 +123,7 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="calibration data (.npz or folder of .npy)")
     parser.add_argument("--eval", required=True, help="held-out data, same form")
     parser.add_argument("--plan", required=True, help="a plan.json (its +gptq choices are refitted)")
+    parser.add_argument("--eval-labels", help="class labels of the held-out data (.npy): adds accuracy")
     parser.add_argument("--chunks", type=int, default=0, help="layer groups (0: every layer alone)")
     parser.add_argument("--ridge", type=float, default=0.1, help="pull towards the original weight")
     args = parser.parse_args()
@@ -145,7 +149,8 @@ def main() -> None:
         probes.append((probe, original))
     (calib, _), (held, held_original) = probes
     feeds = _feeds(chosen)
-    _score("plan", calib, held, held_original, feeds)
+    labels = np.load(args.eval_labels) if args.eval_labels else None
+    _score("plan", calib, held, held_original, feeds, labels)
     moments = _Moments(proto, calib, sites, list(iter_batches(data, batch)))
     per_chunk = -(-len(sites) // args.chunks) if args.chunks > 0 else 1
     started = time.perf_counter()
@@ -158,7 +163,7 @@ def main() -> None:
             feeds.update(cand.feeds())
     print(f"{len(sites)} layers refitted in {-(-len(sites) // per_chunk)} steps, "
           f"{time.perf_counter() - started:.0f} s", flush=True)
-    _score("refitted", calib, held, held_original, feeds)
+    _score("refitted", calib, held, held_original, feeds, labels)
 
 
 if __name__ == "__main__":
