@@ -1,6 +1,7 @@
 """The benchmark reuses a baseline row only while everything it was made from is unchanged."""
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -30,8 +31,11 @@ def test_key_follows_inputs(tmp_path):
 def test_row_without_its_artefact_is_made_again(tmp_path):
     made = tmp_path / "made.onnx"
     made.write_bytes(b"onnx")
-    (tmp_path / "k.json").write_text(json.dumps({"shipped_bytes": 10, "onnx_path": str(made)}))
+    row = {"shipped_bytes": 10, "onnx_path": str(made), "onnx_sha256": hashlib.sha256(b"onnx").hexdigest()}
+    (tmp_path / "k.json").write_text(json.dumps(row))
     assert _cached_row(tmp_path, "k")["shipped_bytes"] == 10
     assert _cached_row(tmp_path, "missing") is None
+    made.write_bytes(b"another row's onnx")  # the same path, made again from other inputs
+    assert _cached_row(tmp_path, "k") is None
     made.unlink()
     assert _cached_row(tmp_path, "k") is None

@@ -270,8 +270,9 @@ def _cached_row(folder: Path, key: str) -> dict | None:
     if not path.is_file():
         return None
     row = json.loads(path.read_text())
-    if row.get("onnx_path") and not Path(row["onnx_path"]).is_file():
-        return None  # its artefact is gone: make it again
+    made = row.get("onnx_path")
+    if made and (not Path(made).is_file() or _digest(Path(made)).hex() != row.get("onnx_sha256")):
+        return None  # its artefact is gone or was overwritten (by a row of other inputs): make it again
     return row
 
 
@@ -313,8 +314,9 @@ def bench_model(name: str, out: Path, quick: bool, peers_python: Path, timeout: 
         row = {"method": method, "status": row.pop("status", "ok"), **row}
         if key is not None and not row.get("cached") and row["status"] in ("ok", "n/a"):
             (work / "baselines").mkdir(exist_ok=True)
+            artefact = {"onnx_sha256": _digest(Path(row["onnx_path"])).hex()} if row.get("onnx_path") else {}
             (work / "baselines" / f"{key}.json").write_text(
-                json.dumps({**row, "made": time.strftime("%Y-%m-%d")}, indent=1) + "\n")
+                json.dumps({**row, **artefact, "made": time.strftime("%Y-%m-%d")}, indent=1) + "\n")
         if row["status"] == "ok":
             row["ratio"] = original_bytes / row["shipped_bytes"]
             if row.get("onnx_path"):
