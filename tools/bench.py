@@ -20,10 +20,10 @@ size-against-accuracy curve per model, ``OUT/<model>.svg``.
 
 Baseline rows (everything but onnxl2's) are kept in ``OUT/cache/<model>/baselines``, keyed by
 the method, the model and calibration files, the baseline scripts and the versions of the
-packages they call; a later run with the same inputs reuses the row and its artefact (while
-the artefact's sha256 is the one recorded; the file is judged again; its times are those of the run that made it, and the row says when) instead of
-making it again (MiniLM's lzma, zstd and NNCodec rows alone take 4 minutes). ``--fresh-baselines``
-makes them all again.
+packages they call. A later run with the same inputs reuses the row and its artefact while the
+artefact's sha256 is the one recorded, instead of making it again (MiniLM's lzma, zstd and
+NNCodec rows alone take 4 minutes): the file is judged again, the times are those of the run
+that made it, and the row says when. ``--fresh-baselines`` makes them all again.
 
 ``--quick`` uses fewer samples (at most 32 per split; the detector calibrates on 8 pages and is
 judged on 16), measures every candidate's sensitivity only when that fits 60 s (the proxy sweep
