@@ -13,7 +13,7 @@ decoding either reproduces the files exactly or raises :class:`BitstreamError`.
 Format 3 replaced format 2's fixed 12-byte entry per section (u64 length, crc32 each) by a
 varint length and one checksum over all sections: a small model has a hundred or more coded
 tensors, and their entries were 2% of its bitstream, while the sha256 per decoded file already
-catches any damage a per-section checksum would. Format 2 bitstreams are still read.
+catches any damage a per-section checksum would. Formats 1-4 are still read (the writer makes 5).
 """
 from __future__ import annotations
 
@@ -187,7 +187,7 @@ def encode_container(files: list[StoredFile], meta: dict) -> tuple[bytearray, li
             codec, payload = coded
             skeleton += data[cursor:span.offset]
             cursor = span.offset + span.length
-            entries.append(_span_entry(span, codec, count, len(table) + 2))
+            entries.append(_span_entry(span, codec, count))
             table.append(len(payload))
             body += payload
             accounting.append(CodedTensor(stored.name, span.name, codec, span.length, len(payload)))
@@ -203,14 +203,11 @@ def encode_container(files: list[StoredFile], meta: dict) -> tuple[bytearray, li
     return body, accounting
 
 
-def _span_entry(span: TensorSpan, codec: str, count: int, section: int) -> list:
+def _span_entry(span: TensorSpan, codec: str, count: int) -> list:
     """A manifest span: where the payload goes back and how it is coded. Since format 5 the
     payload's section is implicit (the next one) and the tensor's name is left out (the decoder
     never used either; on the default model they were a third of the manifest)."""
-    shape = [list(span.dims)] if codec == "classed" else []
-    if FORMAT_VERSION >= 5:
-        return [span.offset, span.length, codec, span.elem_type, count] + shape
-    return [span.offset, span.length, codec, span.elem_type, count, section, span.name] + shape
+    return [span.offset, span.length, codec, span.elem_type, count] + ([list(span.dims)] if codec == "classed" else [])
 
 
 def _spans(entry: dict, version: int, next_section: int) -> list[tuple]:
@@ -229,13 +226,7 @@ def _spans(entry: dict, version: int, next_section: int) -> list[tuple]:
 def _header(lengths: list[int], body: bytearray) -> bytearray:
     """Magic, version, section table and checksums in front of the sections ``body``."""
     header = bytearray(_HEAD.pack(MAGIC, FORMAT_VERSION, 0, len(lengths)))
-    if FORMAT_VERSION >= 3:
-        header += encode_varints(np.array(lengths, dtype=np.int64)) + _CRC.pack(zlib.crc32(body))
-    else:  # the layout older readers expect (written by the tests of backward reading)
-        view, pos = memoryview(body), 0
-        for length in lengths:
-            header += _SECTION.pack(length, zlib.crc32(view[pos:pos + length]))
-            pos += length
+    header += encode_varints(np.array(lengths, dtype=np.int64)) + _CRC.pack(zlib.crc32(body))
     return header + _CRC.pack(zlib.crc32(header))
 
 
