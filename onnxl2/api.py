@@ -448,18 +448,18 @@ def _sizes(original_bytes: int, blob: bytes, stored, weight_rows, stored_as, acc
         symbol_bytes = sum(coded.get(name, raw_by_name.get(name, 0))
                            for r in integer for name in stored_as[r["key"]][:2 if r.get("rank") else 1])
         step_bytes = sum(r["coded_bytes"] for r in integer) - symbol_bytes
+        steps = sum(r["steps"] for r in integer)
         sizes["integer_weights"] = {
             "params": params,
             "symbol_bits_per_weight": 8 * symbol_bytes / params,  # tables and classes included
             "order0_entropy_bits_per_weight": sum(r["order0_entropy_bits"] for r in integer) / params,
             "scale_bits_per_weight": 8 * step_bytes / params,
-            "steps": sum(r["steps"] for r in integer),
-            "bits_per_step": 8 * step_bytes / max(1, sum(r["steps"] for r in integer))}
+            "steps": steps,
+            "bits_per_step": 8 * step_bytes / max(1, steps)}
     moved = [r["moved_bias"] for r in weight_rows if r.get("moved_bias")]
     if moved:  # biases moved by bias correction, on their grids
-        values = sum(m["values"] for m in moved)
-        sizes["moved_biases"] = {"values": values, "bytes": sum(m["bytes"] for m in moved),
-                                 "bits_per_value": 8 * sum(m["bytes"] for m in moved) / values}
+        values, moved_bytes = sum(m["values"] for m in moved), sum(m["bytes"] for m in moved)
+        sizes["moved_biases"] = {"values": values, "bytes": moved_bytes, "bits_per_value": 8 * moved_bytes / values}
     sizes["compressible_float32_bytes"] = float32_bytes
     sizes["coded_weight_bytes"] = coded_bytes
     sizes["weight_ratio"] = float32_bytes / coded_bytes if coded_bytes else None

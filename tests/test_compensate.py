@@ -9,11 +9,12 @@ from onnx import TensorProto, helper, numpy_helper
 import genmodels
 from onnxl2 import compress
 from onnxl2.codec.container import read_manifest
+from onnxl2.codec.floatcodec import encode_array
 from onnxl2.evaluate import make_session
 from onnxl2.hessian import conv_patches, layer_hessians
 from onnxl2.model import discover_weights
-from onnxl2.codec.floatcodec import encode_array
-from onnxl2.transforms.compensate import (BIAS_PRECISION_BITS, bias_quanta, channel_spread, code_lengths, column_order, compensated_round, output_error, rate_aware_round,
+from onnxl2.transforms.compensate import (BIAS_PRECISION_BITS, bias_quanta, channel_spread, code_lengths,
+                                          column_order, compensated_round, output_error, rate_aware_round,
                                           round_bias)
 from onnxl2.transforms.quantize import quantize_per_channel
 
@@ -401,7 +402,8 @@ def test_a_conv_bias_added_after_a_reshape_is_found_and_corrected(tmp_path, shap
              helper.make_node("Add", ["c", "br"], ["y"], name="add")]
     graph = helper.make_graph(nodes, "reshaped_bias", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array((rng.standard_normal((8, 4, 3, 3)) * 0.3).astype(np.float32), "w"),
+                              [numpy_helper.from_array((rng.standard_normal((8, 4, 3, 3)) * 0.3).astype(np.float32),
+                                                       "w"),
                                numpy_helper.from_array(np.array(shape, np.int64), "s")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8

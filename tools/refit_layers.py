@@ -16,8 +16,9 @@ as it was before the chunk. The moved biases stay as the plan made them.
 Prints, for the plan and for the refitted model: the loss change on the calibration and on the
 held-out data (cross-entropy to the original's arg-max, or the normalised output distance;
 paired, with its standard error), the mean and least output cosine and the top-1 agreement on
-the held-out data (and the accuracy, given ``--eval-labels`` of a classifier). The point is the held-out column: the refit has many more free parameters
-than the calibration rows of a convolution's correlated patches can pin down.
+the held-out data (and the accuracy, given ``--eval-labels`` of a classifier). The point is the
+held-out column: the refit has many more free parameters than the calibration rows of a
+convolution's correlated patches can pin down.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from onnxl2.api import _fixed_choices, _read_plan  # noqa: E402
 from onnxl2.candidates import Candidate  # noqa: E402
 from onnxl2.data import batch_size_for, input_specs, iter_batches, load_data  # noqa: E402
-from onnxl2.evaluate import make_session  # noqa: E402
+from onnxl2.evaluate import accuracy, compare_output, make_session  # noqa: E402
 from onnxl2.hessian import MAX_ROWS_PER_BATCH, LayerHessian, _input_rows, _rows_rng, _sites  # noqa: E402
 from onnxl2.losses import make_loss  # noqa: E402
 from onnxl2.mixed import MixedOptions  # noqa: E402
@@ -57,13 +58,11 @@ def _score(tag: str, calib: Probe, held: Probe, held_original: np.ndarray, feeds
            labels: np.ndarray | None = None) -> None:
     c, h = calib.change(feeds), held.change(feeds)
     out = held.outputs(feeds)
-    a = out.reshape(len(out), -1).astype(np.float64)
-    b = held_original.reshape(len(held_original), -1).astype(np.float64)
-    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
-    agree = float((out.argmax(-1) == held_original.argmax(-1)).mean())
-    accuracy = f"   accuracy {float((out.argmax(-1) == labels).mean()):.4f}" if labels is not None else ""
+    seen = compare_output(held.output, held_original, out)
+    top1 = f"   top-1 agreement {seen.top1_agreement:.4f}" if seen.top1_agreement is not None else ""
+    acc = f"   accuracy {accuracy(out, labels):.4f}" if labels is not None else ""
     print(f"{tag:10s} calibration {c.mean:+.5f} +- {c.se:.5f}   held-out {h.mean:+.5f} +- {h.se:.5f}   "
-          f"cosine {cos.mean():.5f} (least {cos.min():.4f})   top-1 agreement {agree:.4f}{accuracy}", flush=True)
+          f"cosine {seen.cosine_mean:.5f} (least {seen.cosine_min:.4f}){top1}{acc}", flush=True)
 
 
 class _Moments:

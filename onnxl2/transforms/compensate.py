@@ -246,8 +246,7 @@ BIAS_COARSEST_BITS = 5
 def channel_spread(weight: np.ndarray, centred: LayerHessian) -> np.ndarray:
     """Per output channel, the standard deviation of the layer's output about its mean on the
     calibration inputs (from the centred ``X^T X``)."""
-    w = to_rows(weight, centred.layout, centred.groups)
-    energy = np.einsum("grk,gkl,grl->gr", w, centred.matrix, w, optimize=True).reshape(-1)
+    energy = _errors_of(to_rows(weight, centred.layout, centred.groups), centred)  # the whole weight as the "error"
     return np.sqrt(np.maximum(energy, 0.0) / max(centred.rows, 1))
 
 
