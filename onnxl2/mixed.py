@@ -200,6 +200,17 @@ def _ranks(weight: Weight, values: np.ndarray, hessian: LayerHessian | None, pin
     return lowrank_ranks(values, hessian)
 
 
+def weight_candidates(weight: Weight, values: np.ndarray, options: MixedOptions, hessian: LayerHessian | None,
+                      bias: np.ndarray | None, pinned: Mapping[str, int]) -> list[Candidate]:
+    """The automatic mode's candidates for one weight (``values``), with the layer's Hessian
+    (compensation and factor pairs, where ``options`` allow them), its bias's values (moved by
+    bias correction) and the pinned ranks."""
+    return make_candidates(weight.key, values, weight.channel_axis, allowed_bits(weight, options),
+                           hessian=hessian if options.compensate else None, rates=options.rates, bias=bias,
+                           ranks=_ranks(weight, values, hessian, pinned, options),
+                           full_rank=weight.key not in pinned, moments=hessian)
+
+
 def _candidates_key(data_digest, options: MixedOptions) -> str:
     """Same model, data and candidate rules: same candidates (the loss does not enter)."""
     digest = data_digest.copy()
@@ -288,12 +299,8 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
         candidates = load_candidates(path, {w.key: originals[w.key] for w in studied}) if path else None
         if candidates is None:
             def make(w: Weight) -> list[Candidate]:
-                return make_candidates(w.key, originals[w.key], w.channel_axis, allowed_bits(w, options),
-                                       hessian=hessians.get(w.key) if options.compensate else None,
-                                       rates=options.rates,
-                                       bias=originals[biases[w.key].key] if w.key in biases else None,
-                                       ranks=_ranks(w, originals[w.key], hessians.get(w.key), pinned, options),
-                                       full_rank=w.key not in pinned, moments=hessians.get(w.key))
+                return weight_candidates(w, originals[w.key], options, hessians.get(w.key),
+                                         originals[biases[w.key].key] if w.key in biases else None, pinned)
             made = map_by_size(make, studied, [w.numel for w in studied])
             candidates = {w.key: cands for w, cands in zip(studied, made)}
             if path:

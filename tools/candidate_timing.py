@@ -20,10 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from onnxl2 import workers  # noqa: E402
-from onnxl2.candidates import DEFAULT_BITS_CHOICES, lowrank_ranks, make_candidates  # noqa: E402
 from onnxl2.codec import memo  # noqa: E402
 from onnxl2.data import batch_size_for, input_specs, load_data  # noqa: E402
 from onnxl2.hessian import bias_weights, layer_hessians  # noqa: E402
+from onnxl2.mixed import MixedOptions, weight_candidates  # noqa: E402
 from onnxl2.model import discover_weights, load_model, weight_array  # noqa: E402
 from onnxl2.transforms.fold import fold_batchnorm  # noqa: E402
 
@@ -41,16 +41,15 @@ def main() -> None:
     hessians = layer_hessians(proto, studied, every, data, batch_size_for(data, input_specs(proto)))
     biases = bias_weights(every, hessians)
 
+    options = MixedOptions(compensate=True)  # the automatic mode's defaults
+
     def make(w):
-        h, values = hessians.get(w.key), weight_array(proto, w)
-        return make_candidates(w.key, values, w.channel_axis, DEFAULT_BITS_CHOICES, hessian=h,
-                               bias=weight_array(proto, biases[w.key]) if w.key in biases else None,
-                               ranks=lowrank_ranks(values, h) if h is not None else (), moments=h)
+        return weight_candidates(w, weight_array(proto, w), options, hessians.get(w.key),
+                                 weight_array(proto, biases[w.key]) if w.key in biases else None, {})
 
     def timed(threshold: int) -> float:
         workers.MIN_PARALLEL_ELEMENTS = threshold
-        memo._items.clear()  # noqa: SLF001 (each run codes from scratch)
-        memo._used = 0  # noqa: SLF001
+        memo.clear()  # each run codes from scratch
         started = time.perf_counter()
         workers.map_by_size(make, studied, [w.numel for w in studied])
         return time.perf_counter() - started
@@ -58,8 +57,7 @@ def main() -> None:
     serial, threaded = timed(1 << 62), timed(0)
     print(f"{len(studied)} weights: {serial:.1f} s on one thread, {threaded:.1f} s on "
           f"{workers.worker_count(1 << 62)} threads")
-    memo._items.clear()  # noqa: SLF001
-    memo._used = 0  # noqa: SLF001
+    memo.clear()
     workers.MIN_PARALLEL_ELEMENTS = 1 << 62
     profile = cProfile.Profile()
     profile.runcall(workers.map_by_size, make, studied, [w.numel for w in studied])

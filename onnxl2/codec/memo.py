@@ -38,3 +38,11 @@ def memoized(kind: str, arr: np.ndarray, code: Callable[[np.ndarray], bytes]) ->
             while _used > LIMIT_BYTES and _items:
                 _used -= len(_items.popitem(last=False)[1])
     return coded
+
+
+def clear() -> None:
+    """Forget every coded tensor (a timing that must code from scratch)."""
+    global _used
+    with _lock:
+        _items.clear()
+        _used = 0
