@@ -9,23 +9,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tools.bench import _cached_row, baseline_key  # noqa: E402
+from tools.bench import _cached_row, baseline_inputs, baseline_key  # noqa: E402
 
 
 def test_key_follows_inputs(tmp_path):
     model, calib, peers = tmp_path / "m.onnx", tmp_path / "c.npz", tmp_path / "python"
     model.write_bytes(b"model one")
     calib.write_bytes(b"calibration")
-    key = baseline_key("zstd -19 (file)", None, model, calib, peers)
-    assert key == baseline_key("zstd -19 (file)", None, model, calib, peers)
-    assert key != baseline_key("lzma -9 (file)", None, model, calib, peers)
-    assert key != baseline_key("zstd -19 (file)", -26, model, calib, peers)
-    assert key != baseline_key("zstd -19 (file)", None, model, calib, tmp_path / "other")
+
+    def key(method="zstd -19 (file)", qp=None, python=peers):
+        return baseline_key(method, qp, baseline_inputs(model, calib, python))
+
+    first = key()
+    assert first == key()
+    assert first != key("lzma -9 (file)") and first != key(qp=-26) and first != key(python=tmp_path / "other")
     model.write_bytes(b"model two")
-    assert key != baseline_key("zstd -19 (file)", None, model, calib, peers)
+    assert first != key()
     model.write_bytes(b"model one")
     calib.write_bytes(b"other lines")
-    assert key != baseline_key("zstd -19 (file)", None, model, calib, peers)
+    assert first != key()
 
 
 def test_row_without_its_artefact_is_made_again(tmp_path):

@@ -256,13 +256,19 @@ def _versions() -> str:
     return ",".join(found)
 
 
-def baseline_key(method: str, qp: int | None, model: Path, calib: Path, peers_python: Path) -> str:
-    """What a baseline row depends on: the method, the model and calibration files, the scripts
-    that run the baselines, the packages they call (the peers' venv by its path)."""
-    h = hashlib.sha256("\0".join([method, str(qp), str(peers_python), _versions()]).encode())
+def baseline_inputs(model: Path, calib: Path, peers_python: Path) -> bytes:
+    """Digest of what every baseline row of a model depends on besides its method: the model and
+    calibration files, the scripts that run the baselines, the packages they call (the peers'
+    venv by its path). Computed once per model (a large model takes a while to hash)."""
+    h = hashlib.sha256("\0".join([str(peers_python), _versions()]).encode())
     for path in (model, calib, ROOT / "tools" / "bench_baselines.py", ROOT / "tools" / "bench_peers.py"):
         h.update(_digest(path))
-    return h.hexdigest()[:32]
+    return h.digest()
+
+
+def baseline_key(method: str, qp: int | None, inputs: bytes) -> str:
+    """The key a baseline row is kept under: its method (and qp) and :func:`baseline_inputs`."""
+    return hashlib.sha256(f"{method}\0{qp}\0".encode() + inputs).hexdigest()[:32]
 
 
 def _cached_row(folder: Path, key: str) -> dict | None:
@@ -295,6 +301,7 @@ def bench_model(name: str, out: Path, quick: bool, peers_python: Path, timeout: 
                  "calib_labels": str(files["calib_labels"]) if "calib_labels" in files else None,
                  "loss": task.loss, "sweep": "auto", "taylor": not quick, "sweep_budget_s": QUICK_SWEEP_S if quick else 300.0,
                  "sweep_cache": str(sweep_cache)}
+    inputs = baseline_inputs(task.model, files["calib"], peers_python)
     rows = []
     for method, kind, qp in methods(quick):
         if only and not any(part in method for part in only):
@@ -303,7 +310,7 @@ def bench_model(name: str, out: Path, quick: bool, peers_python: Path, timeout: 
             continue
         print(f"[{name}] {method} ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
-        key = baseline_key(method, qp, task.model, files["calib"], peers_python) if kind != "onnxl2" else None
+        key = baseline_key(method, qp, inputs) if kind != "onnxl2" else None
         row = None if key is None or fresh_baselines else _cached_row(work / "baselines", key)
         if row is not None:
             row["cached"] = True
