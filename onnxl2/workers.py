@@ -25,7 +25,15 @@ def worker_count(total_elements: int) -> int:
     """Threads for per-weight work on ``total_elements`` weight elements."""
     if total_elements < MIN_PARALLEL_ELEMENTS:
         return 1
-    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+    return max(1, min(MAX_WORKERS, available_cpus()))
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on: its affinity where the platform tells it (a container or
+    `taskset` often allows fewer than the machine has), else the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
 
 
 def map_by_size(fn: Callable[[T], R], items: Sequence[T], sizes: Sequence[int]) -> list[R]:

@@ -19,7 +19,7 @@ def test_threaded_candidates_give_the_same_bitstream(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(workers, "MIN_PARALLEL_ELEMENTS", 0)
-    monkeypatch.setattr(workers.os, "cpu_count", lambda: 3)
+    monkeypatch.setattr(workers, "available_cpus", lambda: 3)
     monkeypatch.setattr(workers, "ThreadPoolExecutor", counting)
     threaded = compress(genmodels.mixed_model(), calib, **options)
     assert calls and calls[0] >= 2
@@ -29,7 +29,7 @@ def test_threaded_candidates_give_the_same_bitstream(monkeypatch):
 
 def test_the_first_error_of_a_worker_is_raised(monkeypatch):
     monkeypatch.setattr(workers, "MIN_PARALLEL_ELEMENTS", 0)
-    monkeypatch.setattr(workers.os, "cpu_count", lambda: 3)  # threads even on a one-core runner
+    monkeypatch.setattr(workers, "available_cpus", lambda: 3)  # threads even on a one-core runner
 
     def fail_on_two(x: int) -> int:
         if x == 2:
@@ -39,3 +39,11 @@ def test_the_first_error_of_a_worker_is_raised(monkeypatch):
     with pytest.raises(ValueError, match="two"):
         workers.map_by_size(fail_on_two, [1, 2, 3], [1, 1, 1])
     assert workers.map_by_size(lambda x: x * 10, [1, 2, 3], [1, 5, 2]) == [10, 20, 30]
+
+
+def test_threads_follow_the_cpus_the_process_may_use(monkeypatch):
+    monkeypatch.setattr(workers, "MIN_PARALLEL_ELEMENTS", 0)
+    monkeypatch.setattr(workers.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(workers.os, "cpu_count", lambda: 64)
+    assert workers.available_cpus() == 1
+    assert workers.worker_count(10) == 1
