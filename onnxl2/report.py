@@ -73,12 +73,21 @@ def summary_rows(report: dict) -> list[list[str]]:
         a = report["allocation"]
         rows.append(["loss", a["loss"]])
         rows.append(["calibration loss change", f"{a['measured_loss_change']:+.3e} +- {a['measured_loss_change_se']:.1e}"
-                     f" ({a['form']}; {len(a['rounds'])} round(s), {a['forward_passes']} passes)"])
+                     f"{_loss_before_after(a)} ({a['form']}; {len(a['rounds'])} round(s), "
+                     f"{a['forward_passes']} passes)"])
     if report.get("validation"):
         rows.append(["judged on", f"the {report['validation'].get('split', 'given')} samples"])
         rows += validation_rows(report["validation"])
     rows.append(["round trip", report.get("roundtrip", "-")])
     return rows
+
+
+def _loss_before_after(allocation: dict) -> str:
+    """", loss 0.0129 -> 1.35": a change alone does not say whether it is small for this loss."""
+    before = allocation.get("calibration_loss")
+    if before is None:
+        return ""
+    return f", loss {before:.4g} -> {before + allocation['measured_loss_change']:.4g}"
 
 
 def _signed(value: float | None) -> str:

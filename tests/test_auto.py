@@ -10,6 +10,7 @@ import genmodels
 from onnxl2 import compress
 from onnxl2.allocate import allocate_neighbourhood, allocate_size
 from onnxl2.losses import make_loss
+from onnxl2.report import summary_rows
 from onnxl2.errors import OnnxL2Error
 from onnxl2.sensitivity import Measurement, Sensitivity
 
@@ -35,6 +36,9 @@ def test_neighbourhood_plan_does_not_raise_the_calibration_loss(calib, tmp_path)
             assert r["first_order"] is not None and r["second_order"] is not None
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert set(plan["choices"]) == {w["name"] for w in result.report["weights"]}
+    row = dict((name, text) for name, text in summary_rows(result.report))["calibration loss change"]
+    after = alloc["calibration_loss"] + alloc["measured_loss_change"]
+    assert f"loss {alloc['calibration_loss']:.4g} -> {after:.4g}" in row
 
 
 def test_plan_replays_to_the_same_bitstream(calib, tmp_path):
