@@ -15,8 +15,8 @@ import numpy as np
 from onnx import ModelProto
 
 from . import __version__
-from .candidates import DEFAULT_BITS_CHOICES, DEFAULT_RATES, Candidate, candidate_for_label, make_candidates, \
-    moved_bias_bytes, parse_label, step_count, symbol_tensors
+from .candidates import DEFAULT_BITS_CHOICES, DEFAULT_RATES, Candidate, candidate_for_label, container_type, \
+    make_candidates, moved_bias_bytes, parse_label, step_count, symbol_tensors
 from .codec.container import StoredFile, decode_container, encode_container
 from .codec.entropy import empirical_entropy_bits
 from .data import DataSource, batch_size_for, input_specs, load_data, load_labels
@@ -31,8 +31,9 @@ from .progress import Stages
 from .report import to_html, to_json
 from .storage import files_to_model, model_files, original_files
 from .transforms.fold import fold_batchnorm
+from .transforms.quantize import INTEGER_BITS
 
-BITS_RANGE = range(2, 9)
+BITS_RANGE = INTEGER_BITS
 
 
 # ----------------------------------------------------------------------------- inspect
@@ -115,7 +116,7 @@ def _check_mode(bits: int | None, lossless: bool, target_ratio, target_size, pla
     if target_ratio and target_size:
         raise OnnxL2Error("give either --target-ratio or --target-size, not both")
     if bits is not None and bits not in BITS_RANGE:
-        raise OnnxL2Error(f"--bits must be between 2 and 8, got {bits}")
+        raise OnnxL2Error(f"--bits must be between {BITS_RANGE[0]} and {BITS_RANGE[-1]}, got {bits}")
     if bits is not None and len(rates) != 1:
         raise OnnxL2Error("--bits takes one rate (--rates R)")
     if target_ratio is not None and target_ratio <= 1:
@@ -302,7 +303,7 @@ def _fixed_choices(proto: ModelProto, weights: list[Weight], bits: int | None, o
         try:
             parsed[key] = parse_label(label)
         except ValueError:
-            raise OnnxL2Error(f"plan: unknown choice {label!r} for {key} (use float32, float16, int2..int8, "
+            raise OnnxL2Error(f"plan: unknown choice {label!r} for {key} (use float32, float16, int2..int12, "
                               "optionally +gptq, +rN and +rankR, e.g. int4+gptq+r0.3, int6+gptq+rank32)") from None
     needs = [studied[k] for k, p in parsed.items() if p.compensated or p.rank]
     hessians = _hessians(proto, needs, weights, data, "the plan's +gptq and +rank choices") if needs else {}
@@ -338,7 +339,7 @@ def _weight_rows(weights: list[Weight], chosen: dict[str, Candidate], allocation
         if w.key not in chosen:
             continue
         cand = chosen[w.key]
-        container = {32: "float32", 16: "float16"}.get(cand.bits, "int4" if cand.bits <= 4 else "int8")
+        container = {32: "float32", 16: "float16"}.get(cand.bits, container_type(cand.bits))
         symbols = symbol_tensors(cand)
         order0 = sum(empirical_entropy_bits(t) for t in symbols) if symbols else None
         rows.append({"key": w.key, "name": w.name, "graph": w.graph, "role": w.role, "shape": list(w.shape),

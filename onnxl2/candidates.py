@@ -23,14 +23,14 @@ from .hessian import LayerHessian
 from .transforms.compensate import (bias_quanta, channel_spread, compensated_round, output_error,
                                    rate_aware_quantize, round_bias, shift_and_errors, to_rows)
 from .transforms.lowrank import FACTOR_BITS, FactorPair, candidate_ranks, factorise, truncated
-from .transforms.quantize import QuantizedWeight, quantize_per_channel
+from .transforms.quantize import INTEGER_BITS, QuantizedWeight, quantize_per_channel, symbol_dtype
 
-#: Bit choices a user can ask for: 2..8 are integers per channel, 16 is float16, 32 keeps float32.
-ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
-DEFAULT_BITS_CHOICES = (2, 3, 4, 5, 6, 8, 16)
+#: Bit choices a user can ask for: 2..12 are integers per channel, 16 is float16, 32 keeps float32.
+ALLOWED_BITS = INTEGER_BITS + (16, 32)
+DEFAULT_BITS_CHOICES = (2, 3, 4, 5, 6, 8, 10, 12, 16)
 #: Prices of a bit (in units of the squared rounding step) the automatic mode tries by default.
 DEFAULT_RATES = (0.0,)
-_LABEL = re.compile(r"^(?:float(?P<float>32|16)|int(?P<bits>[2-8])(?P<gptq>\+gptq)?(?:\+r(?P<rate>[0-9.]+))?"
+_LABEL = re.compile(r"^(?:float(?P<float>32|16)|int(?P<bits>1[0-2]|[2-9])(?P<gptq>\+gptq)?(?:\+r(?P<rate>[0-9.]+))?"
                     r"(?:\+rank(?P<rank>[1-9][0-9]*))?)$")
 #: Extra bytes a factorised layer adds to the stored graph (a second DequantizeLinear, Reshape
 #: and compute node and their names, and a factor's few steps when they stay in the skeleton;
@@ -88,9 +88,14 @@ class Candidate:
         return out
 
 
+def container_type(bits: int) -> str:
+    """The ONNX integer type that stores ``bits``-bit symbols in the compressed model."""
+    return "int4" if bits <= 4 else "int8" if bits <= 8 else "int16"
+
+
 def integer_payload_bytes(q: QuantizedWeight) -> int:
-    """Bytes of the integer tensor (int4 container up to 4 bits, int8 above) and its scales."""
-    raw = (q.symbols.size + 1) // 2 if q.bits <= 4 else q.symbols.size
+    """Bytes of the integer tensor (in its container, see :func:`container_type`) and its scales."""
+    raw = (q.symbols.size + 1) // 2 if q.bits <= 4 else q.symbols.size * symbol_dtype(q.bits).itemsize
     return (stored_size(raw, len(encode_classed(q.symbols)))
             + stored_size(q.scales.nbytes, len(encode_array(q.scales))))
 
@@ -172,7 +177,7 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
     """
     out = []
     correct = hessian is not None and hessian.bias is not None and hessian.mean is not None and bias is not None
-    int_bits = sorted(b for b in set(bits_choices) if b <= 8)
+    int_bits = sorted(b for b in set(bits_choices) if b in INTEGER_BITS)
     bases = [quantize_per_channel(weight, bits, axis, key=key) for bits in int_bits] if full_rank else []
     rounded = {}  # (bits, rate) -> QuantizedWeight
     for rate in rates:

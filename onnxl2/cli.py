@@ -130,7 +130,8 @@ def _parse_rates(text: str) -> tuple[float, ...]:
 @click.option("--eval-data", type=click.Path(), help="Held-out data that only judge the result (default: --data).")
 @click.option("--eval-labels", type=click.Path(dir_okay=False), help="Integer labels for --eval-data.")
 @click.option("--bits", "bits", multiple=True, metavar="N|PATTERN=N",
-              help="N: uniform quantization at N bits (2..8). PATTERN=N: pin matching weights (repeatable).")
+              help="N: uniform quantization at N bits (2..12; int16 containers above 8). PATTERN=N: pin "
+                   "matching weights (repeatable).")
 @click.option("--lossless", is_flag=True, help="No lossy step: decoding gives back the original file bit for bit.")
 @click.option("--max-loss-increase", default="0", show_default=True,
               help="Automatic mode: how far the calibration loss may rise (absolute, or N%).")

@@ -1,10 +1,11 @@
 """Write a compressed ONNX that plain ONNX Runtime runs.
 
-Every quantized weight becomes an integer initializer (int4 containers up to 4 bits, int8 above)
-plus a per-channel scale, and a DequantizeLinear node whose output keeps the weight's original
-name, so no consumer changes. Per-channel DequantizeLinear needs opset 13, float16 steps 19 and
-int4 21; an older model is first converted with the ONNX version converter, and the IR version is set to the
-lowest one that the opsets need, which is what the installed runtime is most likely to accept.
+Every quantized weight becomes an integer initializer (int4 containers up to 4 bits, int8 up to
+8, int16 above) plus a per-channel scale, and a DequantizeLinear node whose output keeps the
+weight's original name, so no consumer changes. Per-channel DequantizeLinear needs opset 13,
+float16 steps 19, int4 and int16 21; an older model is first converted with the ONNX version
+converter, and the IR version is set to the lowest one that the opsets need, which is what the
+installed runtime is most likely to accept.
 """
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ from .codec.container import pack_nibbles
 from .errors import ModelError
 from .model import Weight, constant_tensor, find_tensor, iter_graphs
 from .transforms.lowrank import FactorPair
-from .transforms.quantize import QuantizedWeight
+from .transforms.quantize import QuantizedWeight, symbol_dtype
 
 OPSET_PER_CHANNEL = 13
 #: DequantizeLinear takes float16 scales (the steps of float16 weights) from opset 19 on.
 OPSET_FLOAT16_SCALE = 19
-OPSET_INT4 = 21
+#: int4 and int16 symbols (DequantizeLinear-21).
+OPSET_INT4_INT16 = 21
 
 
 def default_opset(proto: ModelProto) -> int:
@@ -37,7 +39,7 @@ def target_opset(proto: ModelProto, quantized: dict[str, QuantizedWeight]) -> in
     """The lowest default-domain opset that can express the plan (never lower than the model's)."""
     if not quantized:
         return default_opset(proto)
-    needed = OPSET_INT4 if any(q.bits <= 4 for q in quantized.values()) else \
+    needed = OPSET_INT4_INT16 if any(q.bits <= 4 or q.bits > 8 for q in quantized.values()) else \
         OPSET_FLOAT16_SCALE if any(q.scales.dtype == np.float16 for q in quantized.values()) else OPSET_PER_CHANNEL
     return max(default_opset(proto), needed)
 
@@ -100,7 +102,7 @@ def _int_tensor(name: str, symbols: np.ndarray, bits: int) -> TensorProto:
         tensor.dims.extend(symbols.shape)
         tensor.raw_data = pack_nibbles(symbols).tobytes()
         return tensor
-    return numpy_helper.from_array(symbols.astype(np.int8), name)
+    return numpy_helper.from_array(symbols.astype(symbol_dtype(bits)), name)
 
 
 def _unique(name: str, taken: set[str]) -> str:

@@ -29,6 +29,7 @@ from .progress import Stages
 from .sensitivity import (Measurement, Probe, Sensitivity, proxy_sweep, reference_candidate, sweep,
                           terminal_progress)
 from .transforms.lowrank import LAYOUTS
+from .transforms.quantize import INTEGER_BITS
 from .workers import map_by_size
 
 
@@ -100,7 +101,7 @@ def check_factorisable(ranks: Mapping[str, int], hessians: Mapping[str, LayerHes
     """Every pinned rank names a layer that can be factorised, at a rank below both its output
     and its input width, with an integer bit-width left to store its factors in."""
     for key, rank in ranks.items():
-        if bits is not None and not any(b <= 8 for b in bits.get(key, ())):
+        if bits is not None and not any(b in INTEGER_BITS for b in bits.get(key, ())):
             raise OnnxL2Error(f"--rank pins {key}, but --keep or the bit choices leave it no integer "
                               "bit-width for its factors")
         h = hessians.get(key)

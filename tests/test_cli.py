@@ -130,7 +130,7 @@ def test_inputs_are_never_overwritten(workdir):
 
 
 def test_bits_out_of_range_and_mode_conflicts(workdir):
-    _assert_one_line_error(_invoke("compress", workdir / "m.onnx", "--bits", 9, "-o", workdir / "o"), "2 and 8")
+    _assert_one_line_error(_invoke("compress", workdir / "m.onnx", "--bits", 13, "-o", workdir / "o"), "2 and 12")
     _assert_one_line_error(_invoke("compress", workdir / "m.onnx", "-o", workdir / "o"), "--bits")
     _assert_one_line_error(_invoke("compress", workdir / "m.onnx", "--bits", 4, "--lossless",
                                    "-o", workdir / "o"), "--lossless takes no")

@@ -189,7 +189,7 @@ def test_one_sweep_for_all_bit_widths_equals_one_sweep_each():
     weights, hessians = _hessian_of(model, _correlated(rng, (6, 8, 10, 10)))
     w = weights[0]
     array = numpy_helper.to_array(model.graph.initializer[0])
-    bases = [quantize_per_channel(array, b, w.channel_axis) for b in (2, 4, 8)]
+    bases = [quantize_per_channel(array, b, w.channel_axis) for b in (2, 4, 8, 12)]
     together = compensated_round(array, w.channel_axis, bases, hessians[w.key])
     for base, joint in zip(bases, together):
         (alone,) = compensated_round(array, w.channel_axis, [base], hessians[w.key])

@@ -42,6 +42,26 @@ def test_lossless_is_bit_exact(tmp_path, external):
     assert result.files == restored.files
 
 
+def test_lossless_int16_tensors_of_narrow_and_wide_range(tmp_path):
+    """int16 tensors whose values span a symbol-sized range go to the classed coder, the rest to
+    the array codec: both come back bit for bit."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    narrow = np.clip(np.rint(rng.standard_normal((64, 96)) * 300), -2047, 2047).astype(np.int16)
+    wide = (rng.integers(-3, 4, size=(64, 96)) * 9000).astype(np.int16)  # few values, a range past 8192
+    nodes = [helper.make_node("Cast", [name], [f"{name}_f"], to=TensorProto.FLOAT) for name in ("narrow", "wide")]
+    nodes.append(helper.make_node("Add", ["narrow_f", "wide_f"], ["y"]))
+    graph = helper.make_graph(nodes, "g", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 96])],
+                              [numpy_helper.from_array(narrow, "narrow"), numpy_helper.from_array(wide, "wide")])
+    path = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "i16.onnx")
+    result = compress(path, lossless=True, output_dir=tmp_path / "out", quiet=True)
+    decompress(tmp_path / "out" / "i16.l2b", tmp_path / "back.onnx")
+    assert (tmp_path / "back.onnx").read_bytes() == path.read_bytes()
+    codecs = {span[2] for span in read_manifest(result.bitstream)["files"][0]["spans"]}
+    assert codecs == {"classed", "array"}
+
+
 def test_lossless_keeps_non_canonical_bytes(tmp_path):
     """A file whose fields are not in canonical protobuf order still comes back byte for byte."""
     model = genmodels.mixed_model()
@@ -54,7 +74,7 @@ def test_lossless_keeps_non_canonical_bytes(tmp_path):
     assert (tmp_path / "back.onnx").read_bytes() == path.read_bytes()
 
 
-@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("bits", [2, 4, 8, 12])
 @pytest.mark.parametrize("factory", [genmodels.mixed_model, lambda: genmodels.mixed_model(opset=11)],
                          ids=["opset13", "opset11"])
 def test_lossy_decodes_to_emitted_onnx(tmp_path, bits, factory):
@@ -67,12 +87,13 @@ def test_lossy_decodes_to_emitted_onnx(tmp_path, bits, factory):
     assert (tmp_path / "restored.onnx").read_bytes() == emitted
     model = onnx.load_model_from_string(emitted)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    assert opset == (21 if bits <= 4 else 13)
+    assert opset == (21 if bits <= 4 or bits > 8 else 13)  # int4 and int16 DequantizeLinear: 21
     int_types = {t.data_type for t in model.graph.initializer if t.name.endswith("_quantized")}
-    assert int_types == {onnx.TensorProto.INT4 if bits <= 4 else onnx.TensorProto.INT8}
+    assert int_types == {onnx.TensorProto.INT4 if bits <= 4 else onnx.TensorProto.INT8 if bits <= 8
+                         else onnx.TensorProto.INT16}
     ref, got = _run(path.read_bytes(), feeds), _run(emitted, feeds)
     cosine = float((ref * got).sum() / np.linalg.norm(ref) / np.linalg.norm(got))
-    assert cosine > {2: 0.5, 4: 0.95, 8: 0.9999}[bits]
+    assert cosine > {2: 0.5, 4: 0.95, 8: 0.9999, 12: 0.999999}[bits]
     v = result.report["validation"]["devices"][0]
     assert v["status"] == "ok" and abs(v["outputs"][0]["cosine_mean"] - cosine) < 0.05
     assert restored.meta["mode"] == "uniform" and restored.meta["bits"] == bits
@@ -142,7 +163,7 @@ def test_emitted_model_past_the_protobuf_limit_goes_to_external_data(monkeypatch
     assert result.report["validation"]["devices"][0]["outputs"][0]["cosine_min"] > 0.999
 
 
-@pytest.mark.parametrize("bits", [3, 8])
+@pytest.mark.parametrize("bits", [3, 8, 10])
 def test_candidate_size_is_the_coded_size(tmp_path, bits):
     """The counter the allocation trusts is the container's own coder: per weight, the bytes a
     candidate claims are exactly the bytes its tensors take in the bitstream, section entries

@@ -47,6 +47,9 @@ _CRC = struct.Struct("<I")
 
 #: Payloads shorter than this stay in the skeleton: a section's overhead would exceed the gain.
 MIN_CODED_PAYLOAD = 64
+#: int16 tensors whose values span less than this are symbols (weights quantized at 9..12 bits
+#: span at most 4095) and go to the classed coder like int8 ones; wider ones are coded as arrays.
+MAX_CLASSED_INT16_SPAN = 1 << 13
 
 _NUMPY_OF_ONNX = {
     TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16, TensorProto.DOUBLE: np.float64,
@@ -102,8 +105,8 @@ def _encode_payload(raw: bytes, elem_type: int, count: int,
                     dims: tuple[int, ...]) -> tuple[str, bytes] | None:
     """(codec, coded bytes) of one tensor's raw data, or None when no codec applies.
 
-    Integer tensors of 1 byte or less go through the classed coder (row/column contexts) when
-    their shape is that of the data; the order-0 codecs ("nibbles", "symbols") are read still.
+    Integer tensors of 1 byte or less, and int16 ones of a symbol-sized range, go through the
+    classed coder (row/column contexts) when their shape is that of the data; the order-0 codecs ("nibbles", "symbols") are read still.
     """
     buf = np.frombuffer(raw, dtype=np.uint8)
     shaped = len(dims) >= 1  # the caller's count is the product of dims
@@ -122,6 +125,9 @@ def _encode_payload(raw: bytes, elem_type: int, count: int,
         if shaped and arr.size == count:
             return "classed", encode_classed(arr.reshape(dims))
         return "symbols", encode_symbols(arr)
+    if elem_type == TensorProto.INT16 and shaped and arr.size == count and arr.size and \
+            int(arr.max()) - int(arr.min()) < MAX_CLASSED_INT16_SPAN:
+        return "classed", encode_classed(arr.reshape(dims))
     return "array", encode_array(arr)
 
 

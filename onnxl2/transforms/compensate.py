@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..hessian import LayerHessian
-from .quantize import QuantizedWeight
+from .quantize import QuantizedWeight, symbol_dtype
 
 #: Least shrinkage towards the diagonal, and the ridge added to it as a fraction of its mean:
 #: keeps the inverse well posed for inputs nearly collinear or never active on calibration data.
@@ -186,8 +186,8 @@ def compensated_round(weight: np.ndarray, axis: int, bases: list[QuantizedWeight
             q.append(symbols)
     back = np.argsort(order, axis=-1)
     return [QuantizedWeight(b.key, b.bits, axis, np.ascontiguousarray(
-                from_rows(np.take_along_axis(q[i], back, axis=-1), weight.shape, hessian.layout).astype(np.int8)),
-                b.scales) for i, b in enumerate(bases)]
+                from_rows(np.take_along_axis(q[i], back, axis=-1), weight.shape, hessian.layout)
+                .astype(symbol_dtype(b.bits))), b.scales) for i, b in enumerate(bases)]
 
 
 def rate_aware_quantize(weight: np.ndarray, axis: int, base: QuantizedWeight, rate: float) -> QuantizedWeight:
@@ -198,7 +198,7 @@ def rate_aware_quantize(weight: np.ndarray, axis: int, base: QuantizedWeight, ra
     symbols = base.symbols
     for _ in range(MODEL_PASSES):
         symbols = rate_aware_round(t, base.qmax, rate, code_lengths(symbols, base.qmax))
-    return QuantizedWeight(base.key, base.bits, axis, symbols.astype(np.int8), base.scales)
+    return QuantizedWeight(base.key, base.bits, axis, symbols.astype(symbol_dtype(base.bits)), base.scales)
 
 
 def output_error(weight: np.ndarray, approx: np.ndarray, hessian: LayerHessian) -> float:
