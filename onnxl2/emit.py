@@ -1,9 +1,9 @@
 """Write a compressed ONNX that plain ONNX Runtime runs.
 
 Every quantized weight becomes an integer initializer (int4 containers up to 4 bits, int8 up to
-8, int16 above) plus a per-channel scale, and a DequantizeLinear node whose output keeps the
-weight's original name, so no consumer changes. Per-channel DequantizeLinear needs opset 13,
-float16 steps 19, int4 and int16 21; an older model is first converted with the ONNX version
+8, int16 above) plus a per-channel scale, and a DequantizeLinear node (a Cast and a Mul above 8
+bits) whose output keeps the weight's original name, so no consumer changes. Per-channel
+DequantizeLinear needs opset 13, float16 steps 19 and int4 21; an older model is first converted with the ONNX version
 converter, and the IR version is set to the lowest one that the opsets need, which is what the
 installed runtime is most likely to accept.
 """
@@ -24,8 +24,7 @@ from .transforms.quantize import QuantizedWeight, symbol_dtype
 OPSET_PER_CHANNEL = 13
 #: DequantizeLinear takes float16 scales (the steps of float16 weights) from opset 19 on.
 OPSET_FLOAT16_SCALE = 19
-#: int4 and int16 symbols (DequantizeLinear-21).
-OPSET_INT4_INT16 = 21
+OPSET_INT4 = 21
 
 
 def default_opset(proto: ModelProto) -> int:
@@ -39,7 +38,7 @@ def target_opset(proto: ModelProto, quantized: dict[str, QuantizedWeight]) -> in
     """The lowest default-domain opset that can express the plan (never lower than the model's)."""
     if not quantized:
         return default_opset(proto)
-    needed = OPSET_INT4_INT16 if any(q.bits <= 4 or q.bits > 8 for q in quantized.values()) else \
+    needed = OPSET_INT4 if any(q.bits <= 4 for q in quantized.values()) else \
         OPSET_FLOAT16_SCALE if any(q.scales.dtype == np.float16 for q in quantized.values()) else OPSET_PER_CHANNEL
     return max(default_opset(proto), needed)
 
@@ -134,11 +133,26 @@ _FUSED_BY_ORT = ("MatMul", "Gemm")
 
 def _dequantized(out_name: str, stem: str, q: QuantizedWeight, fused: bool, taken: set[str]
                  ) -> tuple[list[TensorProto], list[onnx.NodeProto], tuple[str, str]]:
-    """Integer and scale initializers of ``q`` and the DequantizeLinear that makes ``out_name``
-    (through a same-shape Reshape where the reader would be fused into MatMulNBits)."""
+    """Integer and scale initializers of ``q`` and the nodes that make ``out_name``: a
+    DequantizeLinear (through a same-shape Reshape where the reader would be fused into
+    MatMulNBits) up to 8 bits, a Cast and a Mul above.
+
+    Why two forms: ONNX Runtime keeps a DequantizeLinear in the graph and runs it on every call
+    (int8 and int4 tensors stay small in memory), while it folds a Cast and Mul of initializers
+    into a float tensor when the session starts, as it does the Cast of a float16 weight. An
+    int16 DequantizeLinear has no fused kernels and cost more per call than int8 (the
+    recogniser's lossless-neighbourhood plan ran at 1.5x the original's latency with it);
+    folded, wider symbols cost what float16 did: nothing per call, float32 memory.
+    """
     q_name = _unique(f"{stem}_quantized", taken)
     s_name = _unique(f"{stem}_scale", taken)
-    inits = [_int_tensor(q_name, q.symbols, q.bits), numpy_helper.from_array(q.scales, s_name)]
+    inits = [_int_tensor(q_name, q.symbols, q.bits), numpy_helper.from_array(q.stored_scales(), s_name)]
+    if q.bits > 8:
+        c_name = _unique(f"{stem}_cast", taken)
+        to = helper.np_dtype_to_tensor_dtype(q.scales.dtype)
+        return inits, [helper.make_node("Cast", [q_name], [c_name], name=_unique(f"{stem}_Cast", taken), to=to),
+                       helper.make_node("Mul", [c_name, s_name], [out_name], name=_unique(f"{stem}_Mul", taken))
+                       ], (q_name, s_name)
     if not fused:
         return inits, [helper.make_node("DequantizeLinear", [q_name, s_name], [out_name],
                                         name=_unique(f"{stem}_DequantizeLinear", taken), axis=q.axis)], (q_name, s_name)

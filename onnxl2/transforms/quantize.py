@@ -40,10 +40,19 @@ class QuantizedWeight:
         return qmax_for(self.bits)
 
     def reconstruct(self) -> np.ndarray:
-        """The weight as DequantizeLinear computes it (in the scale's dtype)."""
+        """The weight as the compressed model computes it (in the scale's dtype)."""
+        return self.symbols.astype(self.scales.dtype) * self.scales.reshape(self._channel_shape())
+
+    def stored_scales(self) -> np.ndarray:
+        """The steps as the compressed model stores them: 1-D for a DequantizeLinear (up to 8
+        bits), shaped to broadcast along ``axis`` for the Cast and Mul of wider symbols (the
+        bitstream codes the same values either way: tensors are coded flat)."""
+        return self.scales if self.bits <= 8 else self.scales.reshape(self._channel_shape())
+
+    def _channel_shape(self) -> list[int]:
         shape = [1] * self.symbols.ndim
         shape[self.axis] = -1
-        return self.symbols.astype(self.scales.dtype) * self.scales.reshape(shape)
+        return shape
 
 
 def round_scale(scale: np.ndarray, dtype: np.dtype) -> np.ndarray:
