@@ -139,10 +139,10 @@ def _dequantized(out_name: str, stem: str, q: QuantizedWeight, fused: bool, take
 
     Why two forms: ONNX Runtime keeps a DequantizeLinear in the graph and runs it on every call
     (int8 and int4 tensors stay small in memory), while it folds a Cast and Mul of initializers
-    into a float tensor when the session starts, as it does the Cast of a float16 weight. An
-    int16 DequantizeLinear has no fused kernels and cost more per call than int8 (the
-    recogniser's lossless-neighbourhood plan ran at 1.5x the original's latency with it);
-    folded, wider symbols cost what float16 did: nothing per call, float32 memory.
+    into a float tensor when the session starts, as it does the Cast of a float16 weight. With
+    int16 DequantizeLinears MiniLM's lossless-neighbourhood plan took 61.5 ms a sentence, folded
+    28.2 ms (the original 21.8): wider symbols cost what float16 did, nothing per call and
+    float32 memory.
     """
     q_name = _unique(f"{stem}_quantized", taken)
     s_name = _unique(f"{stem}_scale", taken)
