@@ -131,23 +131,31 @@ def _all_names(proto: ModelProto) -> set[str]:
 _FUSED_BY_ORT = ("MatMul", "Gemm")
 
 
-def _dequantized(out_name: str, stem: str, q: QuantizedWeight, fused: bool, taken: set[str]
-                 ) -> tuple[list[TensorProto], list[onnx.NodeProto], tuple[str, str]]:
-    """Integer and scale initializers of ``q`` and the nodes that make ``out_name``: a
-    DequantizeLinear (through a same-shape Reshape where the reader would be fused into
-    MatMulNBits) up to 8 bits, a Cast and a Mul above.
+def folded_at_load(q: QuantizedWeight) -> bool:
+    """Whether a weight is stored as a Cast and a Mul (folded into float when the session
+    starts) rather than a DequantizeLinear (run on every call).
 
-    Why two forms: ONNX Runtime keeps a DequantizeLinear in the graph and runs it on every call
-    (int8 and int4 tensors stay small in memory), while it folds a Cast and Mul of initializers
-    into a float tensor when the session starts, as it does the Cast of a float16 weight. With
-    int16 DequantizeLinears MiniLM's lossless-neighbourhood plan took 61.5 ms a sentence, folded
-    28.2 ms (the original 21.8): wider symbols cost what float16 did, nothing per call and
-    float32 memory.
+    ONNX Runtime keeps a DequantizeLinear in the graph and runs it on every call, while it folds
+    a Cast and Mul of initializers as it folds the Cast of a float16 weight: nothing per call,
+    float32 memory. Symbols above 8 bits are folded: with int16 DequantizeLinears MiniLM's
+    lossless-neighbourhood plan took 61.5 ms a sentence, folded 28.2 ms, the original 21.8. Up
+    to 8 bits the weights stay small in memory, at a price per call (MiniLM `--bits 8`: 47 ms a
+    sentence against the original's 20; the same with its embedding folded, 48).
     """
+    return q.bits > 8
+
+
+def _dequantized(out_name: str, stem: str, q: QuantizedWeight, fused: bool, taken: set[str],
+                 fold: bool = False) -> tuple[list[TensorProto], list[onnx.NodeProto], tuple[str, str]]:
+    """Integer and scale initializers of ``q`` and the nodes that make ``out_name``: a Cast and a
+    Mul where ``fold`` (:func:`folded_at_load`; the steps then shaped to broadcast along the
+    channel axis, which the bitstream codes as the same flat values), else a DequantizeLinear
+    (through a same-shape Reshape where the reader would be fused into MatMulNBits)."""
     q_name = _unique(f"{stem}_quantized", taken)
     s_name = _unique(f"{stem}_scale", taken)
-    inits = [_int_tensor(q_name, q.symbols, q.bits), numpy_helper.from_array(q.stored_scales(), s_name)]
-    if q.bits > 8:
+    scales = q.scales.reshape(q.channel_shape()) if fold else q.scales
+    inits = [_int_tensor(q_name, q.symbols, q.bits), numpy_helper.from_array(scales, s_name)]
+    if fold:
         c_name = _unique(f"{stem}_cast", taken)
         to = helper.np_dtype_to_tensor_dtype(q.scales.dtype)
         return inits, [helper.make_node("Cast", [q_name], [c_name], name=_unique(f"{stem}_Cast", taken), to=to),
@@ -227,12 +235,15 @@ def emit_quantized(proto: ModelProto, weights: list[Weight], quantized: dict[str
             if w.key in factorised:
                 pair = factorised[w.key]
                 first, second = _unique(f"{w.name}_lowrank_first", taken), _unique(f"{w.name}_lowrank_second", taken)
-                new_inits, dq, (a_q, a_s) = _dequantized(first, first, pair.first, fused, taken)
-                inits_b, dq_b, (b_q, b_s) = _dequantized(second, second, pair.second, fused, taken)
+                new_inits, dq, (a_q, a_s) = _dequantized(first, first, pair.first, fused, taken,
+                                                         folded_at_load(pair.first))
+                inits_b, dq_b, (b_q, b_s) = _dequantized(second, second, pair.second, fused, taken,
+                                                         folded_at_load(pair.second))
                 new_inits, dq = new_inits + inits_b, dq + dq_b
                 stored_as[w.key] = (a_q, b_q, a_s, b_s)
             elif w.key in quantized:
-                new_inits, dq, stored_as[w.key] = _dequantized(w.name, w.name, quantized[w.key], fused, taken)
+                q = quantized[w.key]
+                new_inits, dq, stored_as[w.key] = _dequantized(w.name, w.name, q, fused, taken, folded_at_load(q))
             else:
                 h_name = _unique(f"{w.name}_float16", taken)
                 stored_as[w.key] = (h_name,)

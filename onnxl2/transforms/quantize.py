@@ -41,15 +41,10 @@ class QuantizedWeight:
 
     def reconstruct(self) -> np.ndarray:
         """The weight as the compressed model computes it (in the scale's dtype)."""
-        return self.symbols.astype(self.scales.dtype) * self.scales.reshape(self._channel_shape())
+        return self.symbols.astype(self.scales.dtype) * self.scales.reshape(self.channel_shape())
 
-    def stored_scales(self) -> np.ndarray:
-        """The steps as the compressed model stores them: 1-D for a DequantizeLinear (up to 8
-        bits), shaped to broadcast along ``axis`` for the Cast and Mul of wider symbols (the
-        bitstream codes the same values either way: tensors are coded flat)."""
-        return self.scales if self.bits <= 8 else self.scales.reshape(self._channel_shape())
-
-    def _channel_shape(self) -> list[int]:
+    def channel_shape(self) -> list[int]:
+        """The shape that broadcasts one step per channel along ``axis`` over the symbols."""
         shape = [1] * self.symbols.ndim
         shape[self.axis] = -1
         return shape
