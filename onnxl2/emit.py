@@ -3,9 +3,9 @@
 Every quantized weight becomes an integer initializer (int4 containers up to 4 bits, int8 up to
 8, int16 above) plus a per-channel scale, and a DequantizeLinear node (a Cast and a Mul above 8
 bits) whose output keeps the weight's original name, so no consumer changes. Per-channel
-DequantizeLinear needs opset 13, float16 steps 19 and int4 21; an older model is first converted with the ONNX version
-converter, and the IR version is set to the lowest one that the opsets need, which is what the
-installed runtime is most likely to accept.
+DequantizeLinear needs opset 13, float16 steps 19 and int4 21; an older model is first
+converted with the ONNX version converter, and the IR version is set to the lowest one that the
+opsets need, which is what the installed runtime is most likely to accept.
 """
 from __future__ import annotations
 

@@ -83,7 +83,8 @@ def summary_rows(report: dict) -> list[list[str]]:
 
 
 def _loss_before_after(allocation: dict) -> str:
-    """", loss 0.0129 -> 1.35": a change alone does not say whether it is small for this loss."""
+    """The loss before and after (", loss 0.0129 -> 1.35"): a change alone does not say whether
+    it is small for this loss."""
     before = allocation.get("calibration_loss")
     if before is None:
         return ""

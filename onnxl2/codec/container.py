@@ -106,7 +106,8 @@ def _encode_payload(raw: bytes, elem_type: int, count: int,
     """(codec, coded bytes) of one tensor's raw data, or None when no codec applies.
 
     Integer tensors of 1 byte or less, and int16 ones of a symbol-sized range, go through the
-    classed coder (row/column contexts) when their shape is that of the data; the order-0 codecs ("nibbles", "symbols") are read still.
+    classed coder (row/column contexts) when their shape is that of the data; the order-0
+    codecs ("nibbles", "symbols") are read still.
     """
     buf = np.frombuffer(raw, dtype=np.uint8)
     shaped = len(dims) >= 1  # the caller's count is the product of dims
