@@ -15,8 +15,8 @@ import numpy as np
 from onnx import ModelProto
 
 from . import __version__
-from .candidates import DEFAULT_BITS_CHOICES, DEFAULT_RATES, Candidate, candidate_for_label, container_type, \
-    make_candidates, moved_bias_bytes, parse_label, step_count, symbol_tensors
+from .candidates import DEFAULT_BITS_CHOICES, DEFAULT_RATES, Candidate, candidate_for_label, make_candidates, \
+    moved_bias_bytes, parse_label, step_count, symbol_tensors
 from .codec.container import StoredFile, decode_container, encode_container
 from .codec.entropy import empirical_entropy_bits
 from .data import DataSource, batch_size_for, input_specs, load_data, load_labels
@@ -31,7 +31,7 @@ from .progress import Stages
 from .report import to_html, to_json
 from .storage import files_to_model, model_files, original_files
 from .transforms.fold import fold_batchnorm
-from .transforms.quantize import INTEGER_BITS
+from .transforms.quantize import INTEGER_BITS, container_type
 
 BITS_RANGE = INTEGER_BITS
 

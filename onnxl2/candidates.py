@@ -23,7 +23,7 @@ from .hessian import LayerHessian
 from .transforms.compensate import (bias_quanta, channel_spread, compensated_round, output_error,
                                    rate_aware_quantize, round_bias, shift_and_errors, to_rows)
 from .transforms.lowrank import FACTOR_BITS, FactorPair, candidate_ranks, factorise, truncated
-from .transforms.quantize import INTEGER_BITS, QuantizedWeight, quantize_per_channel, symbol_dtype
+from .transforms.quantize import INTEGER_BITS, QuantizedWeight, container_type, quantize_per_channel, symbol_dtype
 
 #: Bit choices a user can ask for: 2..12 are integers per channel, 16 is float16, 32 keeps float32.
 ALLOWED_BITS = INTEGER_BITS + (16, 32)
@@ -88,14 +88,10 @@ class Candidate:
         return out
 
 
-def container_type(bits: int) -> str:
-    """The ONNX integer type that stores ``bits``-bit symbols in the compressed model."""
-    return "int4" if bits <= 4 else "int8" if bits <= 8 else "int16"
-
-
 def integer_payload_bytes(q: QuantizedWeight) -> int:
     """Bytes of the integer tensor (in its container, see :func:`container_type`) and its scales."""
-    raw = (q.symbols.size + 1) // 2 if q.bits <= 4 else q.symbols.size * symbol_dtype(q.bits).itemsize
+    n = q.symbols.size
+    raw = (n + 1) // 2 if container_type(q.bits) == "int4" else n * symbol_dtype(q.bits).itemsize
     return (stored_size(raw, len(encode_classed(q.symbols)))
             + stored_size(q.scales.nbytes, len(encode_array(q.scales))))
 

@@ -19,7 +19,7 @@ from .codec.container import pack_nibbles
 from .errors import ModelError
 from .model import Weight, constant_tensor, find_tensor, iter_graphs
 from .transforms.lowrank import FactorPair
-from .transforms.quantize import QuantizedWeight, symbol_dtype
+from .transforms.quantize import QuantizedWeight, container_type, symbol_dtype
 
 OPSET_PER_CHANNEL = 13
 #: DequantizeLinear takes float16 scales (the steps of float16 weights) from opset 19 on.
@@ -38,7 +38,7 @@ def target_opset(proto: ModelProto, quantized: dict[str, QuantizedWeight]) -> in
     """The lowest default-domain opset that can express the plan (never lower than the model's)."""
     if not quantized:
         return default_opset(proto)
-    needed = OPSET_INT4 if any(q.bits <= 4 for q in quantized.values()) else \
+    needed = OPSET_INT4 if any(container_type(q.bits) == "int4" for q in quantized.values()) else \
         OPSET_FLOAT16_SCALE if any(q.scales.dtype == np.float16 for q in quantized.values()) else OPSET_PER_CHANNEL
     return max(default_opset(proto), needed)
 
@@ -94,7 +94,7 @@ def convert_opset(proto: ModelProto, opset: int) -> ModelProto:
 
 
 def _int_tensor(name: str, symbols: np.ndarray, bits: int) -> TensorProto:
-    if bits <= 4:
+    if container_type(bits) == "int4":
         tensor = TensorProto()
         tensor.name = name
         tensor.data_type = TensorProto.INT4
@@ -142,17 +142,18 @@ def folded_at_load(q: QuantizedWeight) -> bool:
     to 8 bits the weights stay small in memory, at a price per call (MiniLM `--bits 8`: 47 ms a
     sentence against the original's 20; the same with its embedding folded, 48).
     """
-    return q.bits > 8
+    return container_type(q.bits) == "int16"
 
 
-def _dequantized(out_name: str, stem: str, q: QuantizedWeight, fused: bool, taken: set[str],
-                 fold: bool = False) -> tuple[list[TensorProto], list[onnx.NodeProto], tuple[str, str]]:
+def _dequantized(out_name: str, stem: str, q: QuantizedWeight, fused: bool, taken: set[str]
+                 ) -> tuple[list[TensorProto], list[onnx.NodeProto], tuple[str, str]]:
     """Integer and scale initializers of ``q`` and the nodes that make ``out_name``: a Cast and a
-    Mul where ``fold`` (:func:`folded_at_load`; the steps then shaped to broadcast along the
-    channel axis, which the bitstream codes as the same flat values), else a DequantizeLinear
-    (through a same-shape Reshape where the reader would be fused into MatMulNBits)."""
+    Mul where :func:`folded_at_load` (the steps then shaped to broadcast along the channel axis,
+    which the bitstream codes as the same flat values), else a DequantizeLinear (through a
+    same-shape Reshape where the reader would be fused into MatMulNBits)."""
     q_name = _unique(f"{stem}_quantized", taken)
     s_name = _unique(f"{stem}_scale", taken)
+    fold = folded_at_load(q)
     scales = q.scales.reshape(q.channel_shape()) if fold else q.scales
     inits = [_int_tensor(q_name, q.symbols, q.bits), numpy_helper.from_array(scales, s_name)]
     if fold:
@@ -235,15 +236,12 @@ def emit_quantized(proto: ModelProto, weights: list[Weight], quantized: dict[str
             if w.key in factorised:
                 pair = factorised[w.key]
                 first, second = _unique(f"{w.name}_lowrank_first", taken), _unique(f"{w.name}_lowrank_second", taken)
-                new_inits, dq, (a_q, a_s) = _dequantized(first, first, pair.first, fused, taken,
-                                                         folded_at_load(pair.first))
-                inits_b, dq_b, (b_q, b_s) = _dequantized(second, second, pair.second, fused, taken,
-                                                         folded_at_load(pair.second))
+                new_inits, dq, (a_q, a_s) = _dequantized(first, first, pair.first, fused, taken)
+                inits_b, dq_b, (b_q, b_s) = _dequantized(second, second, pair.second, fused, taken)
                 new_inits, dq = new_inits + inits_b, dq + dq_b
                 stored_as[w.key] = (a_q, b_q, a_s, b_s)
             elif w.key in quantized:
-                q = quantized[w.key]
-                new_inits, dq, stored_as[w.key] = _dequantized(w.name, w.name, q, fused, taken, folded_at_load(q))
+                new_inits, dq, stored_as[w.key] = _dequantized(w.name, w.name, quantized[w.key], fused, taken)
             else:
                 h_name = _unique(f"{w.name}_float16", taken)
                 stored_as[w.key] = (h_name,)

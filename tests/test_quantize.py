@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxl2.candidates import container_type, integer_payload_bytes, parse_label
-from onnxl2.transforms.quantize import INTEGER_BITS, qmax_for, quantize_per_channel
+from onnxl2.candidates import integer_payload_bytes, parse_label
+from onnxl2.transforms.quantize import INTEGER_BITS, container_type, qmax_for, quantize_per_channel
 
 
 def _weights(seed: int = 0) -> np.ndarray:

@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 import genmodels
 from onnxl2 import compress, decompress
@@ -45,8 +46,6 @@ def test_lossless_is_bit_exact(tmp_path, external):
 def test_lossless_int16_tensors_of_narrow_and_wide_range(tmp_path):
     """int16 tensors whose values span a symbol-sized range go to the classed coder, the rest to
     the array codec: both come back bit for bit."""
-    from onnx import TensorProto, helper, numpy_helper
-
     rng = np.random.default_rng(5)
     narrow = np.clip(np.rint(rng.standard_normal((64, 96)) * 300), -2047, 2047).astype(np.int16)
     wide = (rng.integers(-3, 4, size=(64, 96)) * 9000).astype(np.int16)  # few values, a range past 8192

@@ -21,14 +21,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from onnx import ModelProto, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from onnxl2.codec.classed import encode_classed  # noqa: E402
-from onnxl2.data import load_data  # noqa: E402
-from onnxl2.evaluate import compare_output  # noqa: E402
+from onnxl2.data import batch_size_for, input_specs, load_data  # noqa: E402
+from onnxl2.evaluate import compare_output, make_session, run_model  # noqa: E402
 from onnxl2.model import discover_weights, find_tensor, load_model, weight_array  # noqa: E402
 from onnxl2.transforms.fold import fold_batchnorm  # noqa: E402
 from onnxl2.transforms.quantize import quantize_per_channel  # noqa: E402
@@ -58,8 +57,10 @@ def step_for_bytes(weight: np.ndarray, budget: int) -> tuple[float, int]:
 
 
 def outputs(proto: ModelProto, data: dict[str, np.ndarray]) -> np.ndarray:
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, data)[0]
+    """The model's first output on ``data``, in the batches the automatic mode uses."""
+    session = make_session(proto)
+    result = run_model(session, data, batch_size_for(data, input_specs(proto)))
+    return result.outputs[session.get_outputs()[0].name]
 
 
 def main() -> None:

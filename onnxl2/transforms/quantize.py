@@ -71,10 +71,16 @@ def qmax_for(bits: int) -> int:
     return (1 << (bits - 1)) - 1
 
 
+def container_type(bits: int) -> str:
+    """The ONNX integer type that stores ``bits``-bit symbols in the compressed model: int4 (two
+    to a byte) up to 4 bits, int8 up to 8, int16 above. Every rule that depends on it (the
+    symbols' numpy type, the raw bytes, the emitted nodes, the opset) asks this function."""
+    return "int4" if bits <= 4 else "int8" if bits <= 8 else "int16"
+
+
 def symbol_dtype(bits: int) -> np.dtype:
-    """The integer type that holds ``bits``-bit symbols (and the ONNX container: int8 or int16;
-    up to 4 bits the emitted tensor packs them as int4)."""
-    return np.dtype(np.int8) if bits <= 8 else np.dtype(np.int16)
+    """The numpy type that holds ``bits``-bit symbols (int4 ones in int8 until they are packed)."""
+    return np.dtype(np.int16) if container_type(bits) == "int16" else np.dtype(np.int8)
 
 
 def _rounding_error(rows: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarray:
