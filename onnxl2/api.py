@@ -17,11 +17,11 @@ from onnx import ModelProto
 from . import __version__
 from .candidates import DEFAULT_BITS_CHOICES, DEFAULT_RATES, Candidate, candidate_for_label, make_candidates, \
     moved_bias_bytes, parse_label, step_count, symbol_tensors
-from .codec.container import StoredFile, decode_container, encode_container
+from .codec.container import OUTPUT_RATIO, StoredFile, decode_container, default_output_limit, encode_container
 from .codec.entropy import empirical_entropy_bits
 from .data import DataSource, batch_size_for, input_specs, load_data, load_labels
 from .emit import default_opset, emit_quantized
-from .errors import OnnxL2Error
+from .errors import BitstreamError, OnnxL2Error
 from .evaluate import ValidationResult, validate_models
 from .fileio import write_files_atomically
 from .hessian import LayerHessian, bias_weights, layer_hessians, output_positions
@@ -29,7 +29,7 @@ from .mixed import MixedOptions, allowed_bits, check_factorisable, chosen_rows, 
 from .model import ModelSource, Weight, discover_weights, load_model, model_stem, weight_array
 from .progress import Stages
 from .report import to_html, to_json
-from .storage import files_to_model, model_files, original_files
+from .storage import check_model_files, files_to_model, model_files, original_files
 from .transforms.fold import fold_batchnorm
 from .transforms.quantize import INTEGER_BITS, container_type
 
@@ -398,9 +398,13 @@ def _encode_and_verify(stored: list[StoredFile], report: dict, path: Path | None
     """Write the bitstream, then decode it and check it gives back exactly ``stored``."""
     with stages.stage("encode"):
         blob, accounting = encode_container(stored, _container_meta(report, path))
-    with stages.stage("verify round trip"):
-        decode_container(blob, keep=False)  # raises unless every file matches its sha256
+    decoded_bytes = sum(len(f.data) for f in stored)
+    with stages.stage("verify round trip"):  # raises unless every file matches its sha256
+        decode_container(blob, keep=False, max_output_bytes=decoded_bytes)
     report["roundtrip"] = "bit-exact (decoded files equal the written files byte for byte)"
+    if decoded_bytes > default_output_limit(len(blob)):
+        report["roundtrip"] += (f"; decoding it needs --max-output-size {decoded_bytes} (it decodes to more than "
+                                f"{OUTPUT_RATIO}x its size, which decoders refuse unless allowed)")
     return blob, accounting
 
 
@@ -486,16 +490,31 @@ def _read_bitstream(bitstream: str | os.PathLike | bytes) -> bytes:
     return path.read_bytes()
 
 
-def decompress(bitstream: str | os.PathLike | bytes, output: str | os.PathLike | None = None
-               ) -> DecompressResult:
-    """Decode a ``.l2b``; with ``output`` write the model there (external data beside it)."""
+def decompress(bitstream: str | os.PathLike | bytes, output: str | os.PathLike | None = None,
+               max_output_bytes: int | str | None = None) -> DecompressResult:
+    """Decode a ``.l2b``; with ``output`` write the model there (external data beside it).
+
+    A bitstream may decode to at most ``max_output_bytes`` (bytes, or a size such as "8GB");
+    by default to 64 times its own size (at least 1 MiB), which every bitstream onnxl2 writes
+    meets unless its report says otherwise. Nothing is written unless every file decodes and
+    matches its checksum, and then only inside ``output``'s folder.
+    """
+    limit = parse_size(max_output_bytes) if isinstance(max_output_bytes, str) else max_output_bytes
+    if limit is not None and limit < 0:
+        raise OnnxL2Error(f"--max-output-size must not be negative, got {max_output_bytes}")
     blob = _read_bitstream(bitstream)
-    files, meta = decode_container(blob)
+    files, meta = decode_container(blob, max_output_bytes=limit)
+    check_model_files(files)
     result = DecompressResult(files, meta)
     if output is not None:
         out = Path(output)
+        if out.is_dir():
+            raise OnnxL2Error(f"output {out} is a folder; give the path of the .onnx file to write")
+        if out.name in {name for name, _ in files[1:]}:
+            raise BitstreamError(f"the bitstream holds a file named {out.name} beside its model; "
+                                 "give the model another name")
         targets = {out: files[0][1]}
-        for name, data in files[1:]:
+        for name, data in files[1:]:  # plain names (the manifest's check): inside out's folder
             targets[out.parent / name] = data
         protect = (Path(bitstream),) if not isinstance(bitstream, (bytes, bytearray, memoryview)) else ()
         write_files_atomically(targets, protect)

@@ -200,10 +200,16 @@ def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_lo
 @main.command()
 @click.argument("bitstream", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
+@click.option("--max-output-size", "max_output_bytes", metavar="SIZE",
+              help="Most bytes the bitstream may decode to (e.g. 8GB; default 64x its own size, at least 1 MiB).")
 @_user_errors
-def decompress(bitstream: str, output: str) -> None:
-    """Decode BITSTREAM (.l2b) back into the ONNX model it holds, exactly."""
-    result = api.decompress(bitstream, output)
+def decompress(bitstream: str, output: str, max_output_bytes: str | None) -> None:
+    """Decode BITSTREAM (.l2b) back into the ONNX model it holds, exactly.
+
+    External data files go beside OUTPUT under the names the bitstream gives them (plain file
+    names only); nothing is written unless every file decodes and matches its checksum.
+    """
+    result = api.decompress(bitstream, output, max_output_bytes=max_output_bytes)
     click.echo("wrote " + ", ".join(f"{p} ({human_bytes(p.stat().st_size)})" for p in result.written))
 
 

@@ -1,7 +1,8 @@
 """Calibration and evaluation data: load, check against the model's inputs, batch.
 
 Data arrive as an ``.npz`` (keys are input names, first axis is samples), a folder of ``.npy``
-files named after the inputs, a dict of arrays, or an ONNX Runtime ``CalibrationDataReader``.
+files named after the inputs, one ``.npy`` for a model with one input, a dict of arrays, or an
+ONNX Runtime ``CalibrationDataReader``.
 Every mismatch with the model (names, ranks, dtypes, fixed dimensions) is reported up front in
 one sentence naming the input, rather than as an ONNX Runtime error deep inside a pass.
 """
@@ -80,14 +81,19 @@ def _from_path(path: Path, specs: list[InputSpec]) -> dict[str, np.ndarray]:
                             f"(expected {', '.join(s.name + '.npy' for s in specs)})")
         return arrays
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not hasattr(archive, "files"):
-                raise DataError(f"{path} holds one array; use an .npz keyed by input name")
-            return {key: archive[key] for key in archive.files}
-    except DataError:
-        raise
+        loaded = np.load(path, allow_pickle=False)
     except Exception as exc:
         raise DataError(f"cannot read data file {path} ({type(exc).__name__}: {exc})") from None
+    if isinstance(loaded, np.ndarray):  # one .npy: the data of a model's only input
+        if len(specs) != 1:
+            raise DataError(f"{path} holds one array but the model has {len(specs)} inputs "
+                            f"({', '.join(s.name for s in specs)}); use an .npz keyed by input name")
+        return {specs[0].name: loaded}
+    with loaded as archive:
+        try:
+            return {key: archive[key] for key in archive.files}
+        except Exception as exc:
+            raise DataError(f"cannot read data file {path} ({type(exc).__name__}: {exc})") from None
 
 
 def _load_npy(file: Path) -> np.ndarray:

@@ -268,7 +268,8 @@ def emit_quantized(proto: ModelProto, weights: list[Weight], quantized: dict[str
     for w in weights:
         if w.key in moved:
             _set_values(find_tensor(out, w), moved[w.key])
-    out.ir_version = max(out.ir_version, helper.find_min_ir_version_for(list(out.opset_import)))
+    # other domains (com.microsoft, custom ones) keep their versions; only the default one is raised
+    out.ir_version = max(out.ir_version, helper.find_min_ir_version_for(list(out.opset_import), ignore_unknown=True))
     return out, stored_as
 
 

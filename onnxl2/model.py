@@ -19,6 +19,7 @@ import onnx
 from onnx import ModelProto, GraphProto, TensorProto, numpy_helper
 
 from .errors import ModelError
+from .paths import external_data_path
 
 ModelSource = Union[str, os.PathLike, ModelProto]
 
@@ -126,7 +127,7 @@ def load_model(source: ModelSource, load_data: bool = True) -> LoadedModel:
     if not proto.HasField("graph") or len(proto.graph.node) == 0 or not proto.opset_import:
         raise ModelError(f"{path} is not an ONNX model (no graph or no opset)")
     locations = _external_locations(proto)
-    external = [path.parent / loc for loc in locations]
+    external = [external_data_path(path, loc) for loc in locations]
     for ext in external:
         if not ext.exists():
             raise ModelError(f"external data file of {path.name} is missing: {ext}")
@@ -304,9 +305,19 @@ def find_tensor(proto: ModelProto, weight: Weight) -> TensorProto:
     raise KeyError(weight.key)
 
 
+def tensor_array(tensor: TensorProto) -> np.ndarray:
+    """A tensor's values; a tensor whose data do not fill its shape (a malformed or crafted
+    model) raises :class:`ModelError` instead of numpy's reshape error."""
+    try:
+        return numpy_helper.to_array(tensor)
+    except (ValueError, TypeError) as exc:
+        raise ModelError(f"tensor {tensor.name!r} of shape {list(tensor.dims)} does not hold the data its "
+                         f"shape needs ({str(exc).splitlines()[0][:120]})") from None
+
+
 def weight_array(proto: ModelProto, weight: Weight) -> np.ndarray:
     """A weight's values as a numpy array (external data must have been loaded)."""
-    return numpy_helper.to_array(find_tensor(proto, weight))
+    return tensor_array(find_tensor(proto, weight))
 
 
 def graph_inputs(proto: ModelProto) -> list[onnx.ValueInfoProto]:

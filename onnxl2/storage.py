@@ -10,12 +10,13 @@ import numpy as np
 import onnx
 from onnx import ModelProto, TensorProto
 
-from .codec.container import StoredFile
 from pathlib import Path
 
+from .codec.container import StoredFile
 from .codec.wire import scan_model, tensor_spans
-from .errors import ModelError
+from .errors import BitstreamError, ModelError
 from .model import iter_model_tensors
+from .paths import external_data_path, plain_name_problem
 
 #: protobuf cannot serialize a message of 2 GiB or more.
 PROTOBUF_LIMIT = 2**31 - 1
@@ -45,13 +46,16 @@ def original_files(source: Path | ModelProto) -> list[StoredFile]:
     data = path.read_bytes()
     try:
         scan = scan_model(data)
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, RecursionError):
         raise ModelError(f"{path} is not an ONNX model (not protobuf)") from None
     if not scan.has_graph or not scan.has_opset:
         raise ModelError(f"{path} is not an ONNX model (no graph or no opset)")
     files = [StoredFile(path.name, data, tuple(scan.spans))]
     for location, spans in scan.external_files().items():
-        ext = path.parent / location
+        ext = external_data_path(path, location)
+        if plain_name_problem(location):  # the bitstream stores plain names only
+            raise ModelError(f"external data {location!r} of {path.name} is in a subfolder; the lossless "
+                             "mode stores external data that lies beside the model (move it there)")
         if not ext.is_file():
             raise ModelError(f"external data file of {path.name} is missing: {ext}")
         files.append(StoredFile(location, ext.read_bytes(), tuple(spans)))
@@ -88,18 +92,55 @@ def model_files(proto: ModelProto, name: str) -> list[StoredFile]:
             StoredFile(location, bytes(blob), tuple(scan.external_files().get(location, [])))]
 
 
-def files_to_model(files: list[tuple[str, bytes]]) -> ModelProto:
-    """Load a decoded file set back into a ModelProto with its external data in memory."""
+def check_model_files(files: list[tuple[str, bytes | bytearray]]) -> None:
+    """Refuse a decoded file set that is not one ONNX model and exactly the external data files
+    it names (raises :class:`BitstreamError`).
+
+    Each file's bytes are covered by its checksum, but which file is the model, and what the
+    others are called, is only what the manifest says: a set whose first file is not a model,
+    or whose data files carry names the model does not use, would be written as a broken model.
+    """
     main_name, main = files[0]
-    proto = onnx.load_model_from_string(bytes(main))
+    try:
+        scan = scan_model(main)
+    except (ValueError, IndexError, RecursionError):
+        scan = None
+    if scan is None or not scan.has_graph or not scan.has_opset:
+        raise BitstreamError(f"the bitstream's first file {main_name!r} is not an ONNX model")
+    named, held = set(scan.external_files()), {name for name, _ in files[1:]}
+    if named != held:
+        raise BitstreamError(f"the bitstream holds data files {sorted(held)} where its model names "
+                             f"{sorted(named)}; nothing was written")
+
+
+def files_to_model(files: list[tuple[str, bytes]]) -> ModelProto:
+    """Load a decoded file set back into a ModelProto with its external data in memory.
+
+    The files may come from a bitstream someone sent: a model that is not protobuf, or whose
+    external data name a file the set does not hold or bytes past its end, raises
+    :class:`BitstreamError`.
+    """
+    main_name, main = files[0]
+    try:
+        proto = onnx.load_model_from_string(bytes(main))
+    except Exception as exc:  # protobuf raises several unrelated types
+        raise BitstreamError(f"the decoded {main_name} is not an ONNX model ({type(exc).__name__})") from None
     blobs = dict(files[1:])
     for tensor in iter_model_tensors(proto):
         if tensor.data_location != TensorProto.EXTERNAL:
             continue
         info = _external_info(tensor)
-        blob = blobs[info["location"]]
-        offset = int(info.get("offset", 0))
-        length = int(info.get("length", len(blob) - offset))
+        blob = blobs.get(info.get("location"))
+        if blob is None:
+            raise BitstreamError(f"{main_name} names external data {info.get('location')!r} that is not "
+                                 "among the decoded files")
+        try:
+            offset = int(info.get("offset", 0))
+            length = int(info.get("length", len(blob) - offset))
+        except ValueError:
+            raise BitstreamError(f"{main_name} gives tensor {tensor.name!r} an unreadable offset or length") from None
+        if offset < 0 or length < 0 or offset + length > len(blob):
+            raise BitstreamError(f"{main_name} places tensor {tensor.name!r} outside its external data file")
         tensor.raw_data = bytes(np.frombuffer(blob, np.uint8, length, offset))
         tensor.data_location = TensorProto.DEFAULT
         del tensor.external_data[:]

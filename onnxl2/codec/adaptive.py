@@ -24,7 +24,7 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
-from .entropy import CodecError, quantize_frequencies, read_varints
+from .entropy import CodecError, narrow_int_dtype, quantize_frequencies, read_varints
 from .varint import encode_varints, unzigzag, zigzag
 
 FIRST_BLOCK = 16
@@ -108,7 +108,8 @@ def encode_adaptive(symbols: np.ndarray, symmetric: bool | None = None) -> tuple
 
 
 def decode_adaptive(data: bytes, count: int, symmetric: bool) -> np.ndarray:
-    """Inverse of :func:`encode_adaptive`: the flat int64 array of ``count`` symbols."""
+    """Inverse of :func:`encode_adaptive`: the flat array of ``count`` symbols, in the narrowest
+    signed integer dtype that holds the stream's value range."""
     try:
         if count == 0:
             if data:
@@ -118,10 +119,11 @@ def decode_adaptive(data: bytes, count: int, symmetric: bool) -> np.ndarray:
         low, span = int(unzigzag(np.array([zlow]))[0]), int(span)
         if not 1 <= span <= MAX_SPAN:
             raise CodecError("adaptive stream has an impossible value range")
+        dtype = narrow_int_dtype(low, low + span - 1)
         if span == 1:
             if pos != len(data):
                 raise CodecError("trailing bytes after a constant adaptive stream")
-            return np.full(count, low, np.int64)
+            return np.full(count, low, dtype)
         precision = _precision(span)
         payload = data[pos:]
         if len(payload) % 4:
@@ -129,7 +131,7 @@ def decode_adaptive(data: bytes, count: int, symmetric: bool) -> np.ndarray:
         coder = constriction.stream.stack.AnsCoder(np.frombuffer(payload, "<u4").astype(np.uint32))
         bounds = block_bounds(count)
         seen = np.zeros(span, np.int64)
-        out = np.empty(count, np.int64)
+        out = np.empty(count, narrow_int_dtype(0, span - 1))
         for j in range(bounds.size - 1):
             if coder.is_empty():  # a trailing run of the lowest value is coded for free
                 out[bounds[j]:] = 0
@@ -141,7 +143,9 @@ def decode_adaptive(data: bytes, count: int, symmetric: bool) -> np.ndarray:
             out[bounds[j]:bounds[j + 1]] = slots
         if not coder.is_empty():
             raise CodecError("adaptive stream does not end where it should (corrupted)")
-        return out + low
+        values = out.astype(dtype, copy=False)  # dtype holds [low, low + span - 1]: no overflow
+        values += dtype.type(low)
+        return values
     except CodecError:
         raise
     except (ValueError, IndexError, OverflowError, RuntimeError, TypeError, MemoryError) as exc:

@@ -259,17 +259,20 @@ def _encode_classed(arr: np.ndarray) -> bytes:
     return bytes(out) if len(out) < len(plain) else plain  # the search works on estimates
 
 
-def decode_classed(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
-    """Inverse of :func:`encode_classed`: the flat int64 array of a tensor of ``shape``.
+def decode_classed(data: bytes, shape: tuple[int, ...], dtype: np.dtype = np.int64) -> np.ndarray:
+    """Inverse of :func:`encode_classed`: the flat array (of ``dtype``) of a tensor of ``shape``.
 
-    Raises :class:`CodecError` on truncated or corrupted input.
+    A context's symbols are those of its row class's rows and its column class's columns, in
+    row-major order, so each stream goes back as one block of the matrix (no sort of all the
+    positions, whose index array would be eight bytes a symbol). Raises :class:`CodecError` on
+    truncated or corrupted input.
     """
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
     if not data:
         raise CodecError("classed symbol stream is empty")
     kr, kc = (data[0] >> 4) + 1, (data[0] & 0x0F) + 1
     if kr == 1 and kc == 1:
-        return decode_stream(data[1:], count)
+        return decode_stream(data[1:], count).astype(dtype, copy=False)
     rows = int(shape[0]) if len(shape) >= 2 else 1
     cols = count // rows if rows else 0
     if len(shape) < 2 or kr > max(rows, 1) or kc > max(cols, 1):
@@ -294,12 +297,10 @@ def decode_classed(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
     cc = decode_stream(streams.pop(0), cols) if kc > 1 else np.zeros(cols, np.int64)
     if rc.min(initial=0) < 0 or rc.max(initial=0) >= kr or cc.min(initial=0) < 0 or cc.max(initial=0) >= kc:
         raise CodecError("classed symbol stream has an impossible class (corrupted)")
-    ctx = (rc[:, None] * kc + cc[None, :]).reshape(-1)
-    order = _members_in_order(ctx)
-    sizes = np.bincount(ctx, minlength=kr * kc)
-    out = np.empty(count, dtype=np.int64)
-    start = 0
+    row_sets = [np.flatnonzero(rc == i) for i in range(kr)]
+    col_sets = [np.flatnonzero(cc == j) for j in range(kc)]
+    out = np.empty((rows, cols), dtype=dtype)
     for k in range(kr * kc):
-        out[order[start:start + sizes[k]]] = decode_stream(streams[k], int(sizes[k]))
-        start += sizes[k]
-    return out
+        r, c = row_sets[k // kc], col_sets[k % kc]
+        out[np.ix_(r, c)] = decode_stream(streams[k], r.size * c.size).reshape(r.size, c.size)
+    return out.reshape(-1)

@@ -14,6 +14,12 @@ Format 3 replaced format 2's fixed 12-byte entry per section (u64 length, crc32 
 varint length and one checksum over all sections: a small model has a hundred or more coded
 tensors, and their entries were 2% of its bitstream, while the sha256 per decoded file already
 catches any damage a per-section checksum would. Formats 1-4 are still read (the writer makes 5).
+
+A bitstream may have been crafted, checksums and all, so the reader trusts none of it: the
+manifest is checked field by field (``manifest.py``), what it declares must fit a limit tied to
+the bitstream's own size (:func:`default_output_limit`, which the caller can raise), every
+compressed stream is inflated with an output limit, and each decoder is told how many elements
+to expect before it allocates.
 """
 from __future__ import annotations
 
@@ -28,10 +34,12 @@ import numpy as np
 from onnx import TensorProto
 
 from ..errors import BitstreamError
+from ..paths import plain_name_problem
 from .classed import decode_classed, encode_classed
-from .entropy import decode_symbols, encode_symbols, read_varints
+from .entropy import CodecError, decode_symbols, encode_symbols, read_varints
 from .floatcodec import decode_array, encode_array
 from .lzma_raw import compress as lzma_compress, decompress as lzma_decompress
+from .manifest import FileEntry, Manifest, SpanEntry, parse_manifest
 from .varint import encode_varints, varint_length
 from .wire import TensorSpan
 
@@ -50,6 +58,13 @@ MIN_CODED_PAYLOAD = 64
 #: int16 tensors whose values span less than this are symbols (weights quantized at 9..12 bits
 #: span at most 4095) and go to the classed coder like int8 ones; wider ones are coded as arrays.
 MAX_CLASSED_INT16_SPAN = 1 << 13
+#: A bitstream may decode to at most this many times its own size, and at least to OUTPUT_FLOOR
+#: bytes, unless the caller allows more: lossy bitstreams decode to 2-8 times their size and
+#: lossless ones to under 2, while a crafted one of 163 bytes could otherwise declare gigabytes.
+OUTPUT_RATIO = 64
+OUTPUT_FLOOR = 1 << 20
+#: The manifest (JSON, lzma) may inflate to this many times its coded size, plus a floor.
+MANIFEST_RATIO, MANIFEST_FLOOR = 16, 1 << 20
 
 _NUMPY_OF_ONNX = {
     TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16, TensorProto.DOUBLE: np.float64,
@@ -94,8 +109,9 @@ def unpack_nibbles(packed: np.ndarray, count: int, signed: bool) -> np.ndarray:
 
 
 def pack_nibbles(values: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`unpack_nibbles`; an odd count leaves a zero high nibble."""
-    nib = (np.asarray(values).reshape(-1).astype(np.int16) & 0x0F).astype(np.uint8)
+    """Inverse of :func:`unpack_nibbles`; an odd count leaves a zero high nibble. (An integer
+    cast to uint8 keeps its low byte in two's complement, so the low nibble is the value's.)"""
+    nib = np.asarray(values).reshape(-1).astype(np.uint8) & np.uint8(0x0F)
     if nib.size % 2:
         nib = np.append(nib, np.uint8(0))
     return nib[0::2] | (nib[1::2] << 4)
@@ -132,27 +148,34 @@ def _encode_payload(raw: bytes, elem_type: int, count: int,
     return "array", encode_array(arr)
 
 
-def _decode_payload(codec: str, coded: bytes, elem_type: int, count: int, length: int,
-                    dims: tuple[int, ...] | None) -> bytes:
-    if codec == "classed":
-        if dims is None or int(np.prod(dims, dtype=np.int64)) != count:
+def _payload_bytes(codec: str, elem_type: int, count: int) -> int | None:
+    """Bytes a payload of ``count`` elements decodes to, or None when the codec cannot hold that
+    element type (the array codec's own header says its size, so it is None there too)."""
+    if elem_type in _NIBBLE_TYPES and codec in ("classed", "nibbles"):
+        return (count + 1) // 2
+    dtype = _NUMPY_OF_ONNX.get(elem_type)
+    if dtype is None or codec == "nibbles" or (codec == "symbols" and np.dtype(dtype).itemsize != 1):
+        return None
+    return count * np.dtype(dtype).itemsize
+
+
+def _decode_payload(span: SpanEntry, coded: bytes) -> bytes:
+    """One payload's bytes; its element count is checked against its length before decoding,
+    so that no decoder allocates more than the span's own bytes justify."""
+    if span.codec == "array":
+        return np.ascontiguousarray(decode_array(coded, span.length)).tobytes()
+    if _payload_bytes(span.codec, span.elem_type, span.count) != span.length:
+        raise BitstreamError(f"bitstream is corrupted: a {span.codec} span of {span.count} elements "
+                             f"cannot fill {span.length} bytes")
+    if span.codec == "classed":
+        if span.shape is None:
             raise BitstreamError("bitstream is corrupted: a classed tensor has no usable shape")
-        values = decode_classed(coded, tuple(dims))
-        if elem_type in _NIBBLE_TYPES:
-            out = pack_nibbles(values).tobytes()
-        else:
-            out = values.astype(_NUMPY_OF_ONNX[elem_type]).tobytes()
-    elif codec == "nibbles":
-        out = pack_nibbles(decode_symbols(coded, count)).tobytes()
-    elif codec == "symbols":
-        out = decode_symbols(coded, count).astype(_NUMPY_OF_ONNX[elem_type]).tobytes()
-    elif codec == "array":
-        out = np.ascontiguousarray(decode_array(coded)).tobytes()
-    else:
-        raise BitstreamError(f"unknown payload codec {codec!r} in bitstream")
-    if len(out) != length:
-        raise BitstreamError("bitstream is corrupted: a tensor decoded to the wrong size")
-    return out
+        if span.elem_type in _NIBBLE_TYPES:
+            return pack_nibbles(decode_classed(coded, span.shape, np.int8)).tobytes()
+        return decode_classed(coded, span.shape, _NUMPY_OF_ONNX[span.elem_type]).tobytes()
+    if span.codec == "nibbles":
+        return pack_nibbles(decode_symbols(coded, span.count)).tobytes()
+    return decode_symbols(coded, span.count).astype(_NUMPY_OF_ONNX[span.elem_type]).tobytes()
 
 
 def stored_size(raw_bytes: int, coded_bytes: int) -> int:
@@ -180,11 +203,13 @@ def encode_container(files: list[StoredFile], meta: dict) -> tuple[bytearray, li
     manifest_files = []
     accounting: list[CodedTensor] = []
     for stored in files:
+        if plain_name_problem(stored.name):
+            raise ValueError(f"a stored file needs a plain name, got {stored.name!r}")
         data = stored.data
         cursor = 0
         entries = []
         for span in sorted(stored.spans, key=lambda s: s.offset):
-            if span.offset < cursor or span.length < MIN_CODED_PAYLOAD:
+            if span.offset < cursor or span.length < MIN_CODED_PAYLOAD or span.offset + span.length > len(data):
                 continue
             raw = data[span.offset:span.offset + span.length]
             count = int(np.prod(span.dims, dtype=np.int64)) if span.dims else 1
@@ -215,19 +240,6 @@ def _span_entry(span: TensorSpan, codec: str, count: int) -> list:
     payload's section is implicit (the next one) and the tensor's name is left out (the decoder
     never used either; on the default model they were a third of the manifest)."""
     return [span.offset, span.length, codec, span.elem_type, count] + ([list(span.dims)] if codec == "classed" else [])
-
-
-def _spans(entry: dict, version: int, next_section: int) -> list[tuple]:
-    """(offset, length, codec, elem_type, count, section, shape or None) of a manifest file entry."""
-    out = []
-    for span in entry["spans"]:
-        if version >= 5:
-            (offset, length, codec, elem_type, count), rest, section = span[:5], span[5:], next_section
-        else:
-            (offset, length, codec, elem_type, count, section, _name), rest = span[:7], span[7:]
-        out.append((offset, length, codec, elem_type, count, section, rest[0] if rest else None))
-        next_section = section + 1
-    return out
 
 
 def _header(lengths: list[int], body: bytearray) -> bytearray:
@@ -303,66 +315,83 @@ def _read_sections_v2(blob: bytes, count: int) -> list[memoryview]:
     return sections
 
 
+def default_output_limit(bitstream_bytes: int) -> int:
+    """The most bytes a bitstream of this size may decode to unless the caller allows more:
+    ``OUTPUT_RATIO`` times its size, and at least ``OUTPUT_FLOOR``."""
+    return max(OUTPUT_FLOOR, OUTPUT_RATIO * bitstream_bytes)
+
+
 def read_manifest(blob: bytes) -> dict:
-    """The manifest alone (meta and file list), after checking every section's checksum."""
-    return _manifest(_read_sections(blob))
+    """The manifest alone (meta and file list, as the JSON holds them), after checking every
+    section's checksum and every field of the manifest."""
+    return _manifest(_read_sections(blob), _HEAD.unpack_from(blob, 0)[1])[0]
 
 
-def _manifest(sections: list[memoryview]) -> dict:
+def _manifest(sections: list[memoryview], version: int) -> tuple[dict, Manifest]:
+    limit = MANIFEST_FLOOR + MANIFEST_RATIO * len(sections[0])
     try:
-        return json.loads(lzma_decompress(sections[0]))
-    except (lzma.LZMAError, ValueError) as exc:
+        doc = json.loads(lzma_decompress(sections[0], limit))
+    except (lzma.LZMAError, ValueError, RecursionError) as exc:
         raise BitstreamError(f"bitstream manifest is unreadable ({exc})") from None
+    return doc, parse_manifest(doc, version, len(sections))
 
 
-def decode_container(blob: bytes, keep: bool = True) -> tuple[list[tuple[str, bytearray]], dict]:
+def decode_container(blob: bytes, keep: bool = True, max_output_bytes: int | None = None
+                     ) -> tuple[list[tuple[str, bytearray]], dict]:
     """Decode every file; raises :class:`BitstreamError` unless each matches its sha256.
 
-    With ``keep=False`` the files are only checked, piece by piece, and not assembled: a
-    verification pass then needs no second copy of the model in memory.
+    ``max_output_bytes`` bounds what the bitstream may decode to (default:
+    :func:`default_output_limit` of its size); the manifest's sizes are checked against it
+    before anything is allocated. With ``keep=False`` the files are only checked, piece by
+    piece, and not assembled: a verification pass then needs no second copy of the model.
     """
     sections = _read_sections(blob)
-    manifest = _manifest(sections)
-    version = _HEAD.unpack_from(blob, 0)[1]
-    next_section = 2
+    manifest = _manifest(sections, _HEAD.unpack_from(blob, 0)[1])[1]
+    limit = default_output_limit(len(blob)) if max_output_bytes is None else max_output_bytes
+    if manifest.output_bytes > limit:
+        raise BitstreamError(f"bitstream declares {manifest.output_bytes:,} bytes of output, more than the "
+                             f"{limit:,} allowed for a bitstream of {len(blob):,} bytes; if it is yours, "
+                             "allow more (--max-output-size, or max_output_bytes in the API)")
     try:
-        skeleton = lzma_decompress(sections[1])
+        skeleton = lzma_decompress(sections[1], manifest.skeleton_bytes)
     except (lzma.LZMAError, ValueError) as exc:
         raise BitstreamError(f"bitstream skeleton is unreadable ({exc})") from None
-    files = []
-    skel_pos = 0
+    if len(skeleton) != manifest.skeleton_bytes:
+        raise BitstreamError("bitstream skeleton does not hold the bytes its manifest declares")
+    files, start, view = [], 0, memoryview(skeleton)
     try:
-        for entry in manifest["files"]:
-            out = bytearray()
-            digest = hashlib.sha256()
-            size = 0
-
-            def emit(piece: bytes) -> None:
-                nonlocal size
-                digest.update(piece)
-                size += len(piece)
-                if keep:
-                    out.extend(piece)
-
-            cursor = 0
-            spans = _spans(entry, version, next_section)
-            for offset, length, codec, elem_type, count, section, shape in spans:
-                gap = offset - cursor
-                emit(skeleton[skel_pos:skel_pos + gap])
-                skel_pos += gap
-                emit(_decode_payload(codec, bytes(sections[section]), elem_type, count, length, shape))
-                cursor = offset + length
-            next_section = spans[-1][5] + 1 if spans else next_section
-            tail = entry["size"] - cursor
-            emit(skeleton[skel_pos:skel_pos + tail])
-            skel_pos += tail
-            if size != entry["size"] or digest.hexdigest() != entry["sha256"]:
-                raise BitstreamError(f"decoded {entry['name']} does not match its checksum")
-            files.append((entry["name"], out))  # a bytearray: no second copy of a large file
-        if version >= 5 and next_section != len(sections):
-            raise BitstreamError("bitstream is corrupted (payload sections without a place in any file)")
-    except BitstreamError:
-        raise
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        for entry in manifest.files:  # the skeleton holds the files' gaps one after another
+            files.append((entry.name, _assemble(entry, view[start:start + entry.skeleton_bytes], sections, keep)))
+            start += entry.skeleton_bytes
+    except MemoryError:
+        raise BitstreamError("decoding this bitstream needs more memory than there is") from None
+    except (CodecError, ValueError, IndexError, TypeError, OverflowError) as exc:
         raise BitstreamError(f"bitstream is corrupted ({type(exc).__name__}: {exc})") from None
-    return files, manifest["meta"]
+    return files, manifest.meta
+
+
+def _assemble(entry: FileEntry, gaps: memoryview, sections: list[memoryview], keep: bool) -> bytearray:
+    """One file from its gaps (its part of the skeleton) and its payloads, checked against
+    its sha256."""
+    out = bytearray()
+    digest = hashlib.sha256()
+
+    def emit(piece) -> None:
+        digest.update(piece)
+        if keep:
+            out.extend(piece)
+
+    used = cursor = 0
+    for span in entry.spans:
+        gap = span.offset - cursor
+        emit(gaps[used:used + gap])
+        used += gap
+        piece = _decode_payload(span, bytes(sections[span.section]))
+        if len(piece) != span.length:
+            raise BitstreamError("bitstream is corrupted: a tensor decoded to the wrong size")
+        emit(piece)
+        cursor = span.offset + span.length
+    emit(gaps[used:])
+    if digest.hexdigest() != entry.sha256:
+        raise BitstreamError(f"decoded {entry.name} does not match its checksum")
+    return out

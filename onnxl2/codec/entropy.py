@@ -391,6 +391,16 @@ def _read_words(data: bytes, pos: int) -> np.ndarray:
     return words
 
 
+def narrow_int_dtype(low: int, high: int) -> np.dtype:
+    """The smallest signed integer dtype that holds every value in [low, high]: decoded symbols
+    are kept in it, so that a stream of n symbols costs n bytes of memory, not 8n."""
+    for dtype in (np.int8, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
+
+
 def _decode_payload(words: np.ndarray, table: _Table, count: int) -> np.ndarray:
     """Decode ``count`` symbols chunk by chunk into their values; checks the coder ends empty.
 
@@ -399,7 +409,7 @@ def _decode_payload(words: np.ndarray, table: _Table, count: int) -> np.ndarray:
     """
     coder, model = constriction.stream.stack.AnsCoder(words), _model(table.freqs)
     try:
-        out = np.empty(count, dtype=np.int64)
+        out = np.empty(count, dtype=narrow_int_dtype(int(table.values[0]), int(table.values[-1])))
     except MemoryError:
         raise CodecError(f"cannot hold {count} symbols (corrupted count?)") from None
     seen = np.zeros(table.freqs.size, dtype=bool)
@@ -419,7 +429,8 @@ def _decode_payload(words: np.ndarray, table: _Table, count: int) -> np.ndarray:
 
 
 def decode_symbols(data: bytes, count: int | None = None) -> np.ndarray:
-    """Inverse of :func:`encode_symbols`: the flat int64 array.
+    """Inverse of :func:`encode_symbols`: the flat array, in the narrowest signed integer dtype
+    that holds the stream's values (:func:`narrow_int_dtype`).
 
     ``count``, when the caller knows it (from the tensor's shape), is checked before anything
     is allocated. Raises :class:`CodecError` on truncated or corrupted input.
@@ -432,7 +443,7 @@ def decode_symbols(data: bytes, count: int | None = None) -> np.ndarray:
         if isinstance(table, int):
             if pos != len(data):
                 raise CodecError("trailing bytes after a constant symbol stream")
-            return np.full(n, table, dtype=np.int64)
+            return np.full(n, table, dtype=narrow_int_dtype(table, table))
         return _decode_payload(_read_words(data, pos), table, n)
     except CodecError:
         raise

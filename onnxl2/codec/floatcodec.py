@@ -16,6 +16,7 @@ plane body is, per plane (most significant first): varint length | u8 method | c
 from __future__ import annotations
 
 import lzma
+import math
 import re
 
 import numpy as np
@@ -168,7 +169,7 @@ def _decode_bytes(method: int, body: bytes, n: int) -> np.ndarray:
     if method == _RAW:
         plane = np.frombuffer(body, dtype=np.uint8)
     elif method == _LZMA:
-        plane = np.frombuffer(_unlzma(body), dtype=np.uint8)
+        plane = np.frombuffer(_unlzma(body, n), dtype=np.uint8)
     elif method == _SYMBOLS:
         plane = decode_symbols(body, n).astype(np.uint8)
     else:
@@ -200,7 +201,7 @@ def _decode_body(method: int, body: bytes, dtype: np.dtype, n: int) -> np.ndarra
     if method == _RAW:
         return np.frombuffer(body, dtype=dtype)
     if method == _LZMA:
-        return np.frombuffer(_unlzma(body), dtype=dtype)
+        return np.frombuffer(_unlzma(body, n * dtype.itemsize), dtype=dtype)
     if method == _SYMBOLS and dtype.itemsize == 1:
         return _decode_bytes(_SYMBOLS, body, n).view(dtype)
     if method == _PLANES and dtype.itemsize > 1:
@@ -210,12 +211,21 @@ def _decode_body(method: int, body: bytes, dtype: np.dtype, n: int) -> np.ndarra
     raise CodecError(f"unknown array method {method} for {dtype}")
 
 
-def decode_array(data: bytes) -> np.ndarray:
-    """Inverse of :func:`encode_array`: a new, writable array. Raises :class:`CodecError`."""
+def decode_array(data: bytes, nbytes: int) -> np.ndarray:
+    """Inverse of :func:`encode_array`: a new, writable array. Raises :class:`CodecError`.
+
+    ``nbytes`` is the size the caller expects the array to have (a bitstream's span says it):
+    the header's dims must multiply to exactly that before anything is allocated, so that a
+    header claiming 2^40 elements costs nothing.
+    """
     try:
         data = memoryview(data).cast("B")
         dtype, shape, pos = _read_header(data)
-        n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        n = math.prod(shape)
+        if n * dtype.itemsize != nbytes:
+            raise CodecError(f"array header declares {n * dtype.itemsize} bytes where {nbytes} are expected")
+        if pos >= len(data):
+            raise CodecError("array stream is truncated (no method byte)")
         flat = _decode_body(data[pos], data[pos + 1:], dtype, n)
         if flat.size != n:
             raise CodecError("array decoded to the wrong number of elements")

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto, numpy_helper
 
-from ..model import constant_tensor, node_attr, remove_constants
+from ..model import constant_tensor, node_attr, remove_constants, tensor_array
 
 
 def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
@@ -57,9 +57,9 @@ def fold_batchnorm(proto: ModelProto) -> tuple[ModelProto, int]:
             continue
         if params[-1].data_type != onnx.TensorProto.FLOAT:
             continue
-        gamma, beta, mean, var, weight = (numpy_helper.to_array(p).astype(np.float64) for p in params)
+        gamma, beta, mean, var, weight = (tensor_array(p).astype(np.float64) for p in params)
         s = gamma / np.sqrt(var + float(node_attr(bn, "epsilon", 1e-5)))
-        bias = numpy_helper.to_array(constants[bias_name]).astype(np.float64) if bias_name else 0.0
+        bias = tensor_array(constants[bias_name]).astype(np.float64) if bias_name else 0.0
         new_w = (weight * s.reshape(-1, *([1] * (weight.ndim - 1)))).astype(np.float32)
         new_b = ((bias - mean) * s + beta).astype(np.float32)
         w_name, b_name = conv.input[1], f"{bn.output[0]}_folded_bias"
