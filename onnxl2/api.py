@@ -17,6 +17,7 @@ from onnx import ModelProto
 from . import __version__
 from .candidates import DEFAULT_BITS_CHOICES, DEFAULT_RATES, Candidate, candidate_for_label, make_candidates, \
     moved_bias_bytes, parse_label, step_count, symbol_tensors
+from .contract import Contract
 from .codec.container import OUTPUT_RATIO, StoredFile, decode_container, default_output_limit, encode_container
 from .codec.entropy import empirical_entropy_bits
 from .data import DataSource, batch_size_for, input_specs, load_data, load_labels
@@ -25,7 +26,8 @@ from .errors import BitstreamError, OnnxL2Error
 from .evaluate import ValidationResult, validate_models
 from .fileio import write_files_atomically
 from .hessian import LayerHessian, bias_weights, layer_hessians, output_positions
-from .mixed import MixedOptions, allowed_bits, check_factorisable, chosen_rows, parse_size, pinned_rank, plan_mixed
+from .mixed import (MixedOptions, allowed_bits, check_factorisable, chosen_rows, holdout_split, parse_size,
+                    pinned_rank, plan_mixed)
 from .model import ModelSource, Weight, discover_weights, load_model, model_stem, weight_array
 from .progress import Stages
 from .report import to_html, to_json
@@ -126,7 +128,7 @@ def _check_mode(bits: int | None, lossless: bool, target_ratio, target_size, pla
 def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | None = None,
              lossless: bool = False, labels: Any = None, output_dir: str | os.PathLike | None = None,
              output: str | None = None, loss: str = "auto",
-             max_loss_increase: float | str = 0.0, target_ratio: float | None = None,
+             max_loss_increase: float | str | None = None, target_ratio: float | None = None,
              target_size: int | str | None = None, bits_choices: tuple[int, ...] = DEFAULT_BITS_CHOICES,
              keep: tuple[str, ...] = (), pins: dict[str, int] | None = None,
              plan: str | os.PathLike | dict | None = None, taylor: bool = True,
@@ -136,14 +138,17 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
              sweep_cache: str | os.PathLike | None = None, compensate: bool | None = None,
              rates: tuple[float, ...] = DEFAULT_RATES, noise_sigmas: float = 0.0,
              lowrank: bool = True, ranks: dict[str, int] | None = None,
-             quiet: bool = False) -> CompressResult:
+             contract: Contract | None = None, quiet: bool = False) -> CompressResult:
     """Compress a model to a sidecar bitstream (and, unless lossless, a runnable ONNX).
 
     Modes: ``lossless``; ``bits=N`` (uniform per-channel quantization); a ``plan`` to replay;
     otherwise the automatic mode, which needs calibration ``data``: one candidate per weight
-    chosen by an exact grouped knapsack inside the lossless neighbourhood (the calibration loss
-    may rise by at most ``max_loss_increase``, absolute or "N%"), or under ``target_ratio`` /
-    ``target_size`` (the least loss change that fits). ``keep`` patterns pin weights to float32,
+    chosen by an exact grouped knapsack. By default the smallest plan on the measured frontier
+    that meets the ``contract`` (:class:`onnxl2.Contract`; labels make it the task loss and
+    accuracy) on calibration samples held back from every other step; with
+    ``max_loss_increase`` (absolute or "N%") the plan whose calibration loss rises at most that
+    (the lossless neighbourhood); under ``target_ratio`` / ``target_size`` the least loss change
+    that fits. ``keep`` patterns pin weights to float32,
     ``pins`` ({pattern: bits}) pin a bit-width; both also apply with ``bits``.
 
     The result is validated on ``eval_data`` (with ``eval_labels``) when given, else on ``data``.
@@ -176,8 +181,8 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
     pins = dict(pins or {})
     mode = "uniform" if bits is not None else "plan" if plan is not None else "auto"
     options = MixedOptions(tuple(bits_choices), tuple(keep), pins, loss, output, max_loss_increase,
-                           None, taylor, sweep, sweep_budget_s, compensate, tuple(rates), noise_sigmas,
-                           lowrank, dict(ranks or {}))
+                           None, contract or Contract(), taylor, sweep, sweep_budget_s, compensate, tuple(rates),
+                           noise_sigmas, lowrank, dict(ranks or {}))
     with stages.stage("load"):
         loaded = load_model(model)
         proto, folded = fold_batchnorm(loaded.proto) if fold else (loaded.proto, 0)
@@ -207,17 +212,18 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
             return len(encode_container(files, _container_meta(report, loaded.path))[0])
 
         mixed = plan_mixed(proto, weights, arrays, label_array, options, bitstream_bytes, stages,
-                           cache_dir=Path(sweep_cache) if sweep_cache else None)
+                           cache_dir=Path(sweep_cache) if sweep_cache else None, original_bytes=loaded.file_bytes)
         chosen, report["allocation"], positions = mixed.chosen, mixed.report, mixed.positions
+        fitted_on = {"holdout": options.contract.holdout} if options.form == "contract" else None
     else:
+        choices, fitted_on = _read_plan(plan) if plan else (None, None)
         with stages.stage("quantize"):
-            chosen, positions = _fixed_choices(proto, weights, bits, options, _read_plan(plan) if plan else None,
-                                               arrays)
+            chosen, positions = _fixed_choices(proto, weights, bits, options, choices,
+                                               _fitted_part(arrays, fitted_on))
     with stages.stage("emit"):
         owned = loaded.path is not None or proto is not loaded.proto
         stored, stored_as = _emit(proto, weights, chosen, owned, stem)
-    report["plan"] = {"format": 1, "model": report["model"],
-                      "choices": {key: cand.label for key, cand in chosen.items()}}
+    report["plan"] = _plan_document(report["model"], chosen, fitted_on)
     weight_rows = _weight_rows(weights, chosen, report.get("allocation"))
     blob, accounting = _encode_and_verify(stored, report, loaded.path, stages)
     report["sizes"] = _sizes(loaded.file_bytes, blob, stored, weight_rows, stored_as, accounting)
@@ -238,12 +244,31 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
             report["validation"] = {"split": "--eval-data" if eval_data is not None else "--data",
                                     **result.to_dict()}
     extra = {"plan.json": to_json(report["plan"])}
+    if mode == "auto":  # the next plans of the frontier, for a user who would take a larger ratio
+        for rank, plan_choice in enumerate(mixed.alternatives, start=1):
+            extra[f"plan-next-{rank}.json"] = to_json(_plan_document(report["model"], plan_choice, fitted_on))
     return _finish(report, blob, stored, output_dir, stem, stages, started,
                    [loaded.path] + loaded.external_files if loaded.path else [], extra=extra)
 
 
-def _read_plan(plan: str | os.PathLike | dict) -> dict[str, str]:
-    """A plan's choices: {weight key: "int4" | "float16" | "float32" | ...}."""
+def _plan_document(model: str, chosen: dict[str, Candidate], fitted_on: dict | None) -> dict:
+    """A plan as a user reads, edits and replays it; ``fitted_on`` says which calibration
+    samples its compensated candidates were fitted on (the contract holds some back), so that a
+    replay on the same data fits them on the same samples and gives the same bytes."""
+    doc = {"format": 1, "model": model, "choices": {key: cand.label for key, cand in chosen.items()}}
+    return {**doc, "fitted_on": fitted_on} if fitted_on else doc
+
+
+def _fitted_part(data: dict[str, np.ndarray] | None, fitted_on: dict | None) -> dict[str, np.ndarray] | None:
+    if data is None or not fitted_on:
+        return data
+    fit_index, _ = holdout_split(len(next(iter(data.values()))), fitted_on["holdout"])
+    return {k: v[fit_index] for k, v in data.items()}
+
+
+def _read_plan(plan: str | os.PathLike | dict) -> tuple[dict[str, str], dict | None]:
+    """A plan's choices ({weight key: "int4" | "float16" | "float32" | ...}) and which samples
+    its candidates were fitted on (None: all of them)."""
     if isinstance(plan, dict):
         doc = plan
     else:
@@ -257,7 +282,11 @@ def _read_plan(plan: str | os.PathLike | dict) -> dict[str, str]:
     choices = doc.get("choices") if isinstance(doc, dict) else None
     if not isinstance(choices, dict):
         raise OnnxL2Error("a plan needs a 'choices' object: {weight: 'int4' | 'float16' | 'float32'}")
-    return choices
+    fitted_on = doc.get("fitted_on")
+    if fitted_on is not None and not (isinstance(fitted_on, dict) and isinstance(fitted_on.get("holdout"), float)
+                                      and 0 < fitted_on["holdout"] < 1):
+        raise OnnxL2Error("a plan's 'fitted_on' must be {\"holdout\": a share between 0 and 1}")
+    return choices, fitted_on
 
 
 def _hessians(proto: ModelProto, studied: list[Weight], every: list[Weight], data: dict[str, np.ndarray] | None,

@@ -17,7 +17,9 @@ from .losses import LOSS_KINDS
 from .fileio import write_files_atomically
 from .model import MIN_COMPRESSIBLE_ELEMENTS
 from .candidates import DEFAULT_BITS_CHOICES
-from .report import allocation_rows, format_table, human_bytes, summary_rows, to_json, validation_rows
+from .contract import Contract, load_metric
+from .report import (allocation_rows, format_table, frontier_header, frontier_rows, human_bytes, summary_rows, to_json,
+                     validation_rows)
 
 
 def _user_errors(func):
@@ -133,8 +135,23 @@ def _parse_rates(text: str) -> tuple[float, ...]:
               help="N: uniform quantization at N bits (2..12; int16 containers above 8). PATTERN=N: pin "
                    "matching weights (repeatable).")
 @click.option("--lossless", is_flag=True, help="No lossy step: decoding gives back the original file bit for bit.")
-@click.option("--max-loss-increase", default="0", show_default=True,
-              help="Automatic mode: how far the calibration loss may rise (absolute, or N%).")
+@click.option("--max-loss-increase",
+              help="Automatic mode, the lossless neighbourhood instead of the contract: how far the calibration "
+                   "loss may rise (absolute, or N%; 0: not at all).")
+@click.option("--agreement", type=float, default=Contract.agreement, show_default=True,
+              help="Contract without labels: top-1 agreement with the original on class-score outputs, at least.")
+@click.option("--max-distance", type=float, default=Contract.max_distance, show_default=True,
+              help="Contract without labels: every output's RMS change in units of its channels' spread, at most.")
+@click.option("--confidence", type=float, default=Contract.confidence, show_default=True,
+              help="Contract with labels: a plan fails when the held-back samples show its task loss higher "
+                   "or accuracy lower with this confidence (one-sided paired tests).")
+@click.option("--metric", "metric_spec", metavar="FILE.py:FUNCTION",
+              help="Contract: your metric(original_outputs, compressed_outputs) -> float (higher is better; dicts "
+                   "of output name -> array) may drop by at most --max-drop.")
+@click.option("--max-drop", type=float, default=Contract.max_drop, show_default=True,
+              help="Contract with --metric: how far the metric may fall below its value on the original.")
+@click.option("--holdout", type=float, default=Contract.holdout, show_default=True,
+              help="Contract: share of the calibration samples held back from every choice to judge the plans.")
 @click.option("--noise-sigmas", type=float, default=0.0, show_default=True,
               help="Neighbourhood: a plan passes while its loss change is at most this many standard errors above the bound.")
 @click.option("--target-ratio", type=float, help="Automatic mode under a size budget: original file bytes / bitstream bytes.")
@@ -169,15 +186,20 @@ def _parse_rates(text: str) -> tuple[float, ...]:
 @click.option("--no-fold", is_flag=True, help="Keep BatchNormalization nodes instead of fusing them into Conv.")
 @click.option("--quiet", is_flag=True, help="No progress on the terminal.")
 @_user_errors
-def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_loss_increase, noise_sigmas, target_ratio,
+def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_loss_increase, agreement, max_distance,
+             confidence, metric_spec, max_drop, holdout, noise_sigmas, target_ratio,
              target_size, bits_choices, keep, loss, output_name, plan, no_taylor, sweep, sweep_budget,
              sweep_cache, compensate, rates, no_lowrank, ranks, output_dir, cpu_only, no_fold, quiet) -> None:
     """Compress MODEL into a folder: NAME.l2b (bitstream), NAME.l2.onnx (runnable), plan.json, report.json/.html.
 
     Without --bits, --lossless or --plan it runs the automatic mode on --data: the smallest plan
-    whose calibration loss does not rise (or rises at most --max-loss-increase), or the least
-    loss change under --target-ratio / --target-size.
+    that keeps the original's behaviour (the contract: with --labels its task loss and accuracy,
+    else decisions and every output's scale-aware distance, or --metric) on calibration samples
+    held back from every choice; with --max-loss-increase the lossless neighbourhood; under
+    --target-ratio / --target-size the least loss change that fits.
     """
+    metric, metric_name = load_metric(metric_spec) if metric_spec else (None, "")
+    contract = Contract(agreement, max_distance, confidence, metric, metric_name, max_drop, holdout)
     uniform, pins = _parse_bits(bits)
     result = api.compress(model, data, bits=uniform, lossless=lossless, labels=labels,
                           output_dir=output_dir, output=output_name, loss=loss,
@@ -188,8 +210,11 @@ def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_lo
                           eval_data=eval_data, eval_labels=eval_labels,
                           devices=("cpu",) if cpu_only else ("cpu", "cuda"), fold=not no_fold,
                           sweep_cache=sweep_cache, compensate=compensate, rates=_parse_rates(rates),
-                          lowrank=not no_lowrank, ranks=_parse_ranks(ranks), quiet=quiet)
-    if "allocation" in result.report:
+                          lowrank=not no_lowrank, ranks=_parse_ranks(ranks), contract=contract, quiet=quiet)
+    if "contract" in result.report.get("allocation", {}):
+        click.echo(format_table(frontier_rows(result.report), frontier_header(result.report)))
+        click.echo("")
+    elif "allocation" in result.report:
         click.echo(format_table(allocation_rows(result.report), ["weight", "choice", "coded bytes",
                                                                  "predicted dL", "measured dL", ""]))
         click.echo("")

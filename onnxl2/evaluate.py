@@ -14,8 +14,9 @@ import numpy as np
 import onnxruntime as ort
 from onnx import ModelProto
 
+from .contract import channel_spread, is_class_scores, standardised_errors
 from .data import batch_size_for, input_specs, iter_batches
-from .losses import is_sequence_labels, sequence_accuracy
+from .losses import is_sequence_labels, sequence_correct
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -73,16 +74,12 @@ class OutputComparison:
     rel_l2_mean: float
     rel_l2_max: float
     top1_agreement: float | None = None
+    standardised_rms: float | None = None  # change in units of each channel's spread (contract.py)
 
 
 def _per_sample(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     return a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(-1, 1)
-
-
-def is_class_scores(output: np.ndarray) -> bool:
-    """Float output whose last axis holds scores of at least two classes."""
-    return output.dtype.kind == "f" and output.ndim in (2, 3) and output.shape[-1] >= 2
 
 
 def compare_output(name: str, ref: np.ndarray, got: np.ndarray) -> OutputComparison:
@@ -93,22 +90,30 @@ def compare_output(name: str, ref: np.ndarray, got: np.ndarray) -> OutputCompari
     cosine = np.where(both_zero, 1.0, dot / np.maximum(norm_r * norm_g, 1e-300))
     rel = np.linalg.norm(r - g, axis=1) / np.maximum(norm_r, 1e-300)
     rel = np.where(both_zero, 0.0, rel)
-    top1 = None
+    top1 = standardised = None
     if is_class_scores(ref) and ref.shape == got.shape:
         top1 = float(np.mean(ref.argmax(axis=-1) == got.argmax(axis=-1)))
+    if ref.dtype.kind == "f" and ref.shape == got.shape and ref.ndim >= 1:
+        standardised = float(np.sqrt(standardised_errors(ref.astype(np.float64), got, channel_spread(ref)).mean()))
     return OutputComparison(name, list(ref.shape), float(cosine.mean()), float(cosine.min()),
-                            float(rel.mean()), float(rel.max()), top1)
+                            float(rel.mean()), float(rel.max()), top1, standardised)
+
+
+def correctness(output: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per sample, the share of its steps (one for a classifier) whose arg-max class equals the
+    label; for label sequences (CTC), 1 where the greedy reading equals the sequence."""
+    if is_sequence_labels(labels, output.shape):
+        return sequence_correct(output, labels).astype(np.float64)
+    pred = output.argmax(axis=-1)
+    if pred.shape != labels.shape:
+        raise ValueError(f"labels of shape {labels.shape} do not fit predictions of shape {pred.shape}")
+    return (pred == labels).reshape(len(pred), -1).mean(axis=1)
 
 
 def accuracy(output: np.ndarray, labels: np.ndarray) -> float:
     """Share of samples (or steps) whose arg-max class equals the label; for label sequences
     (CTC), share of samples whose greedy reading equals their sequence."""
-    if is_sequence_labels(labels, output.shape):
-        return sequence_accuracy(output, labels)
-    pred = output.argmax(axis=-1)
-    if pred.shape != labels.shape:
-        raise ValueError(f"labels of shape {labels.shape} do not fit predictions of shape {pred.shape}")
-    return float(np.mean(pred == labels))
+    return float(correctness(output, labels).mean())
 
 
 @dataclass

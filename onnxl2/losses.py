@@ -3,8 +3,8 @@
 Loss changes from compressing one layer are tiny, so every loss here is returned per sample in
 float64: the sensitivity stage takes paired differences on the same samples and their standard
 error. Without labels the loss is taken against the original model's own predictions: cross-entropy
-to its arg-max for classifier outputs (a loss that compression can also lower), a normalised
-squared distance for any other output. Embedding models can instead be judged as retrievers:
+to its arg-max for classifier outputs (a loss that compression can also lower), the squared
+change in units of each channel's spread (``contract.channel_spread``) for any other output. Embedding models can instead be judged as retrievers:
 "neighbour" is the cross-entropy of each sample's similarities to the other samples against the
 original model's nearest neighbour, which, like the classifier's, compression can also lower.
 Maps of independent probabilities (a text detector's per-pixel score) get "bce": binary
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .contract import channel_spread, is_class_scores, standardised_errors
 from .errors import OnnxL2Error
 
 LOSS_KINDS = ("auto", "ce", "bce", "ctc", "distance", "neighbour")
@@ -121,10 +122,15 @@ def greedy_ctc(output: np.ndarray, blank: int = CTC_BLANK) -> list[tuple[int, ..
     return [tuple(row[mask].tolist()) for row, mask in zip(best, keep)]
 
 
+def sequence_correct(output: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per sample, whether its greedy CTC reading equals its label sequence."""
+    truth = [tuple(row[row != LABEL_PAD].tolist()) for row in labels]
+    return np.array([a == b for a, b in zip(greedy_ctc(output), truth)], dtype=bool)
+
+
 def sequence_accuracy(output: np.ndarray, labels: np.ndarray) -> float:
     """Share of samples whose greedy CTC reading equals their label sequence."""
-    truth = [tuple(row[row != LABEL_PAD].tolist()) for row in labels]
-    return float(np.mean([a == b for a, b in zip(greedy_ctc(output), truth)]))
+    return float(sequence_correct(output, labels).mean())
 
 
 def is_sequence_labels(labels: np.ndarray | None, output_shape: tuple[int, ...]) -> bool:
@@ -143,6 +149,7 @@ class Loss:
     reference: np.ndarray  # the original model's output
     probabilities: bool = False
     pseudo_labels: bool = False
+    spread: np.ndarray | None = None  # "distance": each channel's spread on the original
 
     def distortion(self, output: np.ndarray) -> np.ndarray:
         """How far each sample's output moved from the original's, >= 0.
@@ -157,6 +164,8 @@ class Loss:
             q_on, q_off = _bernoulli_log(output)
             kl = np.exp(p_on) * (p_on - q_on) + np.exp(p_off) * (p_off - q_off)
             return np.maximum(kl.mean(axis=1), 0.0)
+        if self.kind == "distance":
+            return standardised_errors(self.reference, output, self.spread)
         if self.kind not in ("ce", "ctc"):
             return _normalised_distance(output, self.reference)
         p_log = log_probabilities(self.reference, self.probabilities)
@@ -178,11 +187,12 @@ class Loss:
             return -logp[np.arange(len(logp)), self.targets]
         if self.kind == "ctc":
             return ctc_negative_log_likelihood(log_probabilities(output, self.probabilities), self.targets)
-        return _normalised_distance(output, self.targets)
+        return standardised_errors(self.reference, output, self.spread)
 
     def describe(self) -> str:
         if self.kind == "distance":
-            return f"normalised squared distance to the original '{self.output}'"
+            return (f"squared change of '{self.output}' in units of each channel's spread on the original "
+                    "(standardised distance)")
         if self.kind == "bce":
             return f"binary cross-entropy of '{self.output}' against the original's decisions (p > 0.5)"
         if self.kind == "ctc":
@@ -199,8 +209,9 @@ def make_loss(kind: str, output_name: str, original_output: np.ndarray,
     """Choose the loss: task cross-entropy with labels, else against the original's predictions."""
     if kind not in LOSS_KINDS:
         raise OnnxL2Error(f"unknown loss {kind!r} (choose from {', '.join(LOSS_KINDS)})")
-    classifier = original_output.dtype.kind == "f" and original_output.ndim in (2, 3) \
-        and original_output.shape[-1] >= 2
+    classifier = is_class_scores(original_output) or (
+        labels is not None and original_output.dtype.kind == "f" and original_output.ndim in (2, 3)
+        and original_output.shape[-1] >= 2)
     if kind == "auto" and is_sequence_labels(labels, original_output.shape):
         kind = "ctc"
     if kind == "ctc":
@@ -216,7 +227,8 @@ def make_loss(kind: str, output_name: str, original_output: np.ndarray,
                               f"ranges over [{original_output.min():.3g}, {original_output.max():.3g}]")
         return Loss("bce", output_name, original_output.reshape(len(original_output), -1) > 0.5, original_output)
     if kind == "distance":
-        return Loss("distance", output_name, original_output, original_output)
+        reference = original_output.astype(np.float64)
+        return Loss("distance", output_name, reference, reference, spread=channel_spread(reference))
     if kind == "neighbour":
         if labels is not None:
             raise OnnxL2Error("the neighbour loss takes its targets from the original model; give no labels")

@@ -1,6 +1,10 @@
-"""Mixed precision inside the lossless neighbourhood: candidates -> sensitivity -> knapsack -> plan.
+"""The automatic mode: candidates -> sensitivity -> knapsack -> plan.
 
-Calibration data drive every decision here; evaluation data only judge the result afterwards.
+Three forms: the behaviour contract (the default: the smallest plan on the measured frontier
+that keeps the original's behaviour on calibration samples held back from every other step),
+the lossless neighbourhood (``max_loss_increase``: the calibration loss may rise by at most
+that), and a size budget (``target_bytes``). Calibration data drive every decision here;
+evaluation data only judge the result afterwards.
 """
 from __future__ import annotations
 
@@ -16,11 +20,14 @@ from typing import Callable, Mapping
 import numpy as np
 from onnx import ModelProto
 
-from .allocate import allocate_neighbourhood, allocate_size
+from .allocate import Allocation, allocate_neighbourhood, allocate_size
 from .candidates import (ALLOWED_BITS, DEFAULT_BITS_CHOICES, DEFAULT_RATES, Candidate, load_candidates,
                          lowrank_ranks, make_candidates, save_candidates)
+from .contract import Contract, Judge
 from .data import batch_size_for, input_specs
 from .errors import OnnxL2Error
+from .evaluate import correctness
+from .frontier import Frontier, search_frontier
 from .fileio import write_files_atomically
 from .hessian import LayerHessian, bias_weights, layer_hessians, load_hessians, output_positions, save_hessians
 from .losses import make_loss
@@ -34,7 +41,14 @@ from .workers import map_by_size
 
 
 #: Bumped whenever what a sweep measures changes, so that caches of older sweeps are not reused.
-SWEEP_VERSION = 7
+SWEEP_VERSION = 8
+#: The contract's sweep spends about this many multiply-adds at most (layers measured x samples x
+#: multiply-adds a sample): past it, it measures on fewer of the fit samples, evenly spread, and
+#: never on fewer than MIN_SWEEP_SAMPLES. The decision is taken on the frontier, whose plans are
+#: measured on every held-back sample; the sweep only ranks candidates. A rule on work, not on
+#: seconds, so that the same data give the same plan on any machine.
+SWEEP_MACS = 6e11
+MIN_SWEEP_SAMPLES = 8
 
 
 @dataclass
@@ -46,8 +60,9 @@ class MixedOptions:
     pins: dict[str, int] = field(default_factory=dict)  # pattern -> bits
     loss: str = "auto"
     output: str | None = None
-    max_loss_increase: float | str = 0.0  # absolute, or "N%" of the calibration loss
+    max_loss_increase: float | str | None = None  # the neighbourhood form: absolute, or "N%" of the loss
     target_bytes: int | None = None
+    contract: Contract = field(default_factory=Contract)  # the default form
     taylor: bool = True
     sweep: str = "auto"  # "full" (every candidate measured), "proxy", or "auto" (by the time budget)
     sweep_budget_s: float = 300.0
@@ -57,7 +72,16 @@ class MixedOptions:
     lowrank: bool = True  # offer factor pairs (transforms.lowrank) where a layer can have them
     ranks: dict[str, int] = field(default_factory=dict)  # pattern -> rank (a pinned factorisation)
 
+    @property
+    def form(self) -> str:
+        """"size budget", "loss neighbourhood" or "contract"."""
+        if self.target_bytes is not None:
+            return "size budget"
+        return "loss neighbourhood" if self.max_loss_increase is not None else "contract"
+
     def __post_init__(self) -> None:
+        if not isinstance(self.contract, Contract):
+            raise OnnxL2Error("the contract must be an onnxl2.Contract")
         bad = [b for b in self.bits_choices if b not in ALLOWED_BITS]
         if bad or not self.bits_choices:
             raise OnnxL2Error(f"bit choices must be among {', '.join(map(str, ALLOWED_BITS))}; got {bad or 'none'}")
@@ -139,7 +163,8 @@ def parse_size(text: str) -> int:
 
 def _check_distance_bound(kind: str, options: MixedOptions) -> None:
     """A distance cannot fall below zero: at epsilon 0 nothing could be compressed."""
-    if options.target_bytes is None and kind == "distance" and parse_loss_bound(options.max_loss_increase, 1.0) <= 0:
+    if options.form == "loss neighbourhood" and kind == "distance" and \
+            parse_loss_bound(options.max_loss_increase, 1.0) <= 0:
         raise OnnxL2Error("a distance to the original output cannot fall below zero, so with "
                           "--max-loss-increase 0 nothing could be compressed: give a bound "
                           "(e.g. --max-loss-increase 1e-4) or a --target-ratio")
@@ -163,6 +188,8 @@ def sweep_mode(options: MixedOptions, candidates: Mapping[str, list[Candidate]],
     """
     if options.sweep != "auto":
         return options.sweep, options.taylor
+    if options.form == "contract":  # measured passes go to the frontier, where the decision is taken
+        return "proxy", False
     passes = sum(c.bits != 32 for cands in candidates.values() for c in cands)
     measured = sum(any(c.bits != 32 for c in cands) for cands in candidates.values())
     for mode, count in (("full", passes), ("proxy", measured)):
@@ -257,18 +284,63 @@ class MixedResult:
     chosen: dict[str, Candidate]
     report: dict
     positions: dict[str, float] = field(default_factory=dict)  # output positions per sample, by layer
+    #: the contract form: plans of the next smaller frontier points (larger ratio), nearest first
+    alternatives: list[dict[str, Candidate]] = field(default_factory=list)
+
+
+def holdout_split(count: int, share: float) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the samples that fit and of those held back to judge: every sample whose
+    running share crosses a whole number is held back, so the held-back samples are spread
+    evenly over the data (calibration sets are often ordered by class or source)."""
+    index = np.arange(count)
+    held = np.floor((index + 1) * share) > np.floor(index * share)
+    if held.sum() < 2 or (~held).sum() < 2:
+        raise OnnxL2Error(f"the contract holds back {share:g} of the calibration samples and needs at least "
+                          f"2 on each side; {count} samples are too few (give more, or a --target-ratio)")
+    return index[~held], index[held]
+
+
+def sweep_samples(count: int, macs_per_sample: float, layers: int) -> np.ndarray:
+    """Indices of the fit samples the contract's sweep measures on (see ``SWEEP_MACS``)."""
+    if macs_per_sample <= 0 or layers == 0:
+        return np.arange(count)
+    wanted = int(SWEEP_MACS / (macs_per_sample * layers))
+    if wanted >= count:
+        return np.arange(count)
+    return np.unique(np.linspace(0, count - 1, max(MIN_SWEEP_SAMPLES, wanted)).round().astype(np.int64))
+
+
+def _subset(data: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: np.ascontiguousarray(v[index]) for k, v in data.items()}
+
+
+def _judge(contract: Contract, reference: dict[str, np.ndarray], labels: np.ndarray | None, output: str,
+           loss_kind: str) -> Judge:
+    """The contract's judge on the held-back samples (with labels: their task loss and accuracy)."""
+    if labels is None or contract.metric is not None:
+        return Judge(contract, reference, None, output)
+    task = make_loss(loss_kind, output, reference[output], labels)
+    return Judge(contract, reference, labels, output, task.per_sample, lambda out: correctness(out, labels))
 
 
 def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.ndarray],
                labels: np.ndarray | None, options: MixedOptions,
                bitstream_bytes: Callable[[dict[str, Candidate]], int], stages: Stages,
-               device: str = "cpu", cache_dir: Path | None = None) -> MixedResult:
-    """Pick a candidate per compressible weight, measured on ``data`` (calibration)."""
+               device: str = "cpu", cache_dir: Path | None = None, original_bytes: int = 0) -> MixedResult:
+    """Pick a candidate per compressible weight, measured on ``data`` (calibration; under the
+    contract, part of it is held back to judge the frontier's plans)."""
     studied = [w for w in weights if w.compressible]
     output = options.output or proto.graph.output[0].name
     if output not in [o.name for o in proto.graph.output]:
         raise OnnxL2Error(f"the model has no output '{output}' "
                           f"(outputs: {', '.join(o.name for o in proto.graph.output)})")
+    held = held_labels = None
+    if options.form == "contract":
+        fit_index, held_index = holdout_split(len(next(iter(data.values()))), options.contract.holdout)
+        held = _subset(data, held_index)
+        held_labels = labels[held_index] if labels is not None else None
+        data = _subset(data, fit_index)
+        labels = labels[fit_index] if labels is not None else None
     batch = batch_size_for(data, input_specs(proto))
     data_digest = _data_digest(proto, data) if cache_dir else None
     originals = {w.key: weight_array(proto, w) for w in studied}  # one copy, shared below
@@ -286,13 +358,19 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
                        {w.key: allowed_bits(w, options) for w in studied})
     biases = bias_weights(weights, hessians) if options.compensate else {}  # biases that move with their weight
     originals.update({b.key: weight_array(proto, b) for b in biases.values()})
+    probed, probed_labels = data, labels
+    if options.form == "contract":
+        macs = sum(h.positions * originals[key].size for key, h in hessians.items() if h.positions)
+        index = sweep_samples(len(next(iter(data.values()))), macs, len(studied))
+        probed = _subset(data, index)
+        probed_labels = labels[index] if labels is not None else None
     with stages.stage("calibration passes"):
-        probe = Probe(proto, studied + list({b.key: b for b in biases.values()}.values()), data, batch,
-                      output, device, originals)
+        probe = Probe(proto, studied + list({b.key: b for b in biases.values()}.values()), probed,
+                      batch_size_for(probed, input_specs(proto)), output, device, originals)
         started = time.perf_counter()
         original_output = probe.outputs({})
         pass_seconds = time.perf_counter() - started
-        loss = make_loss(options.loss, output, original_output, labels)
+        loss = make_loss(options.loss, output, original_output, probed_labels)
         _check_distance_bound(loss.kind, options)
         probe.set_loss(loss, original_output)
     with stages.stage("candidates"):
@@ -341,21 +419,29 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
     def measure_size(choice: Mapping[str, int]) -> int:
         return bitstream_bytes({k: candidates[k][i] for k, i in choice.items()})
 
+    frontier = None
     with stages.stage("allocation"):
-        if options.target_bytes is not None:
+        if options.form == "size budget":
             smallest = {k: int(np.argmin([c.coded_bytes for c in cands])) for k, cands in candidates.items()}
             fixed = measure_size(smallest) - sum(candidates[k][i].coded_bytes for k, i in smallest.items())
             allocation = allocate_size(table, options.target_bytes, fixed, measure_size)
             bound = None
-        else:
+        elif options.form == "loss neighbourhood":
             bound = parse_loss_bound(options.max_loss_increase, base_loss)
             allocation = allocate_neighbourhood(table, bound, measure_loss, options.noise_sigmas)
+        else:
+            bound = None
+            judged = Probe(proto, probe.weights, held, batch_size_for(held, input_specs(proto)), output, device,
+                           probe.originals)
+            judge = _judge(options.contract, judged.all_outputs({}), held_labels, output, options.loss)
+            frontier = search_frontier(table, measure_size, lambda choice: judge.criteria(judged.all_outputs(
+                overrides(choice))), terminal_progress(stages.verbose, "frontier"))
+            allocation = _contract_allocation(frontier, candidates)
         final = measure_loss(allocation.choice)
     chosen = {k: candidates[k][i] for k, i in allocation.choice.items()}
     report = {
         "loss": loss.describe(), "output": output, "calibration_samples": int(probe.base.size),
-        "calibration_loss": base_loss,
-        "form": "size budget" if options.target_bytes is not None else "loss neighbourhood",
+        "calibration_loss": base_loss, "form": options.form,
         "sweep": mode, "taylor_terms": taylor, "sweep_cached": cached, "seconds_per_pass": pass_seconds,
         "compensated_weights": len(hessians) if options.compensate else 0,
         "factorisable_weights": sum(any(c.factors is not None for c in cands) for cands in candidates.values()),
@@ -367,7 +453,23 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
         "forward_passes": probe.passes, **allocation.to_dict(),
         "candidates": {k: [s.to_dict() for s in rows] for k, rows in table.items()},
     }
-    return MixedResult(chosen, report, output_positions(hessians))
+    alternatives = []
+    if frontier is not None:
+        report["contract"] = {**options.contract.to_dict(held_labels is not None),
+                              "held_back_samples": len(next(iter(held.values())))}
+        report["frontier"] = frontier.to_dict(original_bytes)
+        alternatives = [{k: candidates[k][i] for k, i in p.choice.items()} for p in frontier.larger_ratio_neighbours()]
+    return MixedResult(chosen, report, output_positions(hessians), alternatives)
+
+
+def _contract_allocation(frontier: Frontier, candidates: Mapping[str, list[Candidate]]) -> Allocation:
+    """The chosen frontier plan, or every weight in float32 when no plan met the contract."""
+    if frontier.chosen is not None:
+        choice = frontier.points[frontier.chosen].choice
+    else:
+        choice = {k: max(range(len(cands)), key=lambda i: (cands[i].bits == 32, cands[i].coded_bytes))
+                  for k, cands in candidates.items()}  # float32 where offered (a pinned rank has none)
+    return Allocation(choice, status=frontier.status, message=frontier.message)
 
 
 def _sum_or_none(values) -> float | None:

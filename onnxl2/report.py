@@ -69,6 +69,14 @@ def summary_rows(report: dict) -> list[list[str]]:
         rows.append([f"MACs per sample ({compute['layers_counted']} layers measured)",
                      f"{compute['macs_per_sample_before']:,} -> {compute['macs_per_sample_after']:,}"
                      f" ({compute['factorised_layers']} layer(s) factorised)"])
+    if report.get("allocation", {}).get("contract"):
+        a = report["allocation"]
+        c, f = a["contract"], a["frontier"]
+        rows.append(["contract", c["statement"]])
+        chosen = f["points"][f["chosen"]] if f["chosen"] is not None else None
+        rows.append(["frontier", f"{len(f['points'])} plans measured on {c['held_back_samples']} held-back samples; "
+                     + (f"chosen {chosen['file_ratio']:.2f}x, the smallest that meets the contract"
+                        if chosen else f["message"])])
     if report.get("allocation"):
         a = report["allocation"]
         rows.append(["loss", a["loss"]])
@@ -108,6 +116,34 @@ def allocation_rows(report: dict) -> list[list[str]]:
     return rows
 
 
+def _criteria_names(report: dict) -> list[str]:
+    points = report["allocation"]["frontier"]["points"]
+    return [c["name"] for c in points[0]["criteria"]] if points else []
+
+
+def frontier_header(report: dict) -> list[str]:
+    return ["plan", "file ratio", "bitstream"] + _criteria_names(report) + ["meets"]
+
+
+def frontier_rows(report: dict) -> list[list[str]]:
+    """Every plan of the frontier, largest ratio first: each criterion as measured (its monotone
+    fit in brackets where it differs), and whether it meets the contract."""
+    frontier = report["allocation"]["frontier"]
+    rows = []
+    for index in reversed(range(len(frontier["points"]))):
+        point = frontier["points"][index]
+        cells = []
+        for c in point["criteria"]:
+            text = f"{c['value']:.4g}"
+            if c["fitted"] is not None and abs(c["fitted"] - c["value"]) > 1e-12:
+                text += f" ({c['fitted']:.4g})"
+            cells.append(text)
+        mark = "chosen" if index == frontier["chosen"] else ""
+        rows.append([mark, f"{point['file_ratio']:.2f}x", human_bytes(point["bitstream_bytes"])] + cells
+                    + ["yes" if point["passed"] else "no"])
+    return rows
+
+
 def validation_rows(validation: dict) -> list[list[str]]:
     """Accuracy, fidelity and latency per device, as table rows."""
     rows = []
@@ -123,6 +159,8 @@ def validation_rows(validation: dict) -> list[list[str]]:
             text = f"cos {out['cosine_mean']:.5f} (min {out['cosine_min']:.5f}), relL2 {out['rel_l2_mean']:.4f}"
             if out.get("top1_agreement") is not None:
                 text += f", top-1 agree {out['top1_agreement']:.4f}"
+            if out.get("standardised_rms") is not None:
+                text += f", standardised {out['standardised_rms']:.4f}"
             rows.append([f"output {out['name']} ({tag})", text])
         rows.append([f"latency per batch ({tag})",
                      f"{device['latency_ms_original']:.2f} ms -> {device['latency_ms_compressed']:.2f} ms"])
@@ -171,6 +209,68 @@ def _bar_chart(labels: list[str], values: list[float], unit: str, css: str = "ba
     return "".join(parts)
 
 
+def _frontier_chart(frontier: dict, index: int) -> str:
+    """One criterion against file ratio over every plan of the frontier, as inline SVG: the
+    measured values (dots), their monotone fit (line), the contract's bound (dashed), the chosen
+    plan (ringed) and its two larger-ratio neighbours (squares)."""
+    points = frontier["points"]
+    ratios = [p["file_ratio"] for p in points]
+    rows = [p["criteria"][index] for p in points]
+    values = [r["value"] for r in rows] + [r["fitted"] for r in rows if r["fitted"] is not None] + [rows[0]["bound"]]
+    width, height, pad = 640, 220, 48
+    x_lo, x_hi = min(ratios), max(ratios)
+    y_lo, y_hi = min(values), max(values)
+    span_x, span_y = (x_hi - x_lo) or 1.0, (y_hi - y_lo) or 1.0
+
+    def xy(ratio: float, value: float) -> tuple[float, float]:
+        return (pad + (width - 2 * pad) * (ratio - x_lo) / span_x,
+                height - pad + 10 - (height - 2 * pad) * (value - y_lo) / span_y)
+
+    chosen = frontier["chosen"]
+    neighbours = set(range(max(0, chosen - 2), chosen)) if chosen is not None else set()
+    parts = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">',
+             f'<text x="{pad}" y="14">{_esc(rows[0]["name"])} against file ratio</text>']
+    bx0, by = xy(x_lo, rows[0]["bound"])
+    bx1, _ = xy(x_hi, rows[0]["bound"])
+    parts.append(f'<line x1="{bx0:.1f}" y1="{by:.1f}" x2="{bx1:.1f}" y2="{by:.1f}" stroke="#c33" '
+                 f'stroke-dasharray="4 3"/><text x="{bx1 + 4:.1f}" y="{by + 4:.1f}">bound</text>')
+    fit = [xy(r, row["fitted"]) for r, row in zip(ratios, rows) if row["fitted"] is not None]
+    if len(fit) > 1:
+        parts.append('<polyline fill="none" stroke="#4c78a8" points="'
+                     + " ".join(f"{x:.1f},{y:.1f}" for x, y in fit) + '"/>')
+    for i, (ratio, row) in enumerate(zip(ratios, rows)):
+        x, y = xy(ratio, row["value"])
+        colour = "#4c78a8" if points[i]["passed"] else "#999"
+        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>')
+        if i == chosen:
+            parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="8" fill="none" stroke="#f58518" stroke-width="2"/>'
+                         f'<text x="{x + 10:.1f}" y="{y - 8:.1f}">chosen {ratio:.2f}x</text>')
+        elif i in neighbours:
+            parts.append(f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="none" '
+                         f'stroke="#f58518"/>')
+    for value in (x_lo, x_hi):
+        x, _ = xy(value, y_lo)
+        parts.append(f'<text x="{x:.1f}" y="{height - 8}" text-anchor="middle">{value:.2f}x</text>')
+    for value in (y_lo, y_hi):
+        _, y = xy(x_lo, value)
+        parts.append(f'<text x="{pad - 4}" y="{y + 4:.1f}" text-anchor="end">{value:.3g}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _frontier_section(report: dict) -> list[str]:
+    alloc = report["allocation"]
+    frontier = alloc["frontier"]
+    if not frontier["points"]:
+        return []
+    charts = [_frontier_chart(frontier, j) for j in range(len(frontier["points"][0]["criteria"]))]
+    return ([f"<h2>Contract and frontier</h2><p>{_esc(alloc['contract']['statement'])}; judged on "
+             f"{alloc['contract']['held_back_samples']} calibration samples held back from every choice. "
+             f"{_esc(frontier['message'])}. The two plans to the chosen one's right (squares) are kept as "
+             "plan-next-1.json and plan-next-2.json (replay one with --plan).</p>"]
+            + charts + [_table(frontier_header(report), frontier_rows(report))])
+
+
 def to_html(report: dict) -> bytes:
     """A page a person can read: headline, per-layer charts, validation, what was left alone."""
     sizes = report["sizes"]
@@ -196,6 +296,8 @@ def to_html(report: dict) -> bytes:
                               "-" if w.get("macs_before") is None else w["macs_before"],
                               "-" if w.get("macs_after") is None else w["macs_after"]] for w in weights])]
     alloc = report.get("allocation")
+    if alloc and alloc.get("frontier"):
+        sections += _frontier_section(report)
     if alloc:
         sections += [f"<h2>Allocation ({_esc(alloc['form'])}, {_esc(alloc['sweep'])} sweep)</h2>",
                      f"<p>loss: {_esc(alloc['loss'])}; calibration loss {alloc['calibration_loss']:.6g} "

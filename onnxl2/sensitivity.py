@@ -100,6 +100,15 @@ class Probe:
         self.passes += 1
         return np.concatenate(parts, axis=0)
 
+    def all_outputs(self, overrides: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every model output with ``overrides`` in place of the originals (what a contract judges)."""
+        feeds_w = {w.name: overrides.get(w.key, self.originals[w.key]) for w in self.weights}
+        names = [o.name for o in self.session.get_outputs()]
+        parts = [self.session.run(names, {**batch, **feeds_w}) for batch in self.batches]
+        self.passes += 1
+        return {name: np.concatenate([p[i] for p in parts], axis=0) if parts[0][i].ndim else
+                np.stack([p[i] for p in parts]) for i, name in enumerate(names)}
+
     def losses(self, overrides: Mapping[str, np.ndarray]) -> np.ndarray:
         """Per-sample loss with ``overrides`` (weight key -> values) in place of the originals."""
         return self.loss.per_sample(self.outputs(overrides))

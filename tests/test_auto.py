@@ -24,7 +24,7 @@ def test_neighbourhood_plan_does_not_raise_the_calibration_loss(calib, tmp_path)
     """One standard error of slack: a plan whose change is pure noise must be able to pass (with
     none, a model this small can land in the fallback by the luck of the paired draws)."""
     result = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), output_dir=tmp_path,
-                      noise_sigmas=1.0)
+                      noise_sigmas=1.0, max_loss_increase=0)
     alloc = result.report["allocation"]
     assert alloc["measured_loss_change"] <= alloc["measured_loss_change_se"]
     assert "pseudo-labels" in alloc["loss"]  # no labels: cross-entropy to the original's arg-max
@@ -118,7 +118,7 @@ def test_neighbourhood_loop_recovers_when_the_additive_estimate_is_wrong():
 
 def test_sweep_cache_is_reused(calib, tmp_path):
     first = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), taylor=False,
-                     sweep_cache=tmp_path)
+                     sweep_cache=tmp_path, max_loss_increase=0)
     assert len(list(tmp_path.glob("sweep-*.json"))) == 1
     second = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), taylor=False,
                       sweep_cache=tmp_path, max_loss_increase="10%")
@@ -141,14 +141,15 @@ def test_proxy_sweep_measures_one_candidate_per_weight(calib):
 
 
 def test_html_report_shows_the_allocation(calib, tmp_path):
-    compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), taylor=False, output_dir=tmp_path)
+    compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), taylor=False, output_dir=tmp_path,
+             max_loss_increase=0)
     page = (tmp_path / "report.html").read_text()
     assert "Allocation (loss neighbourhood" in page and "predicted (Taylor) and measured" in page
 
 
 def test_distance_loss_needs_a_bound_or_a_target(calib):
     with pytest.raises(OnnxL2Error, match="cannot fall below zero"):
-        compress(genmodels.mixed_model(), calib, loss="distance", quiet=True)
+        compress(genmodels.mixed_model(), calib, loss="distance", max_loss_increase=0, quiet=True)
 
 
 def test_size_loop_gets_under_a_budget_that_the_same_plan_keeps_missing_by_a_byte():
@@ -228,7 +229,8 @@ def test_auto_sweep_drops_taylor_terms_before_measuring_fewer_candidates():
 
     weight = np.random.default_rng(0).normal(size=(8, 8)).astype(np.float32)
     cands = {f"w{i}": make_candidates(f"w{i}", weight, 0, (2, 3, 4, 8)) for i in range(10)}  # 40 passes
-    options = MixedOptions(sweep_budget_s=100.0)
+    assert sweep_mode(MixedOptions(sweep_budget_s=1e9), cands, 0.8) == ("proxy", False)  # the contract
+    options = MixedOptions(sweep_budget_s=100.0, max_loss_increase=0)  # the neighbourhood
     assert sweep_mode(options, cands, 0.8) == ("full", True)  # 3 x 40 x 0.8 = 96 s
     assert sweep_mode(options, cands, 2.0) == ("full", False)  # 80 s
     assert sweep_mode(options, cands, 3.0) == ("proxy", True)  # full 120 s; proxy 3 x 10 x 3 = 90 s

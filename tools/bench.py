@@ -57,6 +57,7 @@ PEERS_PYTHON = ROOT / ".cache" / "peers-venv" / "bin" / "python"
 NNCODEC_QPS = (-38, -32, -26)
 QUICK_SWEEP_S = 60.0  # --quick: measure every candidate when that fits this many seconds, else the proxy
 ONNXL2_ROWS = {"onnxl2 --lossless": {"lossless": True},
+               "onnxl2 contract (default)": {"contract": True},
                "onnxl2 neighbourhood (eps 0)": {"max_loss_increase": 0},
                "onnxl2 --target-ratio 10": {"target_ratio": 10.0},
                "onnxl2 --target-ratio 20": {"target_ratio": 20.0},
@@ -134,7 +135,9 @@ def _onnxl2(model: Path, work: Path, method: str, spec: dict):
     from tools.bench_baselines import Made
     options = dict(ONNXL2_ROWS[method])
     out = work / method.replace(" ", "_").replace("(", "").replace(")", "").replace("--", "")
-    if not options.get("lossless") and "bits" not in options:
+    if options.pop("contract", False):  # the default command: calibration data (and labels), nothing else
+        options.update(data=spec["calib"], labels=spec.get("calib_labels"))
+    elif not options.get("lossless") and "bits" not in options:
         options.update(data=spec["calib"], labels=spec.get("calib_labels"), loss=spec["loss"], taylor=spec["taylor"],
                        sweep=spec["sweep"], sweep_budget_s=spec["sweep_budget_s"],
                        sweep_cache=spec["sweep_cache"])
@@ -151,7 +154,11 @@ def _onnxl2(model: Path, work: Path, method: str, spec: dict):
         assert (out / "decoded.onnx").read_bytes() == emitted.read_bytes(), "decode differs from the emitted ONNX"
         alloc = result.report.get("allocation") or {}
         notes = []
-        if alloc:
+        if alloc.get("frontier"):
+            frontier = alloc["frontier"]
+            notes.append(f"contract ({alloc['contract']['form']}): {len(frontier['points'])} plans measured on "
+                         f"{alloc['contract']['held_back_samples']} held-back samples, {frontier['message']}")
+        elif alloc:
             notes.append(f"calib loss change {alloc.get('measured_loss_change', float('nan')):+.2e}")
             if alloc.get("sweep_cached"):
                 notes.append("sweep reused from the first auto row")

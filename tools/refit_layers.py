@@ -131,7 +131,7 @@ def main() -> None:
     every = discover_weights(proto)
     data, held_data = load_data(args.data, loaded.proto), load_data(args.eval, loaded.proto)
     batch = batch_size_for(data, input_specs(proto))
-    chosen, _ = _fixed_choices(proto, every, None, MixedOptions((8,), (), {}), _read_plan(args.plan), data)
+    chosen, _ = _fixed_choices(proto, every, None, MixedOptions((8,), (), {}), _read_plan(args.plan)[0], data)
     studied = [w for w in every if w.compressible]
     sites = [s for s in _sites(proto, studied, every)
              if chosen[s.weight.key].quantized is not None and chosen[s.weight.key].compensated]

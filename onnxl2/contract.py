@@ -1,0 +1,257 @@
+"""The behaviour contract: what a compressed model must keep of its original, and the test of it.
+
+The automatic mode returns the smallest plan that meets the contract on calibration samples
+held back from every choice (no candidate, Hessian or compensation was fitted on them). Three
+forms, chosen by what the user gives:
+
+- **labels**: the task loss may not be higher and the accuracy not lower than the original's
+  (the lossless neighbourhood), each a one-sided paired test on the held-back samples: a plan
+  fails when they show it worse with the stated confidence;
+- **no labels** (the default): decisions kept (top-1 agreement, on outputs that hold class
+  scores) and a scale-aware distance on every output: each channel standardised by its own
+  spread on the original model, so that a score channel of 0..1 beside box coordinates in the
+  hundreds counts as much as they do;
+- **a metric of the user's**: ``metric(original_outputs, compressed_outputs) -> float`` (higher
+  is better) may drop by at most ``max_drop`` from ``metric(original, original)``.
+
+Each plan on the measured frontier gets every criterion's value; the decision is taken on a
+monotone fit of each criterion against the plans' sizes (:func:`decide`), so that one noisy
+draw cannot let a small plan through nor stop the search at a large one.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from statistics import NormalDist
+from typing import Callable, Mapping
+
+import numpy as np
+from scipy.optimize import isotonic_regression
+
+from .errors import OnnxL2Error
+
+Metric = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], float]
+
+#: A channel's spread is at least this share of the median channel's (constant channels too).
+SPREAD_FLOOR = 1e-3
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What the compressed model must keep; checked up front, readable in the report."""
+
+    agreement: float = 0.99  # top-1 agreement on class-score outputs, at least
+    max_distance: float = 0.05  # standardised RMS change of every output, at most
+    confidence: float = 0.95  # labels: a plan fails when shown worse with this confidence
+    metric: Metric | None = None
+    metric_name: str = ""
+    max_drop: float = 0.0  # of the user's metric
+    holdout: float = 0.5  # share of the calibration samples held back to judge
+
+    def __post_init__(self) -> None:
+        if not 0 < self.agreement <= 1:
+            raise OnnxL2Error(f"--agreement must be in (0, 1], got {self.agreement}")
+        if not self.max_distance > 0:
+            raise OnnxL2Error(f"--max-distance must be above 0, got {self.max_distance}")
+        if not 0 < self.confidence < 1:
+            raise OnnxL2Error(f"--confidence must be between 0 and 1, got {self.confidence}")
+        if self.max_drop < 0:
+            raise OnnxL2Error(f"--max-drop must not be negative, got {self.max_drop}")
+        if not 0 < self.holdout < 1:
+            raise OnnxL2Error(f"--holdout must be between 0 and 1, got {self.holdout}")
+        if self.metric is not None and not callable(self.metric):
+            raise OnnxL2Error("the contract's metric must be a function (original_outputs, compressed_outputs) -> float")
+
+    @property
+    def z(self) -> float:
+        """Standard errors a paired change may lie above zero before it counts as shown worse."""
+        return NormalDist().inv_cdf(self.confidence)
+
+    def form(self, labelled: bool) -> str:
+        return "metric" if self.metric is not None else "labels" if labelled else "outputs"
+
+    def describe(self, labelled: bool) -> str:
+        """The contract in one sentence, as the CLI prints it."""
+        if self.metric is not None:
+            return (f"{self.metric_name or 'the metric'} (original vs compressed outputs) may drop by at most "
+                    f"{self.max_drop:g} from its value on the original")
+        if labelled:
+            return (f"task loss not higher and accuracy not lower than the original's (one-sided paired tests: "
+                    f"a plan fails when shown worse with confidence {self.confidence:.2f})")
+        return (f"top-1 agreement >= {self.agreement:g} on class-score outputs and every output's "
+                f"standardised RMS change <= {self.max_distance:g} of its channels' spread")
+
+    def to_dict(self, labelled: bool) -> dict:
+        out = {k: v for k, v in asdict(self).items() if k != "metric"}
+        return {**out, "form": self.form(labelled), "statement": self.describe(labelled)}
+
+
+def load_metric(spec: str) -> tuple[Metric, str]:
+    """``FILE.py:FUNCTION`` as a function and its name (the CLI's ``--metric``)."""
+    path_text, _, name = spec.rpartition(":")
+    path = Path(path_text)
+    if not path_text or not name or path.suffix != ".py":
+        raise OnnxL2Error(f"--metric takes FILE.py:FUNCTION, got {spec!r}")
+    if not path.is_file():
+        raise OnnxL2Error(f"no such metric file: {path}")
+    module_spec = importlib.util.spec_from_file_location(f"onnxl2_metric_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # the user's code: any failure is theirs, reported in one line
+        raise OnnxL2Error(f"cannot load {path}: {type(exc).__name__}: {exc}") from None
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise OnnxL2Error(f"{path} has no function {name!r}")
+    return function, f"{path.name}:{name}"
+
+
+# ----------------------------------------------------------------------------- output measures
+
+def is_class_scores(output: np.ndarray) -> bool:
+    """Class scores whose arg-max is a decision: a distribution along the last axis (softmax
+    output of any rank), or a 2-D [samples, classes] float output (logits) whose rows are not
+    unit vectors (those are embeddings, compared by direction).
+
+    A detector's [samples, boxes, 4 + classes] is not: its arg-max would pick a box coordinate.
+    """
+    if output.dtype.kind != "f" or output.ndim < 2 or output.shape[-1] < 2:
+        return False
+    sample = output[: min(len(output), 8)].astype(np.float64)
+    if sample.min() >= 0 and np.allclose(sample.sum(axis=-1), 1.0, atol=1e-3):
+        return True
+    return output.ndim == 2 and not np.allclose(np.linalg.norm(sample, axis=-1), 1.0, atol=1e-3)
+
+
+def channel_axis(shape: tuple[int, ...]) -> int | None:
+    """The axis whose entries are an output's channels: the shortest after the sample axis (the
+    first of equals), since channels (classes, box fields, feature maps) are fewer than
+    positions (boxes, pixels, tokens). None for one value per sample."""
+    rest = shape[1:]
+    return 1 + int(np.argmin(rest)) if rest else None
+
+
+def channel_spread(reference: np.ndarray) -> np.ndarray:
+    """Each channel's standard deviation over samples and positions, shaped to broadcast
+    against the output; floored at ``SPREAD_FLOOR`` of the median channel's, so that a channel
+    the original keeps constant is not divided by zero."""
+    ref = reference.astype(np.float64)
+    axis = channel_axis(ref.shape)
+    if axis is None:
+        return np.full((1,), max(float(ref.std()), 1e-30))
+    others = tuple(a for a in range(ref.ndim) if a != axis)
+    spread = ref.std(axis=others, keepdims=True)
+    floor = max(SPREAD_FLOOR * float(np.median(spread)), 1e-30)
+    return np.maximum(spread, floor)
+
+
+def standardised_errors(reference: np.ndarray, output: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """Per sample, the mean squared change of the output in units of its channels' spread."""
+    diff = (output.astype(np.float64) - reference) / spread
+    return np.square(diff).reshape(len(diff), -1).mean(axis=1)
+
+
+# ----------------------------------------------------------------------------- criteria
+
+@dataclass
+class Criterion:
+    """One criterion of the contract, measured on one plan: the plan passes it while ``value``
+    (or its monotone fit over the frontier) is on the right side of ``bound`` by ``slack``."""
+
+    name: str
+    value: float
+    bound: float
+    higher_is_better: bool
+    slack: float = 0.0
+    fitted: float | None = None
+
+    def met(self, value: float | None = None) -> bool:
+        v = self.value if value is None else value
+        if self.higher_is_better:
+            return v >= self.bound - self.slack
+        return v <= self.bound + self.slack
+
+    @property
+    def passed(self) -> bool:
+        return self.met(self.fitted)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "passed": self.passed}
+
+
+def _paired(after: np.ndarray, before: np.ndarray) -> tuple[float, float]:
+    diff = np.asarray(after, np.float64) - np.asarray(before, np.float64)
+    se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
+    return float(diff.mean()), se
+
+
+class Judge:
+    """Scores compressed outputs on the held-back samples against the original's."""
+
+    def __init__(self, contract: Contract, reference: Mapping[str, np.ndarray], labels: np.ndarray | None,
+                 output: str, task_loss: Callable[[np.ndarray], np.ndarray] | None = None,
+                 correct: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        self.contract = contract
+        self.reference = {k: np.asarray(v) for k, v in reference.items()}
+        self.labels = labels
+        self.output = output
+        self.task_loss, self.correct = task_loss, correct
+        self.spread = {k: channel_spread(v) for k, v in self.reference.items() if v.dtype.kind == "f"}
+        self.classes = [k for k, v in self.reference.items() if is_class_scores(v)]
+        if contract.metric is not None:
+            self.metric_original = self._metric(self.reference)
+        if labels is not None and contract.metric is None:
+            self.loss_original = task_loss(self.reference[output])
+            self.correct_original = correct(self.reference[output])
+
+    def _metric(self, outputs: Mapping[str, np.ndarray]) -> float:
+        try:
+            value = float(self.contract.metric(self.reference, outputs))
+        except Exception as exc:  # the user's code
+            raise OnnxL2Error(f"the metric {self.contract.metric_name or ''} failed: "
+                              f"{type(exc).__name__}: {exc}") from None
+        if not np.isfinite(value):
+            raise OnnxL2Error(f"the metric {self.contract.metric_name or ''} returned {value}")
+        return value
+
+    def distances(self, outputs: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """Standardised RMS change of every float output."""
+        return {k: float(np.sqrt(standardised_errors(self.reference[k], outputs[k], s).mean()))
+                for k, s in self.spread.items()}
+
+    def criteria(self, outputs: Mapping[str, np.ndarray]) -> list[Criterion]:
+        c = self.contract
+        if c.metric is not None:
+            return [Criterion(c.metric_name or "metric", self._metric(outputs), self.metric_original - c.max_drop,
+                              True)]
+        if self.labels is not None:
+            loss_mean, loss_se = _paired(self.task_loss(outputs[self.output]), self.loss_original)
+            acc_mean, acc_se = _paired(self.correct(outputs[self.output]), self.correct_original)
+            return [Criterion("task loss change", loss_mean, 0.0, False, c.z * loss_se),
+                    Criterion("accuracy change", acc_mean, 0.0, True, c.z * acc_se)]
+        rows = [Criterion(f"top-1 agreement '{k}'",
+                          float(np.mean(self.reference[k].argmax(-1) == outputs[k].argmax(-1))), c.agreement, True)
+                for k in self.classes]
+        rows += [Criterion(f"standardised distance '{k}'", d, c.max_distance, False)
+                 for k, d in self.distances(outputs).items()]
+        return rows
+
+
+def decide(sizes: list[int], criteria: list[list[Criterion]]) -> int | None:
+    """Fit every criterion monotonically against plan size (a larger plan keeps at least as much)
+    and return the index of the smallest plan that meets them all, with every larger plan
+    meeting them too; None when none does. Fills each criterion's ``fitted`` value."""
+    order = np.argsort(np.asarray(sizes), kind="stable")
+    for j in range(len(criteria[0]) if criteria else 0):
+        rows = [criteria[i][j] for i in order]
+        values = np.array([r.value for r in rows], dtype=np.float64)
+        fit = isotonic_regression(values, increasing=rows[0].higher_is_better).x
+        for row, value in zip(rows, fit):
+            row.fitted = float(value)
+    chosen = None
+    for i in reversed(order):  # from the largest plan down, while every criterion holds
+        if not all(c.passed for c in criteria[i]):
+            break
+        chosen = int(i)
+    return chosen

@@ -1,0 +1,254 @@
+"""The behaviour contract: its criteria on outputs whose change is known, the monotone decision
+on noisy frontiers, the user's metric (API and CLI), and the automatic mode end to end."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+import genmodels
+from onnxl2 import compress
+from onnxl2.cli import main
+from onnxl2.contract import Contract, Criterion, Judge, channel_spread, decide, is_class_scores
+from onnxl2.errors import OnnxL2Error
+from onnxl2.evaluate import make_session
+from onnxl2.mixed import holdout_split
+
+
+# ----------------------------------------------------------------------------- criteria
+
+def _detector_outputs(rng: np.random.Generator, n: int = 64) -> np.ndarray:
+    """[samples, boxes, 4 + 3]: box coordinates in the hundreds beside class scores in 0..1."""
+    boxes = rng.uniform(0, 640, size=(n, 50, 4))
+    scores = rng.uniform(0, 1, size=(n, 50, 3))
+    return np.concatenate([boxes, scores], axis=-1).astype(np.float32)
+
+
+def test_score_channels_beside_box_coordinates_count_as_much_as_they_do():
+    rng = np.random.default_rng(0)
+    ref = _detector_outputs(rng)
+    moved = ref.copy()
+    moved[..., 4:] += 0.1 * rng.standard_normal(moved[..., 4:].shape)  # scores only, 0.35 of their spread
+    judge = Judge(Contract(), {"det": ref}, None, "det")
+    distance = judge.distances({"det": moved})["det"]
+    assert distance == pytest.approx(np.sqrt(3 / 7 * (0.1 / ref[..., 4:].std()) ** 2), rel=0.05)
+    raw_relative = np.linalg.norm(moved - ref) / np.linalg.norm(ref)
+    assert raw_relative < 1e-3 < 0.05 < distance  # a raw relative distance would not see it
+    assert not is_class_scores(ref)  # its arg-max would pick a box coordinate
+    assert [c.name for c in judge.criteria({"det": moved})] == ["standardised distance 'det'"]
+
+
+def test_agreement_and_distance_on_a_classifier_with_known_flips():
+    rng = np.random.default_rng(1)
+    logits = rng.standard_normal((100, 10)).astype(np.float32) * 3
+    judge = Judge(Contract(agreement=0.99, max_distance=0.05), {"y": logits}, None, "y")
+    flipped = logits.copy()
+    for i in range(3):  # swap the top two classes of three samples
+        top = np.argsort(flipped[i])[-2:]
+        flipped[i, top] = flipped[i, top[::-1]]
+    agreement, distance = judge.criteria({"y": flipped})
+    assert agreement.value == pytest.approx(0.97) and not agreement.met()
+    assert distance.value > 0
+    same = judge.criteria({"y": logits})
+    assert all(c.met() for c in same) and same[0].value == 1.0 and same[1].value == 0.0
+
+
+def test_labelled_contract_fails_a_loss_that_rose_and_passes_one_that_did_not():
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 5, 200)
+    logits = rng.standard_normal((200, 5)) + 4 * np.eye(5)[labels]
+
+    def loss(out):
+        z = out - out.max(-1, keepdims=True)
+        return -(z[np.arange(len(z)), labels] - np.log(np.exp(z).sum(-1)))
+
+    def correct(out):
+        return (out.argmax(-1) == labels).astype(float)
+
+    judge = Judge(Contract(confidence=0.95), {"y": logits}, labels, "y", loss, correct)
+    worse = logits - 1.5 * np.eye(5)[labels]  # every sample less sure of its label
+    loss_change, acc_change = judge.criteria({"y": worse})
+    assert loss_change.value > loss_change.slack > 0 and not loss_change.met()
+    assert acc_change.value < 0
+    kept = judge.criteria({"y": logits + 1e-6 * rng.standard_normal(logits.shape)})
+    assert all(c.met() for c in kept)
+
+
+def test_class_scores_are_told_from_embeddings_and_maps():
+    rng = np.random.default_rng(3)
+    unit = rng.standard_normal((8, 384))
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    softmax = np.exp(rng.standard_normal((8, 40, 100)))
+    softmax /= softmax.sum(-1, keepdims=True)
+    assert is_class_scores(rng.standard_normal((8, 10)).astype(np.float32))
+    assert is_class_scores(softmax.astype(np.float32))
+    assert not is_class_scores(unit.astype(np.float32))
+    assert not is_class_scores(rng.uniform(size=(8, 1, 32, 32)).astype(np.float32))
+
+
+def test_a_constant_channel_is_not_divided_by_zero():
+    ref = np.zeros((16, 4, 3))
+    ref[..., :2] = np.random.default_rng(4).standard_normal((16, 4, 2))
+    spread = channel_spread(ref)
+    assert spread.shape == (1, 1, 3) and np.all(spread > 0)
+
+
+# ----------------------------------------------------------------------------- the decision
+
+def _noisy_frontier(seed: int, bound: float = 0.05, points: int = 16):
+    """Plans of growing size whose true distance falls as 1/size^2, measured with noise."""
+    rng = np.random.default_rng(seed)
+    sizes = np.geomspace(1000, 20000, points).astype(int)
+    truth = 0.05 * (5000 / sizes) ** 2
+    measured = truth * np.exp(0.35 * rng.standard_normal(points))
+    crossing = int(np.argmax(truth <= bound))
+    return sizes, measured, crossing
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_monotone_decision_lands_near_the_true_crossing(seed):
+    sizes, measured, crossing = _noisy_frontier(seed)
+    criteria = [[Criterion("d", float(v), 0.05, False)] for v in measured]
+    chosen = decide(list(sizes), criteria)
+    assert chosen is not None and abs(chosen - crossing) <= 2
+    assert all(p[0].passed for p in criteria[chosen:])  # every larger plan meets it too
+
+
+def test_one_lucky_small_plan_does_not_decide():
+    sizes, measured, crossing = _noisy_frontier(0)
+    measured[1] = 0.001  # a small plan that measured far better than it is
+    criteria = [[Criterion("d", float(v), 0.05, False)] for v in measured]
+    chosen = decide(list(sizes), criteria)
+    assert chosen >= crossing - 2 and chosen != 1
+
+
+def test_no_plan_meets_a_contract_that_even_the_largest_fails():
+    criteria = [[Criterion("a", 0.5, 0.99, True)] for _ in range(5)]
+    assert decide([1, 2, 3, 4, 5], criteria) is None
+
+
+def test_holdout_split_is_spread_disjoint_and_refuses_too_few_samples():
+    fit, held = holdout_split(10, 0.5)
+    assert sorted(np.concatenate([fit, held])) == list(range(10)) and len(held) == 5
+    assert np.diff(held).max() == 2  # every other sample, not the last half
+    with pytest.raises(OnnxL2Error, match="too few"):
+        holdout_split(3, 0.5)
+
+
+def test_contract_values_are_checked_up_front():
+    for bad in (dict(agreement=1.5), dict(max_distance=0), dict(confidence=1.0), dict(holdout=0.0),
+                dict(max_drop=-1), dict(metric="not a function")):
+        with pytest.raises(OnnxL2Error):
+            Contract(**bad)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+@pytest.fixture(scope="module")
+def calib():
+    return genmodels.mixed_inputs(48, seed=11)
+
+
+@pytest.fixture(scope="module")
+def contract_run(calib, tmp_path_factory):
+    out = tmp_path_factory.mktemp("contract")
+    result = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), output_dir=out)
+    return result, out
+
+
+def test_the_default_automatic_mode_meets_its_contract_on_the_held_back_samples(contract_run, calib):
+    result, out = contract_run
+    alloc = result.report["allocation"]
+    assert alloc["form"] == "contract" and alloc["contract"]["held_back_samples"] == 24
+    frontier = alloc["frontier"]
+    chosen = frontier["points"][frontier["chosen"]]
+    assert chosen["passed"] and chosen["bitstream_bytes"] == result.report["sizes"]["bitstream_bytes"]
+    assert all(p["passed"] for p in frontier["points"][frontier["chosen"]:])
+    # re-judge the emitted model on the held-back samples: the report's figures are the runtime's
+    _, held = holdout_split(48, 0.5)
+    feeds = {k: v[held] for k, v in calib.items()}
+    original = make_session(genmodels.mixed_model()).run(None, feeds)[0]
+    compressed = make_session(str(out / "mixed.l2.onnx" if (out / "mixed.l2.onnx").exists()
+                                  else next(out.glob("*.l2.onnx")))).run(None, feeds)[0]
+    judge = Judge(Contract(), {"y": original}, None, "y")
+    reported = {c["name"].split("'")[0]: c["value"] for c in chosen["criteria"]}
+    again = {c.name.split("'")[0]: c.value for c in judge.criteria({"y": compressed})}
+    assert again == pytest.approx(reported, rel=1e-4, abs=1e-6)
+
+
+def test_the_next_two_plans_are_kept_and_replay(contract_run, calib, tmp_path):
+    result, out = contract_run
+    frontier = result.report["allocation"]["frontier"]
+    assert frontier["chosen"] >= 2, "the toy model's frontier should have two plans below the chosen one"
+    nearest = json.loads((out / "plan-next-1.json").read_text())
+    assert nearest["fitted_on"] == {"holdout": 0.5}
+    replay = compress(genmodels.mixed_model(), calib, plan=out / "plan-next-1.json", quiet=True, devices=("cpu",))
+    assert replay.report["plan"]["choices"] == nearest["choices"]
+    measured = frontier["points"][frontier["chosen"] - 1]["bitstream_bytes"]
+    assert abs(len(replay.bitstream) - measured) <= 4  # the header names the mode ("plan", not "auto")
+    again = compress(genmodels.mixed_model(), calib, plan=out / "plan.json", quiet=True, devices=("cpu",))
+    assert again.files == result.files  # the same ONNX (the bitstream's header names the mode)
+
+
+def test_same_data_and_options_give_the_same_bytes(contract_run, calib):
+    result, _ = contract_run
+    again = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",))
+    assert bytes(again.bitstream) == bytes(result.bitstream)
+
+
+def test_the_report_charts_the_frontier(contract_run):
+    _, out = contract_run
+    page = (out / "report.html").read_text()
+    section = page[page.index("Contract and frontier"):]
+    assert section.count("<svg") >= 1 and "chosen" in section and "bound" in section
+    assert "plan-next-1.json" in section
+
+
+def test_a_users_metric_decides_through_the_api(calib):
+    calls = []
+
+    def top_class_kept(original, compressed):
+        calls.append(sorted(original))
+        return float(np.mean(original["y"].argmax(-1) == compressed["y"].argmax(-1)))
+
+    strict = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",),
+                      contract=Contract(metric=top_class_kept, metric_name="kept", max_drop=0.0))
+    alloc = strict.report["allocation"]
+    assert calls and calls[0] == ["y"]
+    chosen = alloc["frontier"]["points"][alloc["frontier"]["chosen"]]
+    assert [c["name"] for c in chosen["criteria"]] == ["kept"] and chosen["criteria"][0]["value"] == 1.0
+    anything = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",),
+                        contract=Contract(metric=lambda a, b: 1.0, metric_name="constant"))
+    assert anything.report["sizes"]["bitstream_bytes"] < strict.report["sizes"]["bitstream_bytes"]
+    assert anything.report["allocation"]["frontier"]["chosen"] == 0
+
+
+def test_a_users_metric_through_the_cli(tmp_path, calib):
+    onnx.save_model(genmodels.mixed_model(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "calib.npz", **calib)
+    (tmp_path / "metric.py").write_text(
+        "import numpy as np\n"
+        "def agreement(original, compressed):\n"
+        "    return float(np.mean(original['y'].argmax(-1) == compressed['y'].argmax(-1)))\n")
+    result = CliRunner().invoke(main, ["compress", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "calib.npz"),
+                                       "--metric", f"{tmp_path / 'metric.py'}:agreement", "--max-drop", "0.05",
+                                       "-o", str(tmp_path / "out"), "--cpu-only", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "metric.py:agreement" in result.output and "may drop by at most 0.05" in result.output
+    for spec, needle in (("nothing.py:f", "no such metric file"), (f"{tmp_path / 'metric.py'}:missing", "no function"),
+                         ("metric", "FILE.py:FUNCTION")):
+        bad = CliRunner().invoke(main, ["compress", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "calib.npz"),
+                                        "--metric", spec, "-o", str(tmp_path / "o2")])
+        assert bad.exit_code == 1 and needle in bad.stderr
+
+
+def test_a_failing_metric_is_one_clear_error(calib):
+    def broken(original, compressed):
+        raise KeyError("boxes")
+
+    with pytest.raises(OnnxL2Error, match="metric .*failed: KeyError"):
+        compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",),
+                 contract=Contract(metric=broken, metric_name="broken"))
