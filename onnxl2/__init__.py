@@ -8,6 +8,8 @@ __version__ = "0.1.0"
 
 from .errors import BitstreamError, DataError, ModelError, OnnxL2Error  # noqa: E402
 from .api import compress, decompress, inspect, validate  # noqa: E402
+from .contract import Contract  # noqa: E402
+from .options import CompressOptions  # noqa: E402
 
-__all__ = ["compress", "decompress", "inspect", "validate", "OnnxL2Error", "BitstreamError",
-           "DataError", "ModelError", "__version__"]
+__all__ = ["compress", "decompress", "inspect", "validate", "CompressOptions", "Contract", "OnnxL2Error",
+           "BitstreamError", "DataError", "ModelError", "__version__"]

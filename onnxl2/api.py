@@ -15,9 +15,8 @@ import numpy as np
 from onnx import ModelProto
 
 from . import __version__
-from .candidates import DEFAULT_BITS_CHOICES, DEFAULT_RATES, Candidate, candidate_for_label, make_candidates, \
+from .candidates import Candidate, candidate_for_label, make_candidates, \
     moved_bias_bytes, parse_label, step_count, symbol_tensors
-from .contract import Contract
 from .codec.container import OUTPUT_RATIO, StoredFile, decode_container, default_output_limit, encode_container
 from .codec.entropy import empirical_entropy_bits
 from .data import DataSource, batch_size_for, input_specs, load_data, load_labels
@@ -28,14 +27,14 @@ from .fileio import write_files_atomically
 from .hessian import LayerHessian, bias_weights, layer_hessians, output_positions
 from .mixed import (MixedOptions, allowed_bits, check_factorisable, chosen_rows, holdout_split, parse_size,
                     pinned_rank, plan_mixed)
+from .options import CompressOptions
 from .model import ModelSource, Weight, discover_weights, load_model, model_stem, weight_array
 from .progress import Stages
 from .report import to_html, to_json
 from .storage import check_model_files, files_to_model, model_files, original_files
 from .transforms.fold import fold_batchnorm
-from .transforms.quantize import INTEGER_BITS, container_type
+from .transforms.quantize import container_type
 
-BITS_RANGE = INTEGER_BITS
 
 
 # ----------------------------------------------------------------------------- inspect
@@ -107,85 +106,33 @@ class CompressResult(_ModelFiles):
     written: list[Path] = field(default_factory=list)
 
 
-def _check_mode(bits: int | None, lossless: bool, target_ratio, target_size, plan,
-                rates: tuple[float, ...] = (0.0,)) -> None:
-    if lossless and (bits is not None or target_ratio or target_size or plan):
-        raise OnnxL2Error("--lossless takes no --bits, --target-ratio, --target-size or --plan")
-    if plan is not None and (bits is not None or target_ratio or target_size):
-        raise OnnxL2Error("--plan fixes every choice: it takes no --bits N or target")
-    if bits is not None and (target_ratio or target_size):
-        raise OnnxL2Error("give either --bits or a target (--target-ratio / --target-size), not both")
-    if target_ratio and target_size:
-        raise OnnxL2Error("give either --target-ratio or --target-size, not both")
-    if bits is not None and bits not in BITS_RANGE:
-        raise OnnxL2Error(f"--bits must be between {BITS_RANGE[0]} and {BITS_RANGE[-1]}, got {bits}")
-    if bits is not None and len(rates) != 1:
-        raise OnnxL2Error("--bits takes one rate (--rates R)")
-    if target_ratio is not None and target_ratio <= 1:
-        raise OnnxL2Error(f"--target-ratio must be above 1, got {target_ratio}")
-
-
-def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | None = None,
-             lossless: bool = False, labels: Any = None, output_dir: str | os.PathLike | None = None,
-             output: str | None = None, loss: str = "auto",
-             max_loss_increase: float | str | None = None, target_ratio: float | None = None,
-             target_size: int | str | None = None, bits_choices: tuple[int, ...] = DEFAULT_BITS_CHOICES,
-             keep: tuple[str, ...] = (), pins: dict[str, int] | None = None,
-             plan: str | os.PathLike | dict | None = None, taylor: bool = True,
-             sweep: str = "auto", sweep_budget_s: float = 300.0,
+def compress(model: ModelSource, data: DataSource | None = None, *, labels: Any = None,
              eval_data: DataSource | None = None, eval_labels: Any = None,
-             devices: tuple[str, ...] = ("cpu", "cuda"), fold: bool = True,
-             sweep_cache: str | os.PathLike | None = None, compensate: bool | None = None,
-             rates: tuple[float, ...] = DEFAULT_RATES, noise_sigmas: float = 0.0,
-             lowrank: bool = True, ranks: dict[str, int] | None = None,
-             contract: Contract | None = None, quiet: bool = False) -> CompressResult:
+             output_dir: str | os.PathLike | None = None, options: CompressOptions | None = None,
+             **choices: Any) -> CompressResult:
     """Compress a model to a sidecar bitstream (and, unless lossless, a runnable ONNX).
 
+    ``options`` (:class:`onnxl2.CompressOptions`, checked when made) holds every choice of the
+    run; keywords named after its fields change those fields (``compress(m, d, bits=4)``).
     Modes: ``lossless``; ``bits=N`` (uniform per-channel quantization); a ``plan`` to replay;
-    otherwise the automatic mode, which needs calibration ``data``: one candidate per weight
-    chosen by an exact grouped knapsack. By default the smallest plan on the measured frontier
-    that meets the ``contract`` (:class:`onnxl2.Contract`; labels make it the task loss and
-    accuracy) on calibration samples held back from every other step; with
-    ``max_loss_increase`` (absolute or "N%") the plan whose calibration loss rises at most that
-    (the lossless neighbourhood); under ``target_ratio`` / ``target_size`` the least loss change
-    that fits. ``keep`` patterns pin weights to float32,
-    ``pins`` ({pattern: bits}) pin a bit-width; both also apply with ``bits``.
-
-    The result is validated on ``eval_data`` (with ``eval_labels``) when given, else on ``data``.
-    ``sweep`` "full" measures every candidate, "proxy" one per weight (the others scaled by
-    their weight error), "auto" picks full when it fits ``sweep_budget_s`` seconds.
-    ``sweep_cache`` (a folder) keeps sensitivity sweeps, so that runs on the same model, data and
-    candidate rules with other bounds or targets skip the sweep.
-    ``compensate`` spreads each rounded column's error onto the columns not yet rounded through
-    the layer's input Hessian on ``data`` (GPTQ; MatMul, Gemm and Conv weights), in the automatic
-    mode and with ``bits``. ``None`` (default): on in the automatic mode (with bias correction it
-    gave smaller plans at the original's accuracy and better accuracy at the same size on the
-    benchmark models), off with ``bits`` (uniform bits stay the plain baseline). ``rates`` are prices of a bit in the rounding, in units of the
-    squared step: each gives a candidate that rounds towards cheaper symbols (0: nearest).
-    ``noise_sigmas`` lets a neighbourhood plan pass while its measured loss change is at most that
-    many standard errors above the bound (0: the mean itself must be within it).
-    ``lowrank`` (automatic mode) adds, for MatMul, Gemm and ungrouped Conv layers, factor pairs
-    at a few ranks fitted to the layer's inputs (``transforms.lowrank``), each quantized like the
-    weight, to the same knapsack; ``ranks`` ({pattern: rank}) factorises matching layers at
-    that rank in any mode that quantizes (their bits are still chosen or given).
-    ``fold`` fuses BatchNormalization into the Conv before it (as ONNX Runtime does at load
-    time), so that the norms' vectors are not stored beside every quantized kernel.
+    otherwise the automatic mode, which needs calibration ``data`` (with ``labels``, the task
+    loss and accuracy): by default the smallest plan on the measured frontier that meets the
+    ``contract`` (:class:`onnxl2.Contract`) on calibration samples held back from every other
+    step; with ``max_loss_increase`` (absolute or "N%") the plan whose calibration loss rises at
+    most that (the lossless neighbourhood); under ``target_ratio`` / ``target_size`` the least
+    loss change that fits. The result is validated on ``eval_data`` (with ``eval_labels``) when
+    given, else on ``data``; ``output_dir`` receives the bitstream, the ONNX, the plans and the
+    reports.
     """
-    _check_mode(bits, lossless, target_ratio, target_size, plan, tuple(rates))
-    if ranks and (lossless or plan is not None):
-        raise OnnxL2Error("--rank takes no --lossless or --plan (a plan names its ranks itself: int6+gptq+rank32)")
-    stages = Stages(None if not quiet else False)
+    opts = (options or CompressOptions()).with_fields(**choices) if choices else (options or CompressOptions())
+    stages = Stages(None if not opts.quiet else False)
     started = time.perf_counter()
-    if lossless:
+    if opts.lossless:
         return _compress_lossless(model, output_dir, stages, started)
-    pins = dict(pins or {})
-    mode = "uniform" if bits is not None else "plan" if plan is not None else "auto"
-    options = MixedOptions(tuple(bits_choices), tuple(keep), pins, loss, output, max_loss_increase,
-                           None, contract or Contract(), taylor, sweep, sweep_budget_s, compensate, tuple(rates),
-                           noise_sigmas, lowrank, dict(ranks or {}))
+    mode, bits, plan, output = opts.mode, opts.bits, opts.plan, opts.output
     with stages.stage("load"):
         loaded = load_model(model)
-        proto, folded = fold_batchnorm(loaded.proto) if fold else (loaded.proto, 0)
+        proto, folded = fold_batchnorm(loaded.proto) if opts.fold else (loaded.proto, 0)
         weights = discover_weights(proto)
         if labels is not None and data is None:
             raise OnnxL2Error("labels need data (--data) to go with them")
@@ -197,12 +144,10 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
         judge = (load_data(eval_data, loaded.proto), None) if eval_data is not None else (arrays, label_array)
         if eval_labels is not None:
             judge = (judge[0], load_labels(eval_labels, len(next(iter(judge[0].values())))))
-    if target_ratio is not None:
-        options.target_bytes = int(loaded.file_bytes / target_ratio)
-    elif target_size is not None:
-        options.target_bytes = parse_size(target_size) if isinstance(target_size, str) else int(target_size)
-    if compensate is None:
-        options.compensate = mode == "auto"
+    target_bytes = int(loaded.file_bytes / opts.target_ratio) if opts.target_ratio is not None else \
+        parse_size(opts.target_size) if isinstance(opts.target_size, str) else \
+        int(opts.target_size) if opts.target_size is not None else None
+    options = opts.automatic(target_bytes)
     report: dict[str, Any] = {"onnxl2": __version__, "model": str(loaded.path or "<ModelProto>"),
                               "mode": mode, "bits": bits, "folded_batchnorm": folded}
     stem = loaded.stem
@@ -212,13 +157,14 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
             return len(encode_container(files, _container_meta(report, loaded.path))[0])
 
         mixed = plan_mixed(proto, weights, arrays, label_array, options, bitstream_bytes, stages,
-                           cache_dir=Path(sweep_cache) if sweep_cache else None, original_bytes=loaded.file_bytes)
+                           cache_dir=Path(opts.sweep_cache) if opts.sweep_cache else None,
+                           original_bytes=loaded.file_bytes)
         chosen, report["allocation"], positions = mixed.chosen, mixed.report, mixed.positions
         fitted_on = {"holdout": options.contract.holdout} if options.form == "contract" else None
     else:
-        choices, fitted_on = _read_plan(plan) if plan else (None, None)
+        replayed, fitted_on = _read_plan(plan) if plan else (None, None)
         with stages.stage("quantize"):
-            chosen, positions = _fixed_choices(proto, weights, bits, options, choices,
+            chosen, positions = _fixed_choices(proto, weights, bits, options, replayed,
                                                _fitted_part(arrays, fitted_on))
     with stages.stage("emit"):
         owned = loaded.path is not None or proto is not loaded.proto
@@ -238,7 +184,7 @@ def compress(model: ModelSource, data: DataSource | None = None, *, bits: int | 
             compressed_src = stored[0].data if len(stored) == 1 else files_to_model(
                 [(f.name, f.data) for f in stored])
             result = validate_models(str(loaded.path) if loaded.path else loaded.proto, compressed_src,
-                                     judge_data, judge_labels, output, devices, spec_model=loaded.proto)
+                                     judge_data, judge_labels, output, opts.devices, spec_model=loaded.proto)
             result.original_bytes = loaded.file_bytes
             result.compressed_bytes = sum(len(f.data) for f in stored)
             report["validation"] = {"split": "--eval-data" if eval_data is not None else "--data",

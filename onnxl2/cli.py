@@ -18,6 +18,7 @@ from .fileio import write_files_atomically
 from .model import MIN_COMPRESSIBLE_ELEMENTS
 from .candidates import DEFAULT_BITS_CHOICES
 from .contract import Contract, load_metric
+from .options import CompressOptions
 from .report import (allocation_rows, format_table, frontier_header, frontier_rows, human_bytes, summary_rows, to_json,
                      validation_rows)
 
@@ -201,16 +202,15 @@ def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_lo
     metric, metric_name = load_metric(metric_spec) if metric_spec else (None, "")
     contract = Contract(agreement, max_distance, confidence, metric, metric_name, max_drop, holdout)
     uniform, pins = _parse_bits(bits)
-    result = api.compress(model, data, bits=uniform, lossless=lossless, labels=labels,
-                          output_dir=output_dir, output=output_name, loss=loss,
-                          max_loss_increase=max_loss_increase, noise_sigmas=noise_sigmas, target_ratio=target_ratio,
-                          target_size=target_size, bits_choices=_parse_choices(bits_choices),
-                          keep=keep, pins=pins, plan=plan, taylor=not no_taylor, sweep=sweep,
-                          sweep_budget_s=sweep_budget,
-                          eval_data=eval_data, eval_labels=eval_labels,
-                          devices=("cpu",) if cpu_only else ("cpu", "cuda"), fold=not no_fold,
-                          sweep_cache=sweep_cache, compensate=compensate, rates=_parse_rates(rates),
-                          lowrank=not no_lowrank, ranks=_parse_ranks(ranks), contract=contract, quiet=quiet)
+    options = CompressOptions(
+        lossless=lossless, bits=uniform, plan=plan, target_ratio=target_ratio, target_size=target_size,
+        max_loss_increase=max_loss_increase, contract=contract, output=output_name, loss=loss,
+        bits_choices=_parse_choices(bits_choices), keep=keep, pins=pins, ranks=_parse_ranks(ranks),
+        compensate=compensate, rates=_parse_rates(rates), lowrank=not no_lowrank, taylor=not no_taylor, sweep=sweep,
+        sweep_budget_s=sweep_budget, sweep_cache=sweep_cache, noise_sigmas=noise_sigmas, fold=not no_fold,
+        devices=("cpu",) if cpu_only else ("cpu", "cuda"), quiet=quiet)
+    result = api.compress(model, data, labels=labels, eval_data=eval_data, eval_labels=eval_labels,
+                          output_dir=output_dir, options=options)
     if "contract" in result.report.get("allocation", {}):
         click.echo(format_table(frontier_rows(result.report), frontier_header(result.report)))
         click.echo("")

@@ -1,0 +1,107 @@
+"""Every choice of a compress run as one frozen object, checked when it is made.
+
+The CLI builds one from its flags and the API takes it (``compress(model, data, options=...)``,
+or the same field names as keywords), so that a run's choices are validated in one place before
+any file is read, and a script can build, keep and reuse them.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+
+from .candidates import DEFAULT_BITS_CHOICES, DEFAULT_RATES
+from .contract import Contract
+from .errors import OnnxL2Error
+from .losses import LOSS_KINDS
+from .mixed import MixedOptions
+from .transforms.quantize import INTEGER_BITS
+
+
+@dataclass(frozen=True)
+class CompressOptions:
+    """What ``compress`` does. The mode follows from the fields: ``lossless``; ``bits`` (uniform
+    quantization); ``plan`` (replay); else the automatic mode, under ``target_ratio`` /
+    ``target_size`` (a size budget), ``max_loss_increase`` (the lossless neighbourhood) or,
+    by default, the ``contract``."""
+
+    lossless: bool = False
+    bits: int | None = None
+    plan: str | os.PathLike | dict | None = None
+    target_ratio: float | None = None
+    target_size: int | str | None = None
+    max_loss_increase: float | str | None = None
+    contract: Contract = field(default_factory=Contract)
+    output: str | None = None  # the model output the loss and labels refer to (default: the first)
+    loss: str = "auto"
+    bits_choices: tuple[int, ...] = DEFAULT_BITS_CHOICES
+    keep: tuple[str, ...] = ()  # patterns of weights kept in float32
+    pins: dict[str, int] = field(default_factory=dict)  # pattern -> bits
+    ranks: dict[str, int] = field(default_factory=dict)  # pattern -> rank
+    compensate: bool | None = None  # None: on in the automatic mode, off with bits
+    rates: tuple[float, ...] = DEFAULT_RATES
+    lowrank: bool = True
+    taylor: bool = True
+    sweep: str = "auto"
+    sweep_budget_s: float = 300.0
+    sweep_cache: str | os.PathLike | None = None
+    noise_sigmas: float = 0.0
+    fold: bool = True
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("bits_choices", "keep", "rates", "devices"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name in ("pins", "ranks"):
+            object.__setattr__(self, name, dict(getattr(self, name) or {}))
+        self._check_mode()
+        if self.loss not in LOSS_KINDS:
+            raise OnnxL2Error(f"unknown loss {self.loss!r} (choose from {', '.join(LOSS_KINDS)})")
+        self.automatic()  # the automatic mode's own checks (bit choices, rates, sweep, pins, contract)
+        unknown = [d for d in self.devices if d not in ("cpu", "cuda")]
+        if unknown:
+            raise OnnxL2Error(f"devices are cpu and cuda; got {unknown}")
+
+    def _check_mode(self) -> None:
+        targets = self.target_ratio is not None or self.target_size is not None
+        if self.lossless and (self.bits is not None or targets or self.plan is not None):
+            raise OnnxL2Error("--lossless takes no --bits, --target-ratio, --target-size or --plan")
+        if self.plan is not None and (self.bits is not None or targets):
+            raise OnnxL2Error("--plan fixes every choice: it takes no --bits N or target")
+        if self.bits is not None and targets:
+            raise OnnxL2Error("give either --bits or a target (--target-ratio / --target-size), not both")
+        if self.target_ratio is not None and self.target_size is not None:
+            raise OnnxL2Error("give either --target-ratio or --target-size, not both")
+        if targets and self.max_loss_increase is not None:
+            raise OnnxL2Error("give either a target or --max-loss-increase, not both")
+        if self.bits is not None and self.bits not in INTEGER_BITS:
+            raise OnnxL2Error(f"--bits must be between {INTEGER_BITS[0]} and {INTEGER_BITS[-1]}, got {self.bits}")
+        if self.bits is not None and len(self.rates) != 1:
+            raise OnnxL2Error("--bits takes one rate (--rates R)")
+        if self.target_ratio is not None and self.target_ratio <= 1:
+            raise OnnxL2Error(f"--target-ratio must be above 1, got {self.target_ratio}")
+        if self.ranks and (self.lossless or self.plan is not None):
+            raise OnnxL2Error("--rank takes no --lossless or --plan (a plan names its ranks itself: int6+gptq+rank32)")
+
+    def automatic(self, target_bytes: int | None = None) -> MixedOptions:
+        """The automatic mode's share of these options (also what ``bits`` and ``plan`` use for
+        pins, ranks and compensation)."""
+        return MixedOptions(self.bits_choices, self.keep, self.pins, self.loss, self.output, self.max_loss_increase,
+                            target_bytes, self.contract, self.taylor, self.sweep, self.sweep_budget_s,
+                            self.mode == "auto" if self.compensate is None else self.compensate, self.rates,
+                            self.noise_sigmas, self.lowrank, self.ranks)
+
+    @property
+    def mode(self) -> str:
+        """"lossless", "uniform", "plan" or "auto"."""
+        if self.lossless:
+            return "lossless"
+        return "uniform" if self.bits is not None else "plan" if self.plan is not None else "auto"
+
+    def with_fields(self, **changes) -> "CompressOptions":
+        """A copy with some fields changed (checked again)."""
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise TypeError(f"compress() got unexpected options: {', '.join(unknown)}")
+        return replace(self, **changes)
