@@ -6,7 +6,11 @@ forms, chosen by what the user gives:
 
 - **labels**: the task loss may not be higher and the accuracy not lower than the original's
   (the lossless neighbourhood), each a one-sided paired test on the held-back samples: a plan
-  fails when they show it worse with the stated confidence;
+  fails when they show it worse with the stated confidence. The default, 0.5, fails a plan
+  whose fitted mean change is worse than zero: a higher confidence puts the burden of proof on
+  the original, which on a few dozen held-back samples lets broken plans through (measured on
+  the embedded default with 16 held back: 0.95 chose a plan at 12.3x that lost 9 points of
+  accuracy on the evaluation lines, 0.5 one at 8.3x that lost none);
 - **no labels** (the default): decisions kept (top-1 agreement, on outputs that hold class
   scores) and a scale-aware distance on every output: each channel standardised by its own
   spread on the original model, so that a score channel of 0..1 beside box coordinates in the
@@ -43,7 +47,7 @@ class Contract:
 
     agreement: float = 0.99  # top-1 agreement on class-score outputs, at least
     max_distance: float = 0.05  # standardised RMS change of every output, at most
-    confidence: float = 0.95  # labels: a plan fails when shown worse with this confidence
+    confidence: float = 0.5  # labels: a plan fails when shown worse with this confidence (0.5: the mean)
     metric: Metric | None = None
     metric_name: str = ""
     max_drop: float = 0.0  # of the user's metric
@@ -77,8 +81,10 @@ class Contract:
             return (f"{self.metric_name or 'the metric'} (original vs compressed outputs) may drop by at most "
                     f"{self.max_drop:g} from its value on the original")
         if labelled:
-            return (f"task loss not higher and accuracy not lower than the original's (one-sided paired tests: "
-                    f"a plan fails when shown worse with confidence {self.confidence:.2f})")
+            test = ("a plan fails when its mean change on the held-back samples, fitted monotonically over the "
+                    "frontier, is worse than zero" if self.confidence == 0.5 else
+                    f"a plan fails when the held-back samples show it worse with confidence {self.confidence:.2f}")
+            return f"task loss not higher and accuracy not lower than the original's (one-sided paired tests: {test})"
         return (f"top-1 agreement >= {self.agreement:g} on class-score outputs and every output's "
                 f"standardised RMS change <= {self.max_distance:g} of its channels' spread")
 

@@ -1,0 +1,87 @@
+"""How stable the automatic mode's answer is: the same command on disjoint calibration subsets of
+one size, and twice on the same subset.
+
+    python tools/bench_stability.py models/ppocr_cls/model.onnx --data models/ppocr_cls/calib.npz \\
+        --labels models/ppocr_cls/calib_labels.npy --eval-data models/ppocr_cls/eval.npz \\
+        --eval-labels models/ppocr_cls/eval_labels.npy --splits 3
+
+Each subset takes every k-th sample (k = --splits, offset 0..k-1), so the subsets are disjoint and
+alike. Prints each run's file ratio, its distance from the median (the aim: within 10%), the
+evaluation figures, the time, and whether a second run on the first subset gave the same bytes.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import onnxl2  # noqa: E402
+
+
+def _subset(path: Path, start: int, step: int, folder: Path, name: str) -> Path:
+    out = folder / name
+    if path.suffix == ".npy":
+        np.save(out.with_suffix(".npy"), np.load(path)[start::step])
+        return out.with_suffix(".npy")
+    with np.load(path) as z:
+        np.savez(out.with_suffix(".npz"), **{k: z[k][start::step] for k in z.files})
+    return out.with_suffix(".npz")
+
+
+def _figures(report: dict) -> str:
+    device = report["validation"]["devices"][0]
+    parts = []
+    if device.get("accuracy_original") is not None:
+        parts.append(f"accuracy {device['accuracy_original']:.4f} -> {device['accuracy_compressed']:.4f}")
+    for out in device["outputs"]:
+        text = f"cos {out['cosine_mean']:.5f}"
+        if out.get("top1_agreement") is not None:
+            text += f", agree {out['top1_agreement']:.4f}"
+        if out.get("standardised_rms") is not None:
+            text += f", standardised {out['standardised_rms']:.4f}"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--labels", type=Path)
+    parser.add_argument("--eval-data", type=Path, required=True)
+    parser.add_argument("--eval-labels", type=Path)
+    parser.add_argument("--splits", type=int, default=3)
+    args = parser.parse_args()
+    ratios, first = [], None
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for start in range(args.splits):
+            data = _subset(args.data, start, args.splits, folder, f"calib{start}")
+            labels = _subset(args.labels, start, args.splits, folder, f"labels{start}") if args.labels else None
+            began = time.perf_counter()
+            result = onnxl2.compress(args.model, data, labels=labels, eval_data=args.eval_data,
+                                     eval_labels=args.eval_labels, devices=("cpu",), quiet=True)
+            seconds = time.perf_counter() - began
+            samples = result.report["allocation"]["contract"]["held_back_samples"]
+            ratios.append(result.report["sizes"]["file_ratio"])
+            print(f"subset {start} ({samples} held back): {ratios[-1]:.2f}x, {_figures(result.report)}, {seconds:.0f} s")
+            if start == 0:
+                first = (data, labels, bytes(result.bitstream))
+        again = onnxl2.compress(args.model, first[0], labels=first[1], devices=("cpu",), quiet=True)
+        same = bytes(again.bitstream) == first[2]
+    median = float(np.median(ratios))
+    spread = max(abs(r / median - 1) for r in ratios)
+    print(f"median {median:.2f}x; largest distance from it {100 * spread:.1f}% (aim: within 10%)")
+    print(f"second run on subset 0: {'the same bytes' if same else 'DIFFERENT bytes'}")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
