@@ -142,10 +142,11 @@ def _parse_rates(text: str) -> tuple[float, ...]:
 @click.option("--agreement", type=float, default=Contract.agreement, show_default=True,
               help="Contract without labels: top-1 agreement with the original on class-score outputs, at least.")
 @click.option("--max-distance", type=float, default=Contract.max_distance, show_default=True,
-              help="Contract without labels: every output's RMS change in units of its channels' spread, at most.")
+              help="Contract: every output's RMS change in units of its channels' spread (its upper confidence "
+                   "bound), at most.")
 @click.option("--confidence", type=float, default=Contract.confidence, show_default=True,
-              help="Contract with labels: a plan fails when the held-back samples show its task loss higher "
-                   "or accuracy lower with this confidence (one-sided paired tests).")
+              help="Contract: of the task-loss test with labels (a plan fails when the held-back samples show "
+                   "its loss higher with this confidence) and of the distance's upper bound.")
 @click.option("--metric", "metric_spec", metavar="FILE.py:FUNCTION",
               help="Contract: your metric(original_outputs, compressed_outputs) -> float (higher is better; dicts "
                    "of output name -> array) may drop by at most --max-drop.")

@@ -5,16 +5,22 @@ held back from every choice (no candidate, Hessian or compensation was fitted on
 forms, chosen by what the user gives:
 
 - **labels**: the task loss may not be higher and the accuracy not lower than the original's
-  (the lossless neighbourhood), each a one-sided paired test on the held-back samples: a plan
-  fails when they show it worse with the stated confidence. The default, 0.5, fails a plan
-  whose fitted mean change is worse than zero: a higher confidence puts the burden of proof on
-  the original, which on a few dozen held-back samples lets broken plans through (measured on
-  the embedded default with 16 held back: 0.95 chose a plan at 12.3x that lost 9 points of
-  accuracy on the evaluation lines, 0.5 one at 8.3x that lost none);
+  (the lossless neighbourhood), on the held-back samples. The loss rises at second order under
+  any perturbation, so a plan fails only when the samples show its loss higher with the stated
+  confidence (one-sided paired test); demanding a mean change of at most zero instead kept the
+  embedded default at 1.44x on two of three calibration subsets. Accuracy changes only when a
+  decision flips, so a near-lossless plan keeps it exactly: a plan fails when its mean change,
+  fitted monotonically over the frontier, is below zero. (Testing accuracy with the same
+  confidence let a plan through at 12.3x that lost 9 points on the evaluation lines, with 16
+  samples held back.) The distance bound below applies too: on a few dozen held-back samples
+  the task figures cannot see a model that moved visibly (that 12.3x plan); ``max_distance``
+  set very high leaves the task figures alone;
 - **no labels** (the default): decisions kept (top-1 agreement, on outputs that hold class
   scores) and a scale-aware distance on every output: each channel standardised by its own
   spread on the original model, so that a score channel of 0..1 beside box coordinates in the
-  hundreds counts as much as they do;
+  hundreds counts as much as they do. The distance is judged by the upper confidence bound of
+  its mean square over the held-back samples, so that a plan that moves a few samples far is
+  judged by what those samples let it be, not by the luck of whether they were drawn;
 - **a metric of the user's**: ``metric(original_outputs, compressed_outputs) -> float`` (higher
   is better) may drop by at most ``max_drop`` from ``metric(original, original)``.
 
@@ -46,8 +52,8 @@ class Contract:
     """What the compressed model must keep; checked up front, readable in the report."""
 
     agreement: float = 0.99  # top-1 agreement on class-score outputs, at least
-    max_distance: float = 0.05  # standardised RMS change of every output, at most
-    confidence: float = 0.5  # labels: a plan fails when shown worse with this confidence (0.5: the mean)
+    max_distance: float = 0.05  # standardised RMS change of every output (its upper bound), at most
+    confidence: float = 0.95  # of the loss test (labels) and of the distance's upper bound
     metric: Metric | None = None
     metric_name: str = ""
     max_drop: float = 0.0  # of the user's metric
@@ -80,13 +86,13 @@ class Contract:
         if self.metric is not None:
             return (f"{self.metric_name or 'the metric'} (original vs compressed outputs) may drop by at most "
                     f"{self.max_drop:g} from its value on the original")
+        distance = (f"every output's standardised RMS change <= {self.max_distance:g} of its channels' spread "
+                    f"(its upper bound at confidence {self.confidence:.2f})")
         if labelled:
-            test = ("a plan fails when its mean change on the held-back samples, fitted monotonically over the "
-                    "frontier, is worse than zero" if self.confidence == 0.5 else
-                    f"a plan fails when the held-back samples show it worse with confidence {self.confidence:.2f}")
-            return f"task loss not higher and accuracy not lower than the original's (one-sided paired tests: {test})"
-        return (f"top-1 agreement >= {self.agreement:g} on class-score outputs and every output's "
-                f"standardised RMS change <= {self.max_distance:g} of its channels' spread")
+            return (f"task loss not higher than the original's (a plan fails when the held-back samples show it "
+                    f"higher with confidence {self.confidence:.2f}, one-sided paired test), accuracy not lower "
+                    f"(its mean change, fitted monotonically over the frontier, not below zero), and {distance}")
+        return f"top-1 agreement >= {self.agreement:g} on class-score outputs and {distance}"
 
     def to_dict(self, labelled: bool) -> dict:
         out = {k: v for k, v in asdict(self).items() if k != "metric"}
@@ -221,10 +227,16 @@ class Judge:
             raise OnnxL2Error(f"the metric {self.contract.metric_name or ''} returned {value}")
         return value
 
-    def distances(self, outputs: Mapping[str, np.ndarray]) -> dict[str, float]:
-        """Standardised RMS change of every float output."""
-        return {k: float(np.sqrt(standardised_errors(self.reference[k], outputs[k], s).mean()))
-                for k, s in self.spread.items()}
+    def distances(self, outputs: Mapping[str, np.ndarray], z: float = 0.0) -> dict[str, float]:
+        """Standardised RMS change of every float output; with ``z``, the root of the upper
+        confidence bound of its mean square (a plan that moves a few samples far, which a few
+        dozen held-back samples may or may not contain, is judged by what they let it be)."""
+        out = {}
+        for k, spread in self.spread.items():
+            errors = standardised_errors(self.reference[k], outputs[k], spread)
+            se = float(errors.std(ddof=1) / np.sqrt(errors.size)) if errors.size > 1 else 0.0
+            out[k] = float(np.sqrt(errors.mean() + z * se))
+        return out
 
     def criteria(self, outputs: Mapping[str, np.ndarray]) -> list[Criterion]:
         c = self.contract
@@ -233,15 +245,18 @@ class Judge:
                               True)]
         if self.labels is not None:
             loss_mean, loss_se = _paired(self.task_loss(outputs[self.output]), self.loss_original)
-            acc_mean, acc_se = _paired(self.correct(outputs[self.output]), self.correct_original)
-            return [Criterion("task loss change", loss_mean, 0.0, False, c.z * loss_se),
-                    Criterion("accuracy change", acc_mean, 0.0, True, c.z * acc_se)]
+            acc_mean = _paired(self.correct(outputs[self.output]), self.correct_original)[0]
+            rows = [Criterion("task loss change", loss_mean, 0.0, False, c.z * loss_se),
+                    Criterion("accuracy change", acc_mean, 0.0, True)]
+            return rows + self._distance_criteria(outputs)
         rows = [Criterion(f"top-1 agreement '{k}'",
                           float(np.mean(self.reference[k].argmax(-1) == outputs[k].argmax(-1))), c.agreement, True)
                 for k in self.classes]
-        rows += [Criterion(f"standardised distance '{k}'", d, c.max_distance, False)
-                 for k, d in self.distances(outputs).items()]
-        return rows
+        return rows + self._distance_criteria(outputs)
+
+    def _distance_criteria(self, outputs: Mapping[str, np.ndarray]) -> list[Criterion]:
+        return [Criterion(f"standardised distance '{k}'", d, self.contract.max_distance, False)
+                for k, d in self.distances(outputs, self.contract.z).items()]
 
 
 def decide(sizes: list[int], criteria: list[list[Criterion]]) -> int | None:

@@ -70,11 +70,13 @@ def test_labelled_contract_fails_a_loss_that_rose_and_passes_one_that_did_not():
 
     judge = Judge(Contract(confidence=0.95), {"y": logits}, labels, "y", loss, correct)
     worse = logits - 1.5 * np.eye(5)[labels]  # every sample less sure of its label
-    loss_change, acc_change = judge.criteria({"y": worse})
+    loss_change, acc_change, distance = judge.criteria({"y": worse})
     assert loss_change.value > loss_change.slack > 0 and not loss_change.met()
-    assert acc_change.value < 0
+    assert acc_change.value < 0 and acc_change.slack == 0 and not acc_change.met()
+    assert not distance.met()  # a visible change, whatever the task figures say
     kept = judge.criteria({"y": logits + 1e-6 * rng.standard_normal(logits.shape)})
     assert all(c.met() for c in kept)
+    assert kept[0].value > 0  # the loss rose, by far less than its noise: not shown higher
 
 
 def test_class_scores_are_told_from_embeddings_and_maps():
@@ -87,6 +89,16 @@ def test_class_scores_are_told_from_embeddings_and_maps():
     assert is_class_scores(softmax.astype(np.float32))
     assert not is_class_scores(unit.astype(np.float32))
     assert not is_class_scores(rng.uniform(size=(8, 1, 32, 32)).astype(np.float32))
+
+
+def test_a_plan_that_moves_a_few_samples_far_is_judged_by_its_upper_bound():
+    rng = np.random.default_rng(5)
+    ref = rng.standard_normal((30, 16))
+    out = ref + 0.01 * rng.standard_normal(ref.shape)
+    out[0] += 1.0  # one sample moved a whole spread: the mean square alone is 1/30
+    judge = Judge(Contract(max_distance=0.2), {"e": ref}, None, "e")
+    mean_only, bounded = judge.distances({"e": out})["e"], judge.distances({"e": out}, Contract().z)["e"]
+    assert mean_only < 0.2 < bounded
 
 
 def test_a_constant_channel_is_not_divided_by_zero():
