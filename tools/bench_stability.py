@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import onnxl2  # noqa: E402
+from onnxl2.report import validation_rows  # noqa: E402
 
 
 def _subset(path: Path, start: int, step: int, folder: Path, name: str) -> Path:
@@ -36,18 +37,9 @@ def _subset(path: Path, start: int, step: int, folder: Path, name: str) -> Path:
 
 
 def _figures(report: dict) -> str:
-    device = report["validation"]["devices"][0]
-    parts = []
-    if device.get("accuracy_original") is not None:
-        parts.append(f"accuracy {device['accuracy_original']:.4f} -> {device['accuracy_compressed']:.4f}")
-    for out in device["outputs"]:
-        text = f"cos {out['cosine_mean']:.5f}"
-        if out.get("top1_agreement") is not None:
-            text += f", agree {out['top1_agreement']:.4f}"
-        if out.get("standardised_rms") is not None:
-            text += f", standardised {out['standardised_rms']:.4f}"
-        parts.append(text)
-    return "; ".join(parts)
+    """The CPU validation rows of the report, latency left out."""
+    rows = validation_rows({"devices": report["validation"]["devices"][:1]})
+    return "; ".join(value for label, value in rows if not label.startswith("latency"))
 
 
 def main() -> int:
