@@ -26,7 +26,7 @@ from .evaluate import ValidationResult, validate_models
 from .fileio import write_files_atomically
 from .hessian import LayerHessian, bias_weights, layer_hessians, output_positions
 from .mixed import (MixedOptions, allowed_bits, check_factorisable, chosen_rows, holdout_split, parse_size,
-                    pinned_rank, plan_mixed)
+                    pinned_rank, plan_mixed, sample_subset)
 from .options import CompressOptions
 from .model import ModelSource, Weight, discover_weights, load_model, model_stem, weight_array
 from .progress import Stages
@@ -208,8 +208,7 @@ def _plan_document(model: str, chosen: dict[str, Candidate], fitted_on: dict | N
 def _fitted_part(data: dict[str, np.ndarray] | None, fitted_on: dict | None) -> dict[str, np.ndarray] | None:
     if data is None or not fitted_on:
         return data
-    fit_index, _ = holdout_split(len(next(iter(data.values()))), fitted_on["holdout"])
-    return {k: v[fit_index] for k, v in data.items()}
+    return sample_subset(data, holdout_split(len(next(iter(data.values()))), fitted_on["holdout"])[0])
 
 
 def _read_plan(plan: str | os.PathLike | dict) -> tuple[dict[str, str], dict | None]:

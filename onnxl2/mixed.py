@@ -310,7 +310,8 @@ def sweep_samples(count: int, macs_per_sample: float, layers: int) -> np.ndarray
     return np.unique(np.linspace(0, count - 1, max(MIN_SWEEP_SAMPLES, wanted)).round().astype(np.int64))
 
 
-def _subset(data: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
+def sample_subset(data: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
+    """The samples ``index`` of every input."""
     return {k: np.ascontiguousarray(v[index]) for k, v in data.items()}
 
 
@@ -330,6 +331,9 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
     """Pick a candidate per compressible weight, measured on ``data`` (calibration; under the
     contract, part of it is held back to judge the frontier's plans)."""
     studied = [w for w in weights if w.compressible]
+    if not studied:
+        raise OnnxL2Error("no weight of this model can be compressed (`onnxl2 inspect` says why for each); "
+                          "--lossless codes the model as it is")
     output = options.output or proto.graph.output[0].name
     if output not in [o.name for o in proto.graph.output]:
         raise OnnxL2Error(f"the model has no output '{output}' "
@@ -337,9 +341,9 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
     held = held_labels = None
     if options.form == "contract":
         fit_index, held_index = holdout_split(len(next(iter(data.values()))), options.contract.holdout)
-        held = _subset(data, held_index)
+        held = sample_subset(data, held_index)
         held_labels = labels[held_index] if labels is not None else None
-        data = _subset(data, fit_index)
+        data = sample_subset(data, fit_index)
         labels = labels[fit_index] if labels is not None else None
     batch = batch_size_for(data, input_specs(proto))
     data_digest = _data_digest(proto, data) if cache_dir else None
@@ -362,7 +366,7 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
     if options.form == "contract":
         macs = sum(h.positions * originals[key].size for key, h in hessians.items() if h.positions)
         index = sweep_samples(len(next(iter(data.values()))), macs, len(studied))
-        probed = _subset(data, index)
+        probed = sample_subset(data, index)
         probed_labels = labels[index] if labels is not None else None
     with stages.stage("calibration passes"):
         probe = Probe(proto, studied + list({b.key: b for b in biases.values()}.values()), probed,

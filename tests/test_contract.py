@@ -264,3 +264,14 @@ def test_a_failing_metric_is_one_clear_error(calib):
     with pytest.raises(OnnxL2Error, match="metric .*failed: KeyError"):
         compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",),
                  contract=Contract(metric=broken, metric_name="broken"))
+
+
+def test_a_model_with_nothing_to_compress_is_one_clear_error():
+    from onnx import TensorProto, helper, numpy_helper
+    w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(OnnxL2Error, match="no weight of this model can be compressed"):
+        compress(model, {"x": np.ones((8, 4), np.float32)}, quiet=True, devices=("cpu",))
