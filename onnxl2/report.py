@@ -212,26 +212,33 @@ def _bar_chart(labels: list[str], values: list[float], unit: str, css: str = "ba
 def _frontier_chart(frontier: dict, index: int) -> str:
     """One criterion against file ratio over every plan of the frontier, as inline SVG: the
     measured values (dots), their monotone fit (line), the contract's bound (dashed), the chosen
-    plan (ringed) and its two larger-ratio neighbours (squares)."""
+    plan (ringed) and its two larger-ratio neighbours (squares). The ratio axis is logarithmic
+    and the value axis spans a few times the bound's distance from the best value, so that the
+    plans around the choice are told apart; values beyond it sit on the edge."""
     points = frontier["points"]
     ratios = [p["file_ratio"] for p in points]
     rows = [p["criteria"][index] for p in points]
-    values = [r["value"] for r in rows] + [r["fitted"] for r in rows if r["fitted"] is not None] + [rows[0]["bound"]]
+    bound, higher = rows[0]["bound"], rows[0]["higher_is_better"]
+    measured = [r["value"] for r in rows] + [r["fitted"] for r in rows if r["fitted"] is not None]
+    best = max(measured) if higher else min(measured)
+    reach = 3 * max(abs(bound - best), 1e-12)
+    y_lo, y_hi = (max(min(measured), bound - reach), max(best, bound)) if higher else \
+        (min(best, bound), min(max(measured), bound + reach))
     width, height, pad = 640, 220, 48
-    x_lo, x_hi = min(ratios), max(ratios)
-    y_lo, y_hi = min(values), max(values)
+    x_lo, x_hi = np.log(min(ratios)), np.log(max(ratios))
     span_x, span_y = (x_hi - x_lo) or 1.0, (y_hi - y_lo) or 1.0
 
     def xy(ratio: float, value: float) -> tuple[float, float]:
-        return (pad + (width - 2 * pad) * (ratio - x_lo) / span_x,
+        value = min(max(value, y_lo), y_hi)
+        return (pad + (width - 2 * pad) * (np.log(ratio) - x_lo) / span_x,
                 height - pad + 10 - (height - 2 * pad) * (value - y_lo) / span_y)
 
     chosen = frontier["chosen"]
     neighbours = set(range(max(0, chosen - 2), chosen)) if chosen is not None else set()
-    parts = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">',
+    parts = [f'<svg width="{width + 40}" height="{height}" xmlns="http://www.w3.org/2000/svg">',
              f'<text x="{pad}" y="14">{_esc(rows[0]["name"])} against file ratio</text>']
-    bx0, by = xy(x_lo, rows[0]["bound"])
-    bx1, _ = xy(x_hi, rows[0]["bound"])
+    bx0, by = xy(min(ratios), bound)
+    bx1, _ = xy(max(ratios), bound)
     parts.append(f'<line x1="{bx0:.1f}" y1="{by:.1f}" x2="{bx1:.1f}" y2="{by:.1f}" stroke="#c33" '
                  f'stroke-dasharray="4 3"/><text x="{bx1 + 4:.1f}" y="{by + 4:.1f}">bound</text>')
     fit = [xy(r, row["fitted"]) for r, row in zip(ratios, rows) if row["fitted"] is not None]
@@ -248,11 +255,11 @@ def _frontier_chart(frontier: dict, index: int) -> str:
         elif i in neighbours:
             parts.append(f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="none" '
                          f'stroke="#f58518"/>')
-    for value in (x_lo, x_hi):
+    for value in sorted({min(ratios), max(ratios)} | ({ratios[chosen]} if chosen is not None else set())):
         x, _ = xy(value, y_lo)
         parts.append(f'<text x="{x:.1f}" y="{height - 8}" text-anchor="middle">{value:.2f}x</text>')
     for value in (y_lo, y_hi):
-        _, y = xy(x_lo, value)
+        _, y = xy(min(ratios), value)
         parts.append(f'<text x="{pad - 4}" y="{y + 4:.1f}" text-anchor="end">{value:.3g}</text>')
     parts.append("</svg>")
     return "".join(parts)
