@@ -152,6 +152,9 @@ def _parse_rates(text: str) -> tuple[float, ...]:
                    "of output name -> array) may drop by at most --max-drop.")
 @click.option("--max-drop", type=float, default=Contract.max_drop, show_default=True,
               help="Contract with --metric: how far the metric may fall below its value on the original.")
+@click.option("--decisions", multiple=True, metavar="OUTPUT",
+              help="Contract without labels: an output whose arg-max is a decision, judged by top-1 agreement "
+                   "(repeatable; 'none' for no such output). Default: outputs that look like class scores.")
 @click.option("--holdout", type=float, default=Contract.holdout, show_default=True,
               help="Contract: share of the calibration samples held back from every choice to judge the plans.")
 @click.option("--noise-sigmas", type=float, default=0.0, show_default=True,
@@ -189,7 +192,7 @@ def _parse_rates(text: str) -> tuple[float, ...]:
 @click.option("--quiet", is_flag=True, help="No progress on the terminal.")
 @_user_errors
 def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_loss_increase, agreement, max_distance,
-             confidence, metric_spec, max_drop, holdout, noise_sigmas, target_ratio,
+             confidence, metric_spec, max_drop, decisions, holdout, noise_sigmas, target_ratio,
              target_size, bits_choices, keep, loss, output_name, plan, no_taylor, sweep, sweep_budget,
              sweep_cache, compensate, rates, no_lowrank, ranks, output_dir, cpu_only, no_fold, quiet) -> None:
     """Compress MODEL into a folder: NAME.l2b (bitstream), NAME.l2.onnx (runnable), plan.json, report.json/.html.
@@ -201,7 +204,8 @@ def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_lo
     --target-ratio / --target-size the least loss change that fits.
     """
     metric, metric_name = load_metric(metric_spec) if metric_spec else (None, "")
-    contract = Contract(agreement, max_distance, confidence, metric, metric_name, max_drop, holdout)
+    chosen_decisions = None if not decisions else () if decisions == ("none",) else tuple(decisions)
+    contract = Contract(agreement, max_distance, confidence, metric, metric_name, max_drop, holdout, chosen_decisions)
     uniform, pins = _parse_bits(bits)
     options = CompressOptions(
         lossless=lossless, bits=uniform, plan=plan, target_ratio=target_ratio, target_size=target_size,

@@ -58,6 +58,9 @@ class Contract:
     metric_name: str = ""
     max_drop: float = 0.0  # of the user's metric
     holdout: float = 0.5  # share of the calibration samples held back to judge
+    #: outputs whose arg-max is a decision (agreement is judged on them); None: found by their
+    #: values (:func:`is_class_scores`), () for none
+    decisions: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.agreement <= 1:
@@ -70,6 +73,8 @@ class Contract:
             raise OnnxL2Error(f"--max-drop must not be negative, got {self.max_drop}")
         if not 0 < self.holdout < 1:
             raise OnnxL2Error(f"--holdout must be between 0 and 1, got {self.holdout}")
+        if self.decisions is not None:
+            object.__setattr__(self, "decisions", tuple(self.decisions))
         if self.metric is not None and not callable(self.metric):
             raise OnnxL2Error("the contract's metric must be a function (original_outputs, compressed_outputs) -> float")
 
@@ -210,7 +215,14 @@ class Judge:
         self.output = output
         self.task_loss, self.correct = task_loss, correct
         self.spread = {k: channel_spread(v) for k, v in self.reference.items() if v.dtype.kind == "f"}
-        self.classes = [k for k, v in self.reference.items() if is_class_scores(v)]
+        if contract.decisions is None:
+            self.classes = [k for k, v in self.reference.items() if is_class_scores(v)]
+        else:
+            unknown = [k for k in contract.decisions if k not in self.reference]
+            if unknown:
+                raise OnnxL2Error(f"--decisions names outputs the model does not have: {', '.join(unknown)} "
+                                  f"(outputs: {', '.join(self.reference)})")
+            self.classes = list(contract.decisions)
         if contract.metric is not None:
             self.metric_original = self._metric(self.reference)
         if labels is not None and contract.metric is None:

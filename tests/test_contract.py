@@ -275,3 +275,36 @@ def test_a_model_with_nothing_to_compress_is_one_clear_error():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     with pytest.raises(OnnxL2Error, match="no weight of this model can be compressed"):
         compress(model, {"x": np.ones((8, 4), np.float32)}, quiet=True, devices=("cpu",))
+
+
+def test_every_output_of_a_two_output_model_is_judged():
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(7)
+    w1 = numpy_helper.from_array((rng.standard_normal((32, 10)) * 0.3).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array((rng.standard_normal((32, 3)) * 0.3).astype(np.float32), "w2")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["logits"]), helper.make_node("MatMul", ["x", "w2"], ["h"]),
+         helper.make_node("Mul", ["h", "scale"], ["s"]), helper.make_node("Reshape", ["s", "shape"], ["boxes"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 10]),
+         helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [None, 1, 3])],  # [samples, boxes, 3]
+        [w1, w2, numpy_helper.from_array(np.array([300.0], np.float32), "scale"),
+         numpy_helper.from_array(np.array([-1, 1, 3], np.int64), "shape")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    result = compress(model, {"x": rng.standard_normal((40, 32)).astype(np.float32)}, quiet=True, devices=("cpu",))
+    frontier = result.report["allocation"]["frontier"]
+    names = [c["name"] for c in frontier["points"][frontier["chosen"]]["criteria"]]
+    assert names == ["top-1 agreement 'logits'", "standardised distance 'logits'", "standardised distance 'boxes'"]
+
+
+def test_the_user_names_the_outputs_that_hold_decisions():
+    rng = np.random.default_rng(8)
+    ref = {"boxes": rng.standard_normal((20, 4)), "logits": rng.standard_normal((20, 5))}
+    assert [c.name for c in Judge(Contract(), ref, None, "boxes").criteria(ref)][:2] == [
+        "top-1 agreement 'boxes'", "top-1 agreement 'logits'"]  # both look like logits
+    named = Judge(Contract(decisions=("logits",)), ref, None, "boxes").criteria(ref)
+    assert [c.name for c in named] == ["top-1 agreement 'logits'", "standardised distance 'boxes'",
+                                       "standardised distance 'logits'"]
+    assert not any("agreement" in c.name for c in Judge(Contract(decisions=()), ref, None, "boxes").criteria(ref))
+    with pytest.raises(OnnxL2Error, match="does not have: scores"):
+        Judge(Contract(decisions=("scores",)), ref, None, "boxes")
