@@ -171,6 +171,8 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
     rank, with no unfactorised candidate). Factorising needs the layer's input moments:
     ``hessian``, or ``moments`` where the layer is not compensated.
     """
+    if not np.isfinite(weight).all():  # NaN or infinity: no step holds it, so it is kept exactly
+        return [Candidate(key, 32, stored_size(weight.nbytes, len(encode_array(weight))), weight)]
     out = []
     correct = hessian is not None and hessian.bias is not None and hessian.mean is not None and bias is not None
     int_bits = sorted(b for b in set(bits_choices) if b in INTEGER_BITS)

@@ -426,3 +426,17 @@ def test_a_tensor_whose_data_do_not_fill_its_shape_is_one_clear_error(tmp_path, 
     onnx.save_model(model, tmp_path / "m.onnx")
     _one_line_error(_cli("compress", tmp_path / "m.onnx", "--bits", 4, "-o", tmp_path / "o"), "does not hold")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_weight_holding_nan_or_infinity_is_kept_as_it_is(tmp_path):
+    import warnings
+    model = genmodels.mixed_model()
+    tensor = next(t for t in model.graph.initializer if t.name == "fc_w")
+    values = numpy_helper.to_array(tensor).copy()
+    values[0, 0], values[1, 1] = np.nan, np.inf
+    tensor.CopyFrom(numpy_helper.from_array(values, "fc_w"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = api.compress(model, bits=4, quiet=True)
+    rows = {w["name"]: w["choice"] for w in result.report["weights"]}
+    assert rows["fc_w"] == "float32" and rows["conv_w"] == "int4"
