@@ -97,10 +97,10 @@ def search_frontier(table: dict[str, list[Sensitivity]], measure_size: Callable[
     budgets = _ladder(low, high, ladder)
     for budget in (progress(budgets) if progress else budgets):
         measure(budget)
-    for _ in range(refinements + 1):
+    for round_ in range(refinements + 1):
         frontier.points.sort(key=lambda p: (p.bitstream_bytes, p.budget))
         frontier.chosen = decide([p.bitstream_bytes for p in frontier.points], [p.criteria for p in frontier.points])
-        if frontier.chosen is None or frontier.chosen == 0 or _ == refinements:
+        if frontier.chosen is None or frontier.chosen == 0 or round_ == refinements:
             break
         below, above = frontier.points[frontier.chosen - 1].budget, frontier.points[frontier.chosen].budget
         middle = int(round(np.sqrt(float(below) * float(above))))

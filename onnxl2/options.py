@@ -21,8 +21,22 @@ from .transforms.quantize import INTEGER_BITS
 class CompressOptions:
     """What ``compress`` does. The mode follows from the fields: ``lossless``; ``bits`` (uniform
     quantization); ``plan`` (replay); else the automatic mode, under ``target_ratio`` /
-    ``target_size`` (a size budget), ``max_loss_increase`` (the lossless neighbourhood) or,
-    by default, the ``contract``."""
+    ``target_size`` (a size budget), ``max_loss_increase`` (the lossless neighbourhood: absolute,
+    or "N%" of the calibration loss) or, by default, the ``contract``.
+
+    ``keep`` patterns pin weights to float32 and ``pins`` ({pattern: bits}) a bit-width, also with
+    ``bits``; ``ranks`` ({pattern: rank}) factorise matching layers at that rank in any mode that
+    quantizes. ``compensate`` spreads each rounded column's error onto the columns not yet
+    rounded through the layer's input Hessian (GPTQ, with bias correction); None: on in the
+    automatic mode, off with ``bits`` (uniform bits stay the plain baseline). ``rates`` are prices
+    of a bit in the rounding, in units of the squared step, one candidate each (0: nearest).
+    ``lowrank`` offers factor pairs fitted to the layers' inputs in the automatic mode. ``sweep``
+    "full" measures every candidate, "proxy" one per weight (the others scaled by their layer
+    error), "auto" picks by ``sweep_budget_s`` (the contract always takes the proxy);
+    ``sweep_cache`` (a folder) keeps sweeps for reruns with other bounds or targets.
+    ``noise_sigmas`` lets a neighbourhood plan pass while its loss change is at most that many
+    standard errors above the bound. ``fold`` fuses BatchNormalization into the Conv before it,
+    as ONNX Runtime does at load time. ``devices`` are where the result is validated."""
 
     lossless: bool = False
     bits: int | None = None
