@@ -19,7 +19,7 @@ from .candidates import Candidate, candidate_for_label, make_candidates, \
     moved_bias_bytes, parse_label, step_count, symbol_tensors
 from .codec.container import OUTPUT_RATIO, StoredFile, decode_container, default_output_limit, encode_container
 from .codec.entropy import empirical_entropy_bits
-from .data import DataSource, batch_size_for, input_specs, load_data, load_labels
+from .data import DataSource, batch_size_for, fixed_batch, input_specs, load_data, load_labels
 from .emit import default_opset, emit_quantized
 from .errors import BitstreamError, OnnxL2Error
 from .evaluate import ValidationResult, validate_models
@@ -165,7 +165,7 @@ def compress(model: ModelSource, data: DataSource | None = None, *, labels: Any 
         replayed, fitted_on = _read_plan(plan) if plan else (None, None)
         with stages.stage("quantize"):
             chosen, positions = _fixed_choices(proto, weights, bits, options, replayed,
-                                               _fitted_part(arrays, fitted_on))
+                                               _fitted_part(arrays, fitted_on, fixed_batch(input_specs(proto))))
     with stages.stage("emit"):
         owned = loaded.path is not None or proto is not loaded.proto
         stored, stored_as = _emit(proto, weights, chosen, owned, stem)
@@ -205,10 +205,11 @@ def _plan_document(model: str, chosen: dict[str, Candidate], fitted_on: dict | N
     return {**doc, "fitted_on": fitted_on} if fitted_on else doc
 
 
-def _fitted_part(data: dict[str, np.ndarray] | None, fitted_on: dict | None) -> dict[str, np.ndarray] | None:
+def _fitted_part(data: dict[str, np.ndarray] | None, fitted_on: dict | None, block: int
+                 ) -> dict[str, np.ndarray] | None:
     if data is None or not fitted_on:
         return data
-    return sample_subset(data, holdout_split(len(next(iter(data.values()))), fitted_on["holdout"])[0])
+    return sample_subset(data, holdout_split(len(next(iter(data.values()))), fitted_on["holdout"], block)[0])
 
 
 def _read_plan(plan: str | os.PathLike | dict) -> tuple[dict[str, str], dict | None]:

@@ -163,6 +163,13 @@ def num_samples(data: Mapping[str, np.ndarray]) -> int:
     return int(next(iter(data.values())).shape[0])
 
 
+def fixed_batch(specs: list[InputSpec]) -> int:
+    """The model's fixed batch size (1 when the batch dimension is free): subsets of the data
+    must hold whole batches of it."""
+    fixed = [s.shape[0] for s in specs if s.shape and s.shape[0] is not None]
+    return fixed[0] if fixed else 1
+
+
 def batch_size_for(data: Mapping[str, np.ndarray], specs: list[InputSpec]) -> int:
     """Samples per ONNX Runtime call: the fixed batch dim if any, else what fits in memory."""
     fixed = [s.shape[0] for s in specs if s.shape and s.shape[0] is not None]

@@ -24,7 +24,7 @@ from .allocate import Allocation, allocate_neighbourhood, allocate_size
 from .candidates import (ALLOWED_BITS, DEFAULT_BITS_CHOICES, DEFAULT_RATES, Candidate, load_candidates,
                          lowrank_ranks, make_candidates, save_candidates)
 from .contract import Contract, Judge
-from .data import batch_size_for, input_specs
+from .data import batch_size_for, fixed_batch, input_specs
 from .errors import OnnxL2Error
 from .evaluate import correctness
 from .frontier import Frontier, search_frontier
@@ -288,26 +288,32 @@ class MixedResult:
     alternatives: list[dict[str, Candidate]] = field(default_factory=list)
 
 
-def holdout_split(count: int, share: float) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the samples that fit and of those held back to judge: every sample whose
-    running share crosses a whole number is held back, so the held-back samples are spread
-    evenly over the data (calibration sets are often ordered by class or source)."""
-    index = np.arange(count)
-    held = np.floor((index + 1) * share) > np.floor(index * share)
+def holdout_split(count: int, share: float, block: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the samples that fit and of those held back to judge: every block of samples
+    (``block``: a model's fixed batch) whose running share crosses a whole number is held back,
+    so the held-back samples are spread evenly over the data (calibration sets are often ordered
+    by class or source) and both parts hold whole batches."""
+    blocks = np.arange(count // block)
+    held = np.repeat(np.floor((blocks + 1) * share) > np.floor(blocks * share), block)
     if held.sum() < 2 or (~held).sum() < 2:
         raise OnnxL2Error(f"the contract holds back {share:g} of the calibration samples and needs at least "
                           f"2 on each side; {count} samples are too few (give more, or a --target-ratio)")
+    index = np.arange(held.size)
     return index[~held], index[held]
 
 
-def sweep_samples(count: int, macs_per_sample: float, layers: int) -> np.ndarray:
-    """Indices of the fit samples the contract's sweep measures on (see ``SWEEP_MACS``)."""
+def sweep_samples(count: int, macs_per_sample: float, layers: int, block: int = 1) -> np.ndarray:
+    """Indices of the fit samples the contract's sweep measures on (see ``SWEEP_MACS``), in
+    whole blocks of ``block`` (a model's fixed batch)."""
     if macs_per_sample <= 0 or layers == 0:
         return np.arange(count)
     wanted = int(SWEEP_MACS / (macs_per_sample * layers))
     if wanted >= count:
         return np.arange(count)
-    return np.unique(np.linspace(0, count - 1, max(MIN_SWEEP_SAMPLES, wanted)).round().astype(np.int64))
+    blocks = count // block
+    wanted_blocks = max(-(-MIN_SWEEP_SAMPLES // block), -(-wanted // block))
+    picked = np.unique(np.linspace(0, blocks - 1, min(blocks, wanted_blocks)).round().astype(np.int64))
+    return (picked[:, None] * block + np.arange(block)[None, :]).reshape(-1)
 
 
 def sample_subset(data: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
@@ -340,7 +346,8 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
                           f"(outputs: {', '.join(o.name for o in proto.graph.output)})")
     held = held_labels = None
     if options.form == "contract":
-        fit_index, held_index = holdout_split(len(next(iter(data.values()))), options.contract.holdout)
+        fit_index, held_index = holdout_split(len(next(iter(data.values()))), options.contract.holdout,
+                                              fixed_batch(input_specs(proto)))
         held = sample_subset(data, held_index)
         held_labels = labels[held_index] if labels is not None else None
         data = sample_subset(data, fit_index)
@@ -365,7 +372,7 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
     probed, probed_labels = data, labels
     if options.form == "contract":
         macs = sum(h.positions * originals[key].size for key, h in hessians.items() if h.positions)
-        index = sweep_samples(len(next(iter(data.values()))), macs, len(studied))
+        index = sweep_samples(len(next(iter(data.values()))), macs, len(studied), fixed_batch(input_specs(proto)))
         probed = sample_subset(data, index)
         probed_labels = labels[index] if labels is not None else None
     with stages.stage("calibration passes"):

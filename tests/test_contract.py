@@ -308,3 +308,23 @@ def test_the_user_names_the_outputs_that_hold_decisions():
     assert not any("agreement" in c.name for c in Judge(Contract(decisions=()), ref, None, "boxes").criteria(ref))
     with pytest.raises(OnnxL2Error, match="does not have: scores"):
         Judge(Contract(decisions=("scores",)), ref, None, "boxes")
+
+
+def test_a_fixed_batch_keeps_whole_batches_on_each_side(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxl2.mixed import sweep_samples
+    fit, held = holdout_split(36, 0.5, block=4)
+    assert len(fit) % 4 == 0 and len(held) % 4 == 0 and sorted(np.concatenate([fit, held])) == list(range(36))
+    picked = sweep_samples(400, 1e9, 100, block=4)
+    assert len(picked) % 4 == 0 and np.all(picked.reshape(-1, 4) - picked.reshape(-1, 4)[:, :1] == np.arange(4))
+    rng = np.random.default_rng(9)
+    w = numpy_helper.from_array(rng.standard_normal((64, 32)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 32])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    data = {"x": rng.standard_normal((36, 64)).astype(np.float32)}  # 9 batches: 18 samples each side would not fit
+    result = compress(model, data, quiet=True, devices=("cpu",), output_dir=tmp_path)
+    assert result.report["allocation"]["contract"]["held_back_samples"] % 4 == 0
+    again = compress(model, data, plan=tmp_path / "plan.json", quiet=True, devices=("cpu",))
+    assert again.files == result.files
