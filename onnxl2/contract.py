@@ -245,6 +245,9 @@ class Judge:
         dozen held-back samples may or may not contain, is judged by what they let it be)."""
         out = {}
         for k, spread in self.spread.items():
+            if np.shape(outputs[k]) != self.reference[k].shape:  # e.g. another number of detections
+                out[k] = float("inf")
+                continue
             errors = standardised_errors(self.reference[k], outputs[k], spread)
             se = float(errors.std(ddof=1) / np.sqrt(errors.size)) if errors.size > 1 else 0.0
             out[k] = float(np.sqrt(errors.mean() + z * se))
@@ -261,10 +264,14 @@ class Judge:
             rows = [Criterion("task loss change", loss_mean, 0.0, False, c.z * loss_se),
                     Criterion("accuracy change", acc_mean, 0.0, True)]
             return rows + self._distance_criteria(outputs)
-        rows = [Criterion(f"top-1 agreement '{k}'",
-                          float(np.mean(self.reference[k].argmax(-1) == outputs[k].argmax(-1))), c.agreement, True)
+        rows = [Criterion(f"top-1 agreement '{k}'", self._agreement(k, outputs[k]), c.agreement, True)
                 for k in self.classes]
         return rows + self._distance_criteria(outputs)
+
+    def _agreement(self, name: str, output: np.ndarray) -> float:
+        if np.shape(output) != self.reference[name].shape:
+            return 0.0
+        return float(np.mean(self.reference[name].argmax(-1) == output.argmax(-1)))
 
     def _distance_criteria(self, outputs: Mapping[str, np.ndarray]) -> list[Criterion]:
         return [Criterion(f"standardised distance '{k}'", d, self.contract.max_distance, False)

@@ -328,3 +328,11 @@ def test_a_fixed_batch_keeps_whole_batches_on_each_side(tmp_path):
     assert result.report["allocation"]["contract"]["held_back_samples"] % 4 == 0
     again = compress(model, data, plan=tmp_path / "plan.json", quiet=True, devices=("cpu",))
     assert again.files == result.files
+
+
+def test_an_output_whose_shape_changed_fails_its_criteria():
+    rng = np.random.default_rng(10)
+    ref = {"dets": rng.standard_normal((12, 6)), "logits": rng.standard_normal((12, 3))}
+    judge = Judge(Contract(decisions=("logits",)), ref, None, "dets")
+    fewer = {"dets": ref["dets"][:-1], "logits": ref["logits"][:-1]}  # one detection fewer, say
+    assert not any(c.met() for c in judge.criteria(fewer))
