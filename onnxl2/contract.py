@@ -37,9 +37,9 @@ from statistics import NormalDist
 from typing import Callable, Mapping
 
 import numpy as np
-from scipy.optimize import isotonic_regression
 
 from .errors import OnnxL2Error
+from .stats import mean_and_se
 
 Metric = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], float]
 
@@ -197,12 +197,6 @@ class Criterion:
         return {**asdict(self), "passed": self.passed}
 
 
-def _paired(after: np.ndarray, before: np.ndarray) -> tuple[float, float]:
-    diff = np.asarray(after, np.float64) - np.asarray(before, np.float64)
-    se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
-    return float(diff.mean()), se
-
-
 class Judge:
     """Scores compressed outputs on the held-back samples against the original's."""
 
@@ -248,9 +242,8 @@ class Judge:
             if np.shape(outputs[k]) != self.reference[k].shape:  # e.g. another number of detections
                 out[k] = float("inf")
                 continue
-            errors = standardised_errors(self.reference[k], outputs[k], spread)
-            se = float(errors.std(ddof=1) / np.sqrt(errors.size)) if errors.size > 1 else 0.0
-            out[k] = float(np.sqrt(errors.mean() + z * se))
+            mean, se = mean_and_se(standardised_errors(self.reference[k], outputs[k], spread))
+            out[k] = float(np.sqrt(mean + z * se))
         return out
 
     def criteria(self, outputs: Mapping[str, np.ndarray]) -> list[Criterion]:
@@ -259,8 +252,9 @@ class Judge:
             return [Criterion(c.metric_name or "metric", self._metric(outputs), self.metric_original - c.max_drop,
                               True)]
         if self.labels is not None:
-            loss_mean, loss_se = _paired(self.task_loss(outputs[self.output]), self.loss_original)
-            acc_mean = _paired(self.correct(outputs[self.output]), self.correct_original)[0]
+            out = outputs[self.output]
+            loss_mean, loss_se = mean_and_se(self.task_loss(out) - self.loss_original)
+            acc_mean = float(np.mean(self.correct(out) - self.correct_original))
             rows = [Criterion("task loss change", loss_mean, 0.0, False, c.z * loss_se),
                     Criterion("accuracy change", acc_mean, 0.0, True)]
             return rows + self._distance_criteria(outputs)
@@ -282,6 +276,7 @@ def decide(sizes: list[int], criteria: list[list[Criterion]]) -> int | None:
     """Fit every criterion monotonically against plan size (a larger plan keeps at least as much)
     and return the index of the smallest plan that meets them all, with every larger plan
     meeting them too; None when none does. Fills each criterion's ``fitted`` value."""
+    from scipy.optimize import isotonic_regression  # scipy.optimize costs a third of a second at import
     order = np.argsort(np.asarray(sizes), kind="stable")
     for j in range(len(criteria[0]) if criteria else 0):
         rows = [criteria[i][j] for i in order]

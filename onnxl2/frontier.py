@@ -80,19 +80,18 @@ def search_frontier(table: dict[str, list[Sensitivity]], measure_size: Callable[
     low = sum(min(sizes) for sizes, _ in groups)
     high = sum(max(sizes) for sizes, _ in groups)
     frontier = Frontier()
-    seen: dict[tuple, FrontierPoint] = {}
+    seen: set[tuple[int, ...]] = set()
 
-    def measure(budget: int) -> None:
+    def measure(budget: int) -> bool:
+        """Solve, size and judge the plan of one budget; False when it is no new plan."""
         result = minimize_cost(groups, budget)
-        if not result.success:
-            return
-        choice = dict(zip(keys, (int(i) for i in result.choice)))
-        plan = tuple(choice.values())
-        if plan in seen:  # another budget gave the same plan: nothing new to measure
-            return
-        point = FrontierPoint(budget, choice, measure_size(choice), float(result.total_cost), judge_plan(choice))
-        seen[plan] = point
-        frontier.points.append(point)
+        choice = dict(zip(keys, (int(i) for i in result.choice))) if result.success else None
+        if choice is None or tuple(choice.values()) in seen:  # another budget gave the same plan
+            return False
+        seen.add(tuple(choice.values()))
+        frontier.points.append(FrontierPoint(budget, choice, measure_size(choice), float(result.total_cost),
+                                             judge_plan(choice)))
+        return True
 
     budgets = _ladder(low, high, ladder)
     for budget in (progress(budgets) if progress else budgets):
@@ -104,9 +103,8 @@ def search_frontier(table: dict[str, list[Sensitivity]], measure_size: Callable[
             break
         below, above = frontier.points[frontier.chosen - 1].budget, frontier.points[frontier.chosen].budget
         middle = int(round(np.sqrt(float(below) * float(above))))
-        if not below < middle < above:
+        if not below < middle < above or not measure(middle):
             break
-        measure(middle)
     if frontier.chosen is None:
         frontier.status = "fallback"
         frontier.message = (f"none of the {len(frontier.points)} plans measured meets the contract, not even "

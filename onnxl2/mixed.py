@@ -321,6 +321,12 @@ def sample_subset(data: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str
     return {k: np.ascontiguousarray(v[index]) for k, v in data.items()}
 
 
+def _samples(data: Mapping[str, np.ndarray], labels: np.ndarray | None, index: np.ndarray
+             ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The samples ``index`` of the data and of their labels."""
+    return sample_subset(data, index), (labels[index] if labels is not None else None)
+
+
 def _judge(contract: Contract, reference: dict[str, np.ndarray], labels: np.ndarray | None, output: str,
            loss_kind: str) -> Judge:
     """The contract's judge on the held-back samples (with labels: their task loss and accuracy)."""
@@ -344,15 +350,14 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
     if output not in [o.name for o in proto.graph.output]:
         raise OnnxL2Error(f"the model has no output '{output}' "
                           f"(outputs: {', '.join(o.name for o in proto.graph.output)})")
+    specs = input_specs(proto)
     held = held_labels = None
     if options.form == "contract":
         fit_index, held_index = holdout_split(len(next(iter(data.values()))), options.contract.holdout,
-                                              fixed_batch(input_specs(proto)))
-        held = sample_subset(data, held_index)
-        held_labels = labels[held_index] if labels is not None else None
-        data = sample_subset(data, fit_index)
-        labels = labels[fit_index] if labels is not None else None
-    batch = batch_size_for(data, input_specs(proto))
+                                              fixed_batch(specs))
+        held, held_labels = _samples(data, labels, held_index)
+        data, labels = _samples(data, labels, fit_index)
+    batch = batch_size_for(data, specs)
     data_digest = _data_digest(proto, data) if cache_dir else None
     originals = {w.key: weight_array(proto, w) for w in studied}  # one copy, shared below
     hessians = {}
@@ -372,12 +377,11 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
     probed, probed_labels = data, labels
     if options.form == "contract":
         macs = sum(h.positions * originals[key].size for key, h in hessians.items() if h.positions)
-        index = sweep_samples(len(next(iter(data.values()))), macs, len(studied), fixed_batch(input_specs(proto)))
-        probed = sample_subset(data, index)
-        probed_labels = labels[index] if labels is not None else None
+        index = sweep_samples(len(next(iter(data.values()))), macs, len(studied), fixed_batch(specs))
+        probed, probed_labels = _samples(data, labels, index)
     with stages.stage("calibration passes"):
         probe = Probe(proto, studied + list({b.key: b for b in biases.values()}.values()), probed,
-                      batch_size_for(probed, input_specs(proto)), output, device, originals)
+                      batch_size_for(probed, specs), output, device, originals)
         started = time.perf_counter()
         original_output = probe.outputs({})
         pass_seconds = time.perf_counter() - started
@@ -430,7 +434,7 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
     def measure_size(choice: Mapping[str, int]) -> int:
         return bitstream_bytes({k: candidates[k][i] for k, i in choice.items()})
 
-    frontier = None
+    frontier, held_passes = None, 0
     with stages.stage("allocation"):
         if options.form == "size budget":
             smallest = {k: int(np.argmin([c.coded_bytes for c in cands])) for k, cands in candidates.items()}
@@ -442,12 +446,12 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
             allocation = allocate_neighbourhood(table, bound, measure_loss, options.noise_sigmas)
         else:
             bound = None
-            judged = Probe(proto, probe.weights, held, batch_size_for(held, input_specs(proto)), output, device,
-                           probe.originals)
+            judged = probe.on(held, batch_size_for(held, specs))
             judge = _judge(options.contract, judged.all_outputs({}), held_labels, output, options.loss)
             frontier = search_frontier(table, measure_size, lambda choice: judge.criteria(judged.all_outputs(
                 overrides(choice))), terminal_progress(stages.verbose, "frontier"))
             allocation = _contract_allocation(frontier, candidates)
+            held_passes = judged.passes
         final = measure_loss(allocation.choice)
     chosen = {k: candidates[k][i] for k, i in allocation.choice.items()}
     report = {
@@ -461,7 +465,7 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
         "measured_within_noise": final.within_noise,
         "predicted_loss_change": _sum_or_none(table[k][i].predicted for k, i in allocation.choice.items()),
         "summed_distortion": float(sum(table[k][i].distortion for k, i in allocation.choice.items())),
-        "forward_passes": probe.passes, **allocation.to_dict(),
+        "forward_passes": probe.passes + held_passes, **allocation.to_dict(),
         "candidates": {k: [s.to_dict() for s in rows] for k, rows in table.items()},
     }
     alternatives = []

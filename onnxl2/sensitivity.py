@@ -13,6 +13,7 @@ perturbation ``d = candidate - original`` the sweep measures, on the same calibr
 """
 from __future__ import annotations
 
+import copy
 import sys
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Mapping
@@ -25,6 +26,7 @@ from .data import iter_batches
 from .evaluate import make_session
 from .losses import Loss
 from .model import Weight, iter_graphs, remove_constants, weight_array
+from .stats import mean_and_se
 
 #: A change smaller than this many standard errors counts as zero.
 NOISE_SIGMAS = 2.0
@@ -65,9 +67,7 @@ def within_noise(mean: float | None, se: float | None) -> bool:
 
 
 def paired(after: np.ndarray, before: np.ndarray) -> Measurement:
-    diff = after - before
-    se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
-    return Measurement(float(diff.mean()), se)
+    return Measurement(*mean_and_se(after - before))
 
 
 class Probe:
@@ -87,6 +87,13 @@ class Probe:
         self.passes = 0
         self.loss: Loss | None = None
         self.base = np.zeros(0)
+
+    def on(self, data: Mapping[str, np.ndarray], batch: int) -> "Probe":
+        """The same session and weights on other samples (the contract's held-back ones): no
+        second copy of the probe model, no second session."""
+        other = copy.copy(self)
+        other.batches, other.passes, other.loss, other.base = list(iter_batches(data, batch)), 0, None, np.zeros(0)
+        return other
 
     def set_loss(self, loss: Loss, original_output: np.ndarray) -> None:
         """Fix the loss (its targets may come from the original output) and the baseline."""
