@@ -142,8 +142,8 @@ def _parse_rates(text: str) -> tuple[float, ...]:
 @click.option("--agreement", type=float, default=Contract.agreement, show_default=True,
               help="Contract without labels: top-1 agreement with the original on class-score outputs, at least.")
 @click.option("--max-distance", type=float, default=Contract.max_distance, show_default=True,
-              help="Contract: every output's RMS change in units of its channels' spread (its upper confidence "
-                   "bound), at most.")
+              help="Contract: every output's RMS change in units of its channels' spread, probabilities as "
+                   "logarithms (its upper confidence bound), at most.")
 @click.option("--confidence", type=float, default=Contract.confidence, show_default=True,
               help="Contract: of the task-loss test with labels (a plan fails when the held-back samples show "
                    "its loss higher with this confidence) and of the distance's upper bound.")

@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 from onnx import ModelProto
 
-from .contract import channel_spread, is_class_scores, standardised_errors
+from .contract import OutputScale, is_class_scores
 from .data import batch_size_for, input_specs, iter_batches
 from .losses import is_sequence_labels, sequence_correct
 
@@ -94,7 +94,7 @@ def compare_output(name: str, ref: np.ndarray, got: np.ndarray) -> OutputCompari
     if is_class_scores(ref) and ref.shape == got.shape:
         top1 = float(np.mean(ref.argmax(axis=-1) == got.argmax(axis=-1)))
     if ref.dtype.kind == "f" and ref.shape == got.shape and ref.ndim >= 1:
-        standardised = float(np.sqrt(standardised_errors(ref.astype(np.float64), got, channel_spread(ref)).mean()))
+        standardised = float(np.sqrt(OutputScale.of(ref).errors(ref, got).mean()))
     return OutputComparison(name, list(ref.shape), float(cosine.mean()), float(cosine.min()),
                             float(rel.mean()), float(rel.max()), top1, standardised)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .contract import channel_spread, is_class_scores, standardised_errors
+from .contract import OutputScale, channel_spread, is_class_scores, standardised_errors
 from .errors import OnnxL2Error
 
 LOSS_KINDS = ("auto", "ce", "bce", "ctc", "distance", "neighbour")
@@ -150,6 +150,9 @@ class Loss:
     probabilities: bool = False
     pseudo_labels: bool = False
     spread: np.ndarray | None = None  # "distance": each channel's spread on the original
+    #: the contract's measure of the output's change: when set, the distortion the knapsack adds
+    #: up is the distance the contract judges plans by
+    scale: OutputScale | None = None
 
     def distortion(self, output: np.ndarray) -> np.ndarray:
         """How far each sample's output moved from the original's, >= 0.
@@ -159,6 +162,8 @@ class Loss:
         chance, and the distortions of independent perturbations add up (to second order),
         which is what the knapsack's additive estimate needs.
         """
+        if self.scale is not None:
+            return self.scale.errors(self.reference, output)
         if self.kind == "bce":
             p_on, p_off = _bernoulli_log(self.reference)
             q_on, q_off = _bernoulli_log(output)

@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -23,7 +23,7 @@ from onnx import ModelProto
 from .allocate import Allocation, allocate_neighbourhood, allocate_size
 from .candidates import (ALLOWED_BITS, DEFAULT_BITS_CHOICES, DEFAULT_RATES, Candidate, load_candidates,
                          lowrank_ranks, make_candidates, save_candidates)
-from .contract import Contract, Judge
+from .contract import Contract, Judge, OutputScale
 from .data import batch_size_for, fixed_batch, input_specs
 from .errors import OnnxL2Error
 from .evaluate import correctness
@@ -253,7 +253,7 @@ def _cache_key(data_digest, labels: np.ndarray | None, options: MixedOptions, ou
     digest = hashlib.sha256(_candidates_key(data_digest, options).encode())
     if labels is not None:
         digest.update(np.ascontiguousarray(labels).tobytes())
-    digest.update(json.dumps([options.loss, output, options.taylor, options.sweep]).encode())
+    digest.update(json.dumps([options.loss, output, options.taylor, options.sweep, options.form == "contract"]).encode())
     return digest.hexdigest()[:32]
 
 
@@ -289,12 +289,21 @@ class MixedResult:
 
 
 def holdout_split(count: int, share: float, block: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the samples that fit and of those held back to judge: every block of samples
-    (``block``: a model's fixed batch) whose running share crosses a whole number is held back,
-    so the held-back samples are spread evenly over the data (calibration sets are often ordered
-    by class or source) and both parts hold whole batches."""
+    """Indices of the samples that fit and of those held back to judge: the blocks of samples
+    (``block``: a model's fixed batch) fall into consecutive strata of about 1 / ``share`` blocks
+    and one block of each stratum, drawn with a seed fixed by ``count``, is held back. So the
+    held-back samples are spread evenly over the data (calibration sets are often ordered by
+    class or source), a periodic order cannot line them up with one class (every other sample
+    held back took only two of a document classifier's four cycling orientations), the same
+    data split the same way every run, and both parts hold whole batches."""
     blocks = np.arange(count // block)
-    held = np.repeat(np.floor((blocks + 1) * share) > np.floor(blocks * share), block)
+    stratum = np.floor(blocks * share).astype(np.int64)
+    draw = np.random.default_rng(count).random(blocks.size)
+    order = np.lexsort((draw, stratum))  # by stratum, then by draw
+    last = np.append(stratum[order][1:] != stratum[order][:-1], True)  # the largest draw of each stratum
+    picked = np.zeros(blocks.size, dtype=bool)
+    picked[order[last]] = True
+    held = np.repeat(picked, block)
     if held.sum() < 2 or (~held).sum() < 2:
         raise OnnxL2Error(f"the contract holds back {share:g} of the calibration samples and needs at least "
                           f"2 on each side; {count} samples are too few (give more, or a --target-ratio)")
@@ -386,6 +395,8 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
         original_output = probe.outputs({})
         pass_seconds = time.perf_counter() - started
         loss = make_loss(options.loss, output, original_output, probed_labels)
+        if options.form == "contract" and original_output.dtype.kind == "f":
+            loss = replace(loss, scale=OutputScale.of(original_output))  # rank plans as they are judged
         _check_distance_bound(loss.kind, options)
         probe.set_loss(loss, original_output)
     with stages.stage("candidates"):

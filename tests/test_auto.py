@@ -137,7 +137,8 @@ def test_proxy_sweep_measures_one_candidate_per_weight(calib):
         int4 = next(r for r in rows if r["bits"] == 4 and r["rate"] == 0) if "rate" in rows[0] else \
             next(r for r in rows if r["bits"] == 4)
         assert int4["source"] == "measured" and int4["first_order"] is not None
-    assert alloc["measured_loss_change"] <= 0.0
+    chosen = alloc["frontier"]["points"][alloc["frontier"]["chosen"]]
+    assert chosen["passed"] and len(result.bitstream) == chosen["bitstream_bytes"]
 
 
 def test_html_report_shows_the_allocation(calib, tmp_path):
