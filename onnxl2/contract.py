@@ -184,7 +184,7 @@ def standardised_errors(reference: np.ndarray, output: np.ndarray, spread: np.nd
     return np.square(diff).reshape(len(diff), -1).mean(axis=1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class OutputScale:
     """How one float output's change is measured: in units of each channel's spread on the
     original, and for probabilities on their logarithm (the logits up to a constant per row),
@@ -194,32 +194,37 @@ class OutputScale:
     distance, 26 held-back samples measure it with a spread of +-50% (the embedded default),
     and the evaluation samples found it twice what the held-back ones had; in log space every
     sample shows the model's movement alike (+-15%). The knapsack's cost under the contract is
-    this same measure (``Loss.scale``), so the frontier is ranked as it is judged."""
+    this same measure (``Loss.scale``), so the frontier is ranked as it is judged.
+
+    The reference is kept as compared (logarithms taken, top classes gathered) so that each
+    plan or sweep pass measured against it costs one pass over its own output."""
 
     log: bool
-    spread: np.ndarray
+    reference: np.ndarray  # the original's output as compared, float64
+    spread: np.ndarray  # broadcasts against ``reference``
+    top: np.ndarray | None = None  # each row's top classes (indices on the last axis); None: all
 
     @classmethod
     def of(cls, reference: np.ndarray) -> "OutputScale":
         log = is_distribution(reference)
-        return cls(log, channel_spread(cls._compared(reference, log)))
+        compared = _compared(reference, log)
+        spread = channel_spread(compared)
+        if not log or compared.shape[-1] <= TOP_CLASSES:
+            return cls(log, compared, spread)
+        top = np.argpartition(compared, -TOP_CLASSES, axis=-1)[..., -TOP_CLASSES:]
+        return cls(log, np.take_along_axis(compared, top, axis=-1),
+                   np.take_along_axis(np.broadcast_to(spread, compared.shape), top, axis=-1), top)
 
-    @staticmethod
-    def _compared(values: np.ndarray, log: bool) -> np.ndarray:
-        values = values.astype(np.float64)
-        return np.log(np.maximum(values, LOG_FLOOR)) if log else values
+    def errors(self, output: np.ndarray) -> np.ndarray:
+        """Per sample, the mean squared standardised change of ``output`` from the original's."""
+        if self.top is not None:
+            output = np.take_along_axis(output, self.top, axis=-1)
+        return standardised_errors(self.reference, _compared(output, self.log), self.spread)
 
-    def errors(self, reference: np.ndarray, output: np.ndarray) -> np.ndarray:
-        """Per sample, the mean squared standardised change (of probabilities: over the
-        original's top classes of each row, the ones a user sees)."""
-        ref, out = self._compared(reference, self.log), self._compared(output, self.log)
-        if not self.log or ref.shape[-1] <= TOP_CLASSES:
-            return standardised_errors(ref, out, self.spread)
-        top = np.argpartition(ref, -TOP_CLASSES, axis=-1)[..., -TOP_CLASSES:]
-        diff = (np.take_along_axis(out, top, axis=-1) - np.take_along_axis(ref, top, axis=-1))
-        spread = np.broadcast_to(self.spread, ref.shape)
-        diff /= np.take_along_axis(spread, top, axis=-1) if spread.shape[-1] > 1 else spread[..., :1]
-        return np.square(diff).reshape(len(diff), -1).mean(axis=1)
+
+def _compared(values: np.ndarray, log: bool) -> np.ndarray:
+    values = values.astype(np.float64)
+    return np.log(np.maximum(values, LOG_FLOOR)) if log else values
 
 
 # ----------------------------------------------------------------------------- criteria
@@ -295,7 +300,7 @@ class Judge:
             if np.shape(outputs[k]) != self.reference[k].shape:  # e.g. another number of detections
                 out[k] = float("inf")
                 continue
-            mean, se = mean_and_se(scale.errors(self.reference[k], outputs[k]))
+            mean, se = mean_and_se(scale.errors(outputs[k]))
             out[k] = float(np.sqrt(mean + z * se))
         return out
 

@@ -94,7 +94,7 @@ def compare_output(name: str, ref: np.ndarray, got: np.ndarray) -> OutputCompari
     if is_class_scores(ref) and ref.shape == got.shape:
         top1 = float(np.mean(ref.argmax(axis=-1) == got.argmax(axis=-1)))
     if ref.dtype.kind == "f" and ref.shape == got.shape and ref.ndim >= 1:
-        standardised = float(np.sqrt(OutputScale.of(ref).errors(ref, got).mean()))
+        standardised = float(np.sqrt(OutputScale.of(ref).errors(got).mean()))
     return OutputComparison(name, list(ref.shape), float(cosine.mean()), float(cosine.min()),
                             float(rel.mean()), float(rel.max()), top1, standardised)
 

@@ -163,7 +163,7 @@ class Loss:
         which is what the knapsack's additive estimate needs.
         """
         if self.scale is not None:
-            return self.scale.errors(self.reference, output)
+            return self.scale.errors(output)
         if self.kind == "bce":
             p_on, p_off = _bernoulli_log(self.reference)
             q_on, q_off = _bernoulli_log(output)

@@ -116,7 +116,7 @@ def test_probabilities_are_compared_as_logits_so_every_sample_counts_alike():
     ref, out = _softmax(logits), _softmax(moved)
     scale = OutputScale.of(ref)
     assert scale.log and not OutputScale.of(logits).log
-    per_sample = scale.errors(ref, out)
+    per_sample = scale.errors(out)
     raw = ((out - ref) / ref.std(0)) ** 2
     top_share = lambda e: np.sort(e)[-20:].sum() / e.sum()  # the 5% largest samples' share
     assert top_share(per_sample) < 0.3 < 0.7 < top_share(raw.sum(-1))
@@ -137,7 +137,7 @@ def test_the_contract_ranks_candidates_by_the_distance_it_judges():
     ref, out = _softmax(logits), _softmax(logits + 0.2 * rng.standard_normal(logits.shape))
     loss = make_loss("auto", "y", ref, None)
     ranked = replace(loss, scale=OutputScale.of(ref))
-    np.testing.assert_array_equal(ranked.distortion(out), OutputScale.of(ref).errors(ref, out))
+    np.testing.assert_array_equal(ranked.distortion(out), OutputScale.of(ref).errors(out))
     top_share = lambda e: np.sort(e)[-20:].sum() / e.sum()
     assert top_share(ranked.distortion(out)) < 0.3 < 0.5 < top_share(loss.distortion(out))
 
@@ -151,19 +151,19 @@ def test_of_many_classes_only_each_rows_top_classes_count():
     low = np.argsort(logits, axis=-1)[..., :400]  # far below the top five
     np.put_along_axis(tail, low, np.take_along_axis(logits, low, -1) + rng.standard_normal(low.shape), -1)
     scale = OutputScale.of(ref)
-    moved_tail = np.sqrt(scale.errors(ref, _softmax(tail)).mean())  # only through the normaliser
-    every_class = np.sqrt(np.mean(((np.log(_softmax(tail)) - np.log(ref)) / scale.spread) ** 2))
+    moved_tail = np.sqrt(scale.errors(_softmax(tail)).mean())  # only through the normaliser
+    every_class = np.sqrt(np.mean(((np.log(_softmax(tail)) - np.log(ref)) / channel_spread(np.log(ref.astype(np.float64)))) ** 2))
     assert moved_tail < 0.01 < 0.2 < every_class
     top = logits.copy()
     top[..., 0] += 0.5
-    assert np.sqrt(scale.errors(ref, _softmax(top)).mean()) > 0.05
+    assert np.sqrt(scale.errors(_softmax(top)).mean()) > 0.05
 
 
 def test_a_probability_that_underflows_to_zero_is_floored():
     ref = np.array([[1.0, 0.0], [0.5, 0.5], [0.9, 0.1]], dtype=np.float32)
     scale = OutputScale.of(ref)
-    assert np.all(np.isfinite(scale.errors(ref, ref[::-1].copy())))
-    assert np.all(scale.errors(ref, ref) == 0)
+    assert np.all(np.isfinite(scale.errors(ref[::-1].copy())))
+    assert np.all(scale.errors(ref) == 0)
 
 
 def test_a_constant_channel_is_not_divided_by_zero():
@@ -207,40 +207,6 @@ def test_no_plan_meets_a_contract_that_even_the_largest_fails():
     assert decide([1, 2, 3, 4, 5], criteria) is None
 
 
-def _table(costs: dict[str, dict[str, float]], sizes: dict[str, int]):
-    from onnxl2.sensitivity import Sensitivity
-    from onnxl2.candidates import parse_label
-    return {key: [Sensitivity(key, label, parse_label(label).bits, sizes[label] * (1 + 9 * (key == "big")),
-                              None, None, cost) for label, cost in rows.items()] for key, rows in costs.items()}
-
-
-def test_uniform_plans_stand_beside_the_knapsack_and_win_where_its_costs_misjudge():
-    """The costs say the large weight's int4 is harmless, while in truth it breaks the output;
-    the knapsack's plans all lean on it, every weight at 8 bits does not, and is smaller than
-    any knapsack plan that meets the contract."""
-    from onnxl2.frontier import search_frontier, uniform_choices
-    sizes = {"int4": 40, "int8": 80, "float16": 160, "float32": 320}
-    costs = {"big": {"int4": 1e-4, "int8": 1e-5, "float16": 0.0, "float32": 0.0},
-             **{f"small{i}": {"int4": 0.02, "int8": 1e-3, "float16": 1e-6, "float32": 0.0} for i in range(3)}}
-    table = _table(costs, sizes)
-    truth = {"big": {0: 9.0, 1: 1e-3, 2: 0.0, 3: 0.0}, **{f"small{i}": {0: 0.02, 1: 1e-3, 2: 0.0, 3: 0.0}
-                                                        for i in range(3)}}
-
-    def judge(choice):
-        return [Criterion("d", float(np.sqrt(sum(truth[k][i] for k, i in choice.items()))), 0.1, False)]
-
-    def size(choice):
-        return sum(table[k][i].coded_bytes for k, i in choice.items())
-
-    assert [sorted(set(c.values())) for c in uniform_choices(table)] == [[0], [1]]  # int4, int8 for all
-    frontier = search_frontier(table, size, judge)
-    chosen = frontier.points[frontier.chosen]
-    assert chosen.family == "uniform" and set(chosen.choice.values()) == {1}
-    passing = [p for p in frontier.points if p.family == "knapsack" and p.passed]
-    assert all(p.bitstream_bytes > chosen.bitstream_bytes for p in passing)
-    assert "one bit-width" in frontier.message
-
-
 def test_holdout_split_is_spread_disjoint_and_refuses_too_few_samples():
     fit, held = holdout_split(10, 0.5)
     assert sorted(np.concatenate([fit, held])) == list(range(10)) and len(held) == 5
@@ -280,8 +246,7 @@ def test_the_default_automatic_mode_meets_its_contract_on_the_held_back_samples(
     frontier = alloc["frontier"]
     chosen = frontier["points"][frontier["chosen"]]
     assert chosen["passed"] and chosen["bitstream_bytes"] == result.report["sizes"]["bitstream_bytes"]
-    family = [p for p in frontier["points"][frontier["chosen"]:] if p["family"] == chosen["family"]]
-    assert all(p["passed"] for p in family)  # every larger plan of its family meets it too
+    assert all(p["passed"] for p in frontier["points"][frontier["chosen"]:])
     # re-judge the emitted model on the held-back samples: the report's figures are the runtime's
     _, held = holdout_split(48, 0.5)
     feeds = {k: v[held] for k, v in calib.items()}
