@@ -70,7 +70,8 @@ class InspectResult:
 def _weight_dict(w: Weight) -> dict:
     return {"name": w.name, "graph": w.graph, "source": w.source, "shape": list(w.shape),
             "dtype": w.dtype.name, "params": w.numel, "bytes": w.nbytes, "external": w.external,
-            "role": w.role, "channel_axis": w.channel_axis, "compressible": w.compressible,
+            "role": w.role, "channel_axis": w.channel_axis, "merged_channels": w.merged_channels,
+            "axis_from": w.axis_from, "compressible": w.compressible,
             "reason": w.reason,
             "consumers": [f"{c.op_type}:{c.node}[{c.input_index}]" for c in w.consumers]}
 
@@ -162,14 +163,15 @@ def compress(model: ModelSource, data: DataSource | None = None, *, labels: Any 
         chosen, report["allocation"], positions = mixed.chosen, mixed.report, mixed.positions
         fitted_on = {"holdout": options.contract.holdout} if options.form == "contract" else None
     else:
-        replayed, fitted_on = _read_plan(plan) if plan else (None, None)
+        replayed, fitted_on, axes = _read_plan(plan) if plan else (None, None, {})
+        _apply_plan_axes(weights, axes)
         with stages.stage("quantize"):
             chosen, positions = _fixed_choices(proto, weights, bits, options, replayed,
                                                _fitted_part(arrays, fitted_on, fixed_batch(input_specs(proto))))
     with stages.stage("emit"):
         owned = loaded.path is not None or proto is not loaded.proto
         stored, stored_as = _emit(proto, weights, chosen, owned, stem)
-    report["plan"] = _plan_document(report["model"], chosen, fitted_on)
+    report["plan"] = _plan_document(report["model"], chosen, fitted_on, weights)
     weight_rows = _weight_rows(weights, chosen, report.get("allocation"))
     blob, accounting = _encode_and_verify(stored, report, loaded.path, stages)
     report["sizes"] = _sizes(loaded.file_bytes, blob, stored, weight_rows, stored_as, accounting)
@@ -192,17 +194,37 @@ def compress(model: ModelSource, data: DataSource | None = None, *, labels: Any 
     extra = {"plan.json": to_json(report["plan"])}
     if mode == "auto":  # the next plans of the frontier, for a user who would take a larger ratio
         for rank, plan_choice in enumerate(mixed.alternatives, start=1):
-            extra[f"plan-next-{rank}.json"] = to_json(_plan_document(report["model"], plan_choice, fitted_on))
+            extra[f"plan-next-{rank}.json"] = to_json(_plan_document(report["model"], plan_choice, fitted_on,
+                                                                     weights))
     return _finish(report, blob, stored, output_dir, stem, stages, started,
                    [loaded.path] + loaded.external_files if loaded.path else [], extra=extra)
 
 
-def _plan_document(model: str, chosen: dict[str, Candidate], fitted_on: dict | None) -> dict:
+def _plan_document(model: str, chosen: dict[str, Candidate], fitted_on: dict | None,
+                   weights: list[Weight]) -> dict:
     """A plan as a user reads, edits and replays it; ``fitted_on`` says which calibration
     samples its compensated candidates were fitted on (the contract holds some back), so that a
-    replay on the same data fits them on the same samples and gives the same bytes."""
+    replay on the same data fits them on the same samples and gives the same bytes; ``axes``
+    the channel axis of each weight that no reader gave one (chosen by coded size)."""
     doc = {"format": 1, "model": model, "choices": {key: cand.label for key, cand in chosen.items()}}
+    axes = {w.key: w.channel_axis for w in weights if w.key in chosen and w.axis_from == "size"}
+    if axes:
+        doc["axes"] = axes
     return {**doc, "fitted_on": fitted_on} if fitted_on else doc
+
+
+def _apply_plan_axes(weights: list[Weight], axes: dict[str, int]) -> None:
+    """A plan's ``axes`` replace the axes chosen by size (the readers' own axes are not the
+    plan's to change)."""
+    by_key = {w.key: w for w in weights}
+    for key, axis in axes.items():
+        w = by_key.get(key)
+        if w is None or not w.compressible or w.axis_from != "size":
+            raise OnnxL2Error(f"plan: 'axes' names {key}, whose channel axis its readers decide "
+                              "(only weights no reader gives an axis take one from the plan)")
+        if not isinstance(axis, int) or isinstance(axis, bool) or not 0 <= axis < len(w.shape):
+            raise OnnxL2Error(f"plan: the axis of {key} must be an integer 0..{len(w.shape) - 1}, got {axis!r}")
+        w.channel_axis = axis
 
 
 def _fitted_part(data: dict[str, np.ndarray] | None, fitted_on: dict | None, block: int
@@ -212,9 +234,9 @@ def _fitted_part(data: dict[str, np.ndarray] | None, fitted_on: dict | None, blo
     return sample_subset(data, holdout_split(len(next(iter(data.values()))), fitted_on["holdout"], block)[0])
 
 
-def _read_plan(plan: str | os.PathLike | dict) -> tuple[dict[str, str], dict | None]:
-    """A plan's choices ({weight key: "int4" | "float16" | "float32" | ...}) and which samples
-    its candidates were fitted on (None: all of them)."""
+def _read_plan(plan: str | os.PathLike | dict) -> tuple[dict[str, str], dict | None, dict]:
+    """A plan's choices ({weight key: "int4" | "float16" | "float32" | ...}), which samples
+    its candidates were fitted on (None: all of them) and its chosen axes ({weight key: axis})."""
     if isinstance(plan, dict):
         doc = plan
     else:
@@ -232,7 +254,10 @@ def _read_plan(plan: str | os.PathLike | dict) -> tuple[dict[str, str], dict | N
     if fitted_on is not None and not (isinstance(fitted_on, dict) and isinstance(fitted_on.get("holdout"), float)
                                       and 0 < fitted_on["holdout"] < 1):
         raise OnnxL2Error("a plan's 'fitted_on' must be {\"holdout\": a share between 0 and 1}")
-    return choices, fitted_on
+    axes = doc.get("axes", {})
+    if not isinstance(axes, dict):
+        raise OnnxL2Error("a plan's 'axes' must be an object: {weight: channel axis}")
+    return choices, fitted_on, axes
 
 
 def _hessians(proto: ModelProto, studied: list[Weight], every: list[Weight], data: dict[str, np.ndarray] | None,
@@ -266,7 +291,7 @@ def _fixed_choices(proto: ModelProto, weights: list[Weight], bits: int | None, o
                                              rates=options.rates if not rank else (0.0,),
                                              bias=weight_array(proto, biases[key]) if key in biases else None,
                                              ranks=(rank,) if rank else (), full_rank=not rank,
-                                             moments=hessians.get(key))
+                                             moments=hessians.get(key), merged=w.merged_channels)
         return chosen, output_positions(hessians)
     unknown = sorted(set(plan) - set(studied))
     if unknown:
@@ -292,7 +317,8 @@ def _fixed_choices(proto: ModelProto, weights: list[Weight], bits: int | None, o
     for key, w in studied.items():
         chosen[key] = candidate_for_label(key, weight_array(proto, w), w.channel_axis, labels[key],
                                           hessians.get(key),
-                                          weight_array(proto, biases[key]) if key in biases else None)
+                                          weight_array(proto, biases[key]) if key in biases else None,
+                                          merged=w.merged_channels)
     return chosen, output_positions(hessians)
 
 

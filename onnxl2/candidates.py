@@ -151,7 +151,7 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
                     always_float32: bool = True, hessian: LayerHessian | None = None,
                     rates: tuple[float, ...] = (0.0,), bias: np.ndarray | None = None,
                     ranks: tuple[int, ...] = (), full_rank: bool = True,
-                    moments: LayerHessian | None = None) -> list[Candidate]:
+                    moments: LayerHessian | None = None, merged: bool = False) -> list[Candidate]:
     """Every allowed way to store ``weight``; float32 (as it is) is among them unless a caller
     that fixes the choice says otherwise.
 
@@ -169,14 +169,15 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
     ``ranks`` add factor pairs (``transforms.lowrank``) at each rank, at the bit-widths of
     ``FACTOR_BITS`` allowed here (at every allowed one when ``full_rank`` is False: a pinned
     rank, with no unfactorised candidate). Factorising needs the layer's input moments:
-    ``hessian``, or ``moments`` where the layer is not compensated.
+    ``hessian``, or ``moments`` where the layer is not compensated. ``merged``: the channels
+    run over every axis up to ``axis`` (a recurrent layer's directions and gate rows).
     """
     if not np.isfinite(weight).all():  # NaN or infinity: no step holds it, so it is kept exactly
         return [Candidate(key, 32, stored_size(weight.nbytes, len(encode_array(weight))), weight)]
     out = []
     correct = hessian is not None and hessian.bias is not None and hessian.mean is not None and bias is not None
     int_bits = sorted(b for b in set(bits_choices) if b in INTEGER_BITS)
-    bases = [quantize_per_channel(weight, bits, axis, key=key) for bits in int_bits] if full_rank else []
+    bases = [quantize_per_channel(weight, bits, axis, key=key, merged=merged) for bits in int_bits] if full_rank else []
     rounded = {}  # (bits, rate) -> QuantizedWeight
     for rate in rates:
         if hessian is not None and bases:
@@ -268,14 +269,15 @@ def lowrank_ranks(weight: np.ndarray, hessian: LayerHessian | None) -> tuple[int
 
 
 def candidate_for_label(key: str, weight: np.ndarray, axis: int, label: str,
-                        hessian: LayerHessian | None, bias: np.ndarray | None = None) -> Candidate:
+                        hessian: LayerHessian | None, bias: np.ndarray | None = None,
+                        merged: bool = False) -> Candidate:
     """The one candidate a plan names (compensated and factorised ones need the layer's Hessian,
     compensated ones its bias too)."""
     parsed = parse_label(label)
     ranks = (parsed.rank,) if parsed.rank else ()
     (cand,) = make_candidates(key, weight, axis, (parsed.bits,), always_float32=False,
                               hessian=hessian if parsed.compensated else None, rates=(parsed.rate,), bias=bias,
-                              ranks=ranks, full_rank=not ranks, moments=hessian)
+                              ranks=ranks, full_rank=not ranks, moments=hessian, merged=merged)
     return cand
 
 
@@ -296,6 +298,7 @@ def save_candidates(path: Path, candidates: Mapping[str, list[Candidate]]) -> No
                 arrays[f"{tag}_symbols"] = cand.quantized.symbols
                 arrays[f"{tag}_scales"] = cand.quantized.scales
                 row["axis"] = cand.quantized.axis
+                row["merged"] = cand.quantized.merged
             if cand.factors is not None:
                 pair = cand.factors
                 for part, q in (("first", pair.first), ("second", pair.second)):
@@ -323,7 +326,7 @@ def load_candidates(path: Path, originals: Mapping[str, np.ndarray]) -> dict[str
             quantized = None
             if f"{row['tag']}_symbols" in z.files:
                 quantized = QuantizedWeight(row["key"], row["bits"], row["axis"], z[f"{row['tag']}_symbols"],
-                                            z[f"{row['tag']}_scales"])
+                                            z[f"{row['tag']}_scales"], bool(row.get("merged", False)))
             factors = None
             if row.get("rank"):
                 first, second = (QuantizedWeight(row["key"], row["bits"], row["axis"], z[f"{row['tag']}_{part}_symbols"],

@@ -64,10 +64,10 @@ def inspect(model: str, as_json: bool, show_all: bool) -> None:
         consumers = ",".join(sorted({c.op_type for c in w.consumers})) or "-"
         rows.append([w.name if w.graph == "main" else f"{w.graph}::{w.name}", consumers,
                      "x".join(map(str, w.shape)) or "scalar", w.dtype.name, f"{w.numel:,}",
-                     f"{w.nbytes:,}", "-" if w.channel_axis is None else str(w.channel_axis),
+                     f"{w.nbytes:,}", _axis_text(w), w.axis_from or "-",
                      "yes" if w.compressible else f"no: {w.reason}"])
     click.echo(format_table(rows, ["weight", "consumers", "shape", "dtype", "params", "bytes",
-                                   "axis", "compress"]))
+                                   "axis", "axis from", "compress"]))
     t = result.totals()
     click.echo("")
     click.echo(f"{result.model}: {human_bytes(result.file_bytes)} on disk, opset {result.opset}, "
@@ -78,6 +78,14 @@ def inspect(model: str, as_json: bool, show_all: bool) -> None:
                f"{100 * t['compressible_bytes'] / max(1, t['bytes']):.1f}% of weight bytes)")
     if hidden:
         click.echo(f"{hidden} tensors under {MIN_COMPRESSIBLE_ELEMENTS} elements not shown (--all lists them)")
+
+
+def _axis_text(w) -> str:
+    """The channel axis as inspect lists it: "1", "0+1" where the channels run over axes 0 and 1
+    (a recurrent layer's directions and gate rows), "-" where there is none."""
+    if w.channel_axis is None:
+        return "-"
+    return "+".join(map(str, range(w.channel_axis + 1))) if w.merged_channels else str(w.channel_axis)
 
 
 def _parse_bits(values: tuple[str, ...]) -> tuple[int | None, dict[str, int]]:

@@ -16,7 +16,9 @@ forms, chosen by what the user gives:
   the task figures cannot see a model that moved visibly (that 12.3x plan); ``max_distance``
   set very high leaves the task figures alone;
 - **no labels** (the default): decisions kept (top-1 agreement, on outputs that hold class
-  scores) and a scale-aware distance on every output: each channel standardised by its own
+  scores, counted per sample: a sample agrees when every one of its decisions does, one per
+  step of a sequence reader or per token, since one changed step changes the string a reader
+  emits) and a scale-aware distance on every output: each channel standardised by its own
   spread on the original model, so that a score channel of 0..1 beside box coordinates in the
   hundreds counts as much as they do; probabilities are compared as their logarithms
   (:class:`OutputScale`). The distance is judged by the upper confidence bound of
@@ -104,7 +106,8 @@ class Contract:
             return (f"task loss not higher than the original's (a plan fails when the held-back samples show it "
                     f"higher with confidence {self.confidence:.2f}, one-sided paired test), accuracy not lower "
                     f"(its mean change, fitted monotonically over the frontier, not below zero), and {distance}")
-        return f"top-1 agreement >= {self.agreement:g} on class-score outputs and {distance}"
+        return (f"top-1 agreement >= {self.agreement:g} on class-score outputs (a sample agrees when all its "
+                f"decisions do) and {distance}")
 
     def to_dict(self, labelled: bool) -> dict:
         out = {k: v for k, v in asdict(self).items() if k != "metric"}
@@ -154,6 +157,17 @@ def is_class_scores(output: np.ndarray) -> bool:
         return True
     sample = output[: min(len(output), 8)].astype(np.float64)
     return output.ndim == 2 and not np.allclose(np.linalg.norm(sample, axis=-1), 1.0, atol=1e-3)
+
+
+def is_decision(output: np.ndarray, head_features: int | None = None) -> bool:
+    """Whether an output's arg-max along its last axis is a decision: class scores
+    (:func:`is_class_scores`), or the output of a linear layer (``head_features``, from
+    ``model.linear_head_outputs``) whose last axis holds that layer's features: per-step logits
+    of a CTC reader ([steps, batch, classes]), a language model's per-token scores."""
+    if is_class_scores(output):
+        return True
+    return bool(head_features and output.dtype.kind == "f" and output.ndim >= 2
+                and output.shape[-1] == head_features and head_features >= 2)
 
 
 def channel_axis(shape: tuple[int, ...]) -> int | None:
@@ -260,15 +274,19 @@ class Judge:
 
     def __init__(self, contract: Contract, reference: Mapping[str, np.ndarray], labels: np.ndarray | None,
                  output: str, task_loss: Callable[[np.ndarray], np.ndarray] | None = None,
-                 correct: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+                 correct: Callable[[np.ndarray], np.ndarray] | None = None,
+                 heads: Mapping[str, int] | None = None, samples: int | None = None) -> None:
         self.contract = contract
+        #: the samples the reference covers: rows of an output are theirs in order, so that a
+        #: [samples * steps, ...] output (calls of one sample each, time first) groups by sample
+        self.samples = samples
         self.reference = {k: np.asarray(v) for k, v in reference.items()}
         self.labels = labels
         self.output = output
         self.task_loss, self.correct = task_loss, correct
         self.scales = {k: OutputScale.of(v) for k, v in self.reference.items() if v.dtype.kind == "f"}
         if contract.decisions is None:
-            self.classes = [k for k, v in self.reference.items() if is_class_scores(v)]
+            self.classes = [k for k, v in self.reference.items() if is_decision(v, (heads or {}).get(k))]
         else:
             unknown = [k for k in contract.decisions if k not in self.reference]
             if unknown:
@@ -321,9 +339,14 @@ class Judge:
         return rows + self._distance_criteria(outputs)
 
     def _agreement(self, name: str, output: np.ndarray) -> float:
-        if np.shape(output) != self.reference[name].shape:
+        """The share of samples whose every arg-max is the original's (rows per sample: the
+        output's rows over ``samples``; each row on its own where they do not divide)."""
+        reference = self.reference[name]
+        if np.shape(output) != reference.shape:
             return 0.0
-        return float(np.mean(self.reference[name].argmax(-1) == output.argmax(-1)))
+        same = reference.argmax(-1) == output.argmax(-1)
+        groups = self.samples if self.samples and same.size % self.samples == 0 else len(same)
+        return float(np.mean(same.reshape(groups, -1).all(axis=1)))
 
     def _distance_criteria(self, outputs: Mapping[str, np.ndarray]) -> list[Criterion]:
         return [Criterion(f"standardised distance '{k}'", d, self.contract.max_distance, False)

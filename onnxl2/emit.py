@@ -150,12 +150,19 @@ def _dequantized(out_name: str, stem: str, q: QuantizedWeight, fused: bool, take
     """Integer and scale initializers of ``q`` and the nodes that make ``out_name``: a Cast and a
     Mul where :func:`folded_at_load` (the steps then shaped to broadcast along the channel axis,
     which the bitstream codes as the same flat values), else a DequantizeLinear (through a
-    same-shape Reshape where the reader would be fused into MatMulNBits)."""
+    Reshape where the reader would be fused into MatMulNBits, and where the channels run over
+    several axes: the symbols are then stored with those axes as one)."""
     q_name = _unique(f"{stem}_quantized", taken)
     s_name = _unique(f"{stem}_scale", taken)
     fold = folded_at_load(q)
     scales = q.scales.reshape(q.channel_shape()) if fold else q.scales
-    inits = [_int_tensor(q_name, q.symbols, q.bits), numpy_helper.from_array(scales, s_name)]
+    # DequantizeLinear scales along one axis: channels merged over several axes are stored with
+    # those axes as one, and a Reshape gives the weight its shape back
+    flat = q.merged and q.axis > 0 and not fold
+    symbols = q.symbols.reshape((-1,) + q.symbols.shape[q.axis + 1:]) if flat else q.symbols
+    axis = 0 if flat else q.axis
+    fused = fused or flat
+    inits = [_int_tensor(q_name, symbols, q.bits), numpy_helper.from_array(scales, s_name)]
     if fold:
         c_name = _unique(f"{stem}_cast", taken)
         to = helper.np_dtype_to_tensor_dtype(q.scales.dtype)
@@ -164,11 +171,11 @@ def _dequantized(out_name: str, stem: str, q: QuantizedWeight, fused: bool, take
                        ], (q_name, s_name)
     if not fused:
         return inits, [helper.make_node("DequantizeLinear", [q_name, s_name], [out_name],
-                                        name=_unique(f"{stem}_DequantizeLinear", taken), axis=q.axis)], (q_name, s_name)
+                                        name=_unique(f"{stem}_DequantizeLinear", taken), axis=axis)], (q_name, s_name)
     d_name = _unique(f"{stem}_dequantized", taken)
     shape_name = _unique(f"{stem}_shape", taken)
     nodes = [helper.make_node("DequantizeLinear", [q_name, s_name], [d_name],
-                              name=_unique(f"{stem}_DequantizeLinear", taken), axis=q.axis),
+                              name=_unique(f"{stem}_DequantizeLinear", taken), axis=axis),
              helper.make_node("Reshape", [d_name, shape_name], [out_name], name=_unique(f"{stem}_Reshape", taken))]
     inits.append(numpy_helper.from_array(np.array(q.symbols.shape, np.int64), shape_name))
     return inits, nodes, (q_name, s_name)

@@ -14,9 +14,10 @@ import numpy as np
 import onnxruntime as ort
 from onnx import ModelProto
 
-from .contract import OutputScale, is_class_scores
+from .contract import OutputScale, is_decision
 from .data import batch_size_for, input_specs, iter_batches
 from .losses import is_sequence_labels, sequence_correct
+from .model import linear_head_outputs
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -82,7 +83,8 @@ def _per_sample(a: np.ndarray) -> np.ndarray:
     return a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(-1, 1)
 
 
-def compare_output(name: str, ref: np.ndarray, got: np.ndarray) -> OutputComparison:
+def compare_output(name: str, ref: np.ndarray, got: np.ndarray, head_features: int | None = None
+                   ) -> OutputComparison:
     r, g = _per_sample(ref), _per_sample(got)
     dot = (r * g).sum(axis=1)
     norm_r, norm_g = np.linalg.norm(r, axis=1), np.linalg.norm(g, axis=1)
@@ -91,7 +93,7 @@ def compare_output(name: str, ref: np.ndarray, got: np.ndarray) -> OutputCompari
     rel = np.linalg.norm(r - g, axis=1) / np.maximum(norm_r, 1e-300)
     rel = np.where(both_zero, 0.0, rel)
     top1 = standardised = None
-    if is_class_scores(ref) and ref.shape == got.shape:
+    if is_decision(ref, head_features) and ref.shape == got.shape:
         top1 = float(np.mean(ref.argmax(axis=-1) == got.argmax(axis=-1)))
     if ref.dtype.kind == "f" and ref.shape == got.shape and ref.ndim >= 1:
         standardised = float(np.sqrt(OutputScale.of(ref).errors(got).mean()))
@@ -153,6 +155,7 @@ def validate_models(original: ModelProto | bytes, compressed: ModelProto | bytes
     """Run both models on the same batches on each device and compare their outputs."""
     specs = input_specs(spec_model if spec_model is not None else original)
     batch = batch_size_for(data, specs)
+    heads = linear_head_outputs(spec_model) if spec_model is not None else {}
     results = []
     chosen_output = None
     for device in devices:
@@ -164,7 +167,7 @@ def validate_models(original: ModelProto | bytes, compressed: ModelProto | bytes
         ref = run_model(make_session(original, device), data, batch)
         got = run_model(make_session(compressed, device), data, batch)
         row = DeviceValidation(device, "ok", ref.latency_ms, got.latency_ms)
-        row.outputs = [compare_output(n, ref.outputs[n], got.outputs[n]) for n in ref.outputs]
+        row.outputs = [compare_output(n, ref.outputs[n], got.outputs[n], heads.get(n)) for n in ref.outputs]
         if labels is not None:
             chosen_output = label_output or next(iter(ref.outputs))
             row.accuracy_original = accuracy(ref.outputs[chosen_output], labels)

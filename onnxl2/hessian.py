@@ -7,8 +7,13 @@ that feed the studied layers become extra graph outputs, one pass over the calib
 sums their outer products (Conv inputs as im2col patches, one matrix per group).
 
 Supported consumers: MatMul and Gemm (either transposition) with the weight as the right
-operand (2-D), Conv with the weight as kernel. A weight used by several nodes, or inside a
-subgraph, gets no Hessian and is rounded without compensation.
+operand (2-D), Conv with the weight as kernel, and LSTM/GRU/RNN: the input weight ``W`` sees the
+sequence input, the recurrent weight ``R`` of each direction the hidden state of the step before
+(the op's ``Y`` output shifted by one step in the direction's own order, the initial state
+first), one matrix per direction. Two approximations there: a GRU's candidate-gate rows see
+``r * h`` rather than ``h`` (unless ``linear_before_reset``), and padded steps of a batch with
+``sequence_lens`` count as steps. A weight used by several nodes, or inside a subgraph, gets no
+Hessian and is rounded without compensation.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ from onnx import ModelProto, helper
 
 from .data import iter_batches
 from .evaluate import make_session
-from .model import Weight, node_attr, weight_array
+from .model import RECURRENT_OPS, Weight, node_attr, weight_array
 
 #: At most this many input rows per batch enter a Hessian (a fixed random subset beyond it):
 #: enough for a well-conditioned K x K estimate, and im2col stays small.
@@ -38,7 +43,8 @@ class LayerHessian:
 
     ``layout`` says how the weight becomes rows (output channels) by columns (inputs):
     "kn" for a [K, N] right operand (MatMul, Gemm), "nk" for Gemm with transB, "conv" for a
-    [O, C/g, *kernel] kernel.
+    [O, C/g, *kernel] kernel, "rnn" for a recurrent weight [directions, gates * hidden, K] (a
+    group per direction).
     """
 
     key: str
@@ -71,6 +77,10 @@ class _Site:
     node: onnx.NodeProto
     bias: Weight | None = None
     transposed: bool = False  # Gemm with transA: the activation is [K, M]
+    #: recurrent weights: "input" (W, rows from X) or "hidden" (R, rows from Y shifted), and
+    #: the initial hidden state's name ("" when the op starts from zeros)
+    recurrent: str = ""
+    initial: str = ""
 
 
 @dataclass
@@ -90,6 +100,13 @@ def _site(weight: Weight, graph: _Graph) -> _Site | None:
         return None
     use = weight.consumers[0]
     node = graph.nodes.get(use.node)
+    if node is not None and node.op_type in RECURRENT_OPS and node.domain in ("", "ai.onnx") \
+            and use.input_index in (1, 2) and len(weight.shape) == 3:
+        initial = node.input[5] if len(node.input) > 5 else ""
+        if use.input_index == 1:
+            return _Site(weight, "rnn", node.input[0], node, recurrent="input")
+        return _Site(weight, "rnn", node.output[0] if node.output else "", node, recurrent="hidden",
+                     initial=initial)
     if node is None or use.input_index != 1 or len(weight.shape) < 2:
         return None
     if node.op_type == "MatMul" and len(weight.shape) == 2:
@@ -177,12 +194,48 @@ def _sampled_patches(x: np.ndarray, node: onnx.NodeProto, kernel: tuple[int, ...
     return np.ascontiguousarray(windows).reshape(-1, groups, k), positions
 
 
-def _input_rows(site: _Site, x: np.ndarray, max_rows: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+def _recurrent_rows(site: _Site, x: np.ndarray, initial: np.ndarray | None) -> np.ndarray:
+    """[steps * batch, directions, K]: what each direction's W or R multiplies at each step.
+
+    W sees the sequence input X ([T, B, I], or [B, T, I] with ``layout`` 1) in every direction.
+    R sees the hidden state before each step: from Y ([T, D, B, H], or [B, T, D, H]) the states
+    of steps 0..T-2 with the initial state in front for a forward direction, of steps 1..T-1
+    with it behind for a reverse one (which runs from the last step to the first).
+    """
+    directions = site.weight.shape[0]
+    batch_first = bool(node_attr(site.node, "layout", 0))
+    if site.recurrent == "input":
+        seq = x.transpose(1, 0, 2) if batch_first else x  # [T, B, I]
+        rows = seq.reshape(-1, 1, seq.shape[-1])
+        return np.broadcast_to(rows, (rows.shape[0], directions, rows.shape[2]))
+    y = x.transpose(1, 2, 0, 3) if batch_first else x  # [T, D, B, H]
+    steps, _, batch, hidden = y.shape
+    h0 = np.zeros((directions, batch, hidden), y.dtype) if initial is None else \
+        np.asarray(initial, y.dtype).reshape(directions, batch, hidden)
+    kinds = {b"forward": ["forward"], b"reverse": ["reverse"], b"bidirectional": ["forward", "reverse"]}
+    order = kinds.get(node_attr(site.node, "direction", b"forward"), ["forward"])
+    per_direction = []
+    for d in range(directions):
+        before = np.concatenate([h0[d][None], y[:-1, d]]) if order[min(d, len(order) - 1)] == "forward" else \
+            np.concatenate([y[1:, d], h0[d][None]])
+        per_direction.append(before.reshape(steps * batch, hidden))
+    return np.stack(per_direction, axis=1)
+
+
+def _input_rows(site: _Site, x: np.ndarray, max_rows: int, rng: np.random.Generator,
+                initial: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """(The activation as [rows, groups, K], at most ``max_rows`` of them (a random subset);
-    the number of rows before sampling: the layer's output positions)."""
+    the number of rows before sampling: the layer's output positions). ``initial``: a
+    recurrent layer's initial hidden state, where it has one."""
     if site.layout == "conv":
         return _sampled_patches(x, site.node, site.weight.shape[2:], int(node_attr(site.node, "group", 1)),
                                 max_rows, rng)
+    if site.layout == "rnn":
+        rows = _recurrent_rows(site, x, initial)
+        positions = len(rows)
+        if len(rows) > max_rows:
+            rows = rows[np.sort(rng.choice(len(rows), max_rows, replace=False))]
+        return rows, positions
     k = site.weight.shape[1] if site.layout == "nk" else site.weight.shape[0]
     rows = (x.T if site.transposed else x).reshape(-1, 1, k)
     positions = len(rows)
@@ -214,11 +267,16 @@ def layer_hessians(proto: ModelProto, studied: list[Weight], every: list[Weight]
         return {}
     probe = ModelProto()
     probe.CopyFrom(proto)
+    _name_hidden_outputs(probe, sites)
     graph_inputs = {i.name for i in probe.graph.input}
     present = {o.name for o in probe.graph.output}
-    types = _elem_types(proto) if any(s.activation not in graph_inputs | present for s in sites) else {}
+    wanted = list(dict.fromkeys([s.activation for s in sites] + [s.initial for s in sites if s.initial]))
+    initializers = {t.name for t in probe.graph.initializer}
+    types = _elem_types(probe) if any(n not in graph_inputs | present for n in wanted) else {}
     fetch = []
-    for name in dict.fromkeys(s.activation for s in sites):
+    for name in wanted:
+        if name in initializers:
+            continue
         if name in graph_inputs:
             continue
         if name not in present:
@@ -234,8 +292,9 @@ def layer_hessians(proto: ModelProto, studied: list[Weight], every: list[Weight]
         values = {**feeds, **dict(zip(fetch, session.run(fetch, feeds)))} if fetch else feeds
         samples += len(next(iter(feeds.values())))
         for site in sites:
+            initial = _initial_state(site, values, proto)
             x, seen = _input_rows(site, np.asarray(values[site.activation], dtype=np.float32), MAX_ROWS_PER_BATCH,
-                                  _rows_rng(seed, index, site))
+                                  _rows_rng(seed, index, site), initial)
             positions[site.weight.key] = positions.get(site.weight.key, 0) + seen
             by_group = np.ascontiguousarray(x.transpose(1, 0, 2))  # [G, rows, K]
             key = site.weight.key
@@ -247,6 +306,38 @@ def layer_hessians(proto: ModelProto, studied: list[Weight], every: list[Weight]
                                        s.bias.key if s.bias is not None else None,
                                        positions[s.weight.key] / max(samples, 1))
             for s in sites if s.weight.key in sums}
+
+
+def _name_hidden_outputs(probe: ModelProto, sites: list[_Site]) -> None:
+    """Give a recurrent node's omitted ``Y`` output a name, so that it can be fetched."""
+    nodes = {id(s.node): s for s in sites if s.recurrent == "hidden" and not s.activation}
+    if not nodes:
+        return
+    taken = {o for n in probe.graph.node for o in n.output} | {i.name for i in probe.graph.input}
+    by_name = {n.name: n for n in probe.graph.node if n.name}
+    for site in nodes.values():
+        node = by_name.get(site.node.name) if site.node.name else None
+        node = node or next(n for n in probe.graph.node if n.op_type == site.node.op_type
+                            and list(n.input) == list(site.node.input))
+        name, k = "onnxl2_hidden_states", 0
+        while name in taken:
+            k += 1
+            name = f"onnxl2_hidden_states_{k}"
+        taken.add(name)
+        if node.output:
+            node.output[0] = name
+        else:
+            node.output.append(name)
+        site.activation = name
+
+
+def _initial_state(site: _Site, values: Mapping[str, np.ndarray], proto: ModelProto) -> np.ndarray | None:
+    if not site.initial:
+        return None
+    if site.initial in values:
+        return np.asarray(values[site.initial], dtype=np.float32)
+    init = next((t for t in proto.graph.initializer if t.name == site.initial), None)
+    return None if init is None else onnx.numpy_helper.to_array(init).astype(np.float32)
 
 
 def _reshaped_bias(name: str, channels: int, rank: int, graph: _Graph) -> str | None:

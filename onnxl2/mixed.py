@@ -31,7 +31,7 @@ from .frontier import Frontier, search_frontier
 from .fileio import write_files_atomically
 from .hessian import LayerHessian, bias_weights, layer_hessians, load_hessians, output_positions, save_hessians
 from .losses import make_loss
-from .model import Weight, weight_array
+from .model import Weight, linear_head_outputs, weight_array
 from .progress import Stages
 from .sensitivity import (Measurement, Probe, Sensitivity, proxy_sweep, reference_candidate, sweep,
                           terminal_progress)
@@ -41,7 +41,7 @@ from .workers import map_by_size
 
 
 #: Bumped whenever what a sweep measures changes, so that caches of older sweeps are not reused.
-SWEEP_VERSION = 8
+SWEEP_VERSION = 9
 #: The contract's sweep spends about this many multiply-adds at most (layers measured x samples x
 #: multiply-adds a sample): past it, it measures on fewer of the fit samples, evenly spread, and
 #: never on fewer than MIN_SWEEP_SAMPLES. The decision is taken on the frontier, whose plans are
@@ -236,7 +236,7 @@ def weight_candidates(weight: Weight, values: np.ndarray, options: MixedOptions,
     return make_candidates(weight.key, values, weight.channel_axis, allowed_bits(weight, options),
                            hessian=hessian if options.compensate else None, rates=options.rates, bias=bias,
                            ranks=_ranks(weight, values, hessian, pinned, options),
-                           full_rank=weight.key not in pinned, moments=hessian)
+                           full_rank=weight.key not in pinned, moments=hessian, merged=weight.merged_channels)
 
 
 def _candidates_key(data_digest, options: MixedOptions) -> str:
@@ -337,12 +337,14 @@ def _samples(data: Mapping[str, np.ndarray], labels: np.ndarray | None, index: n
 
 
 def _judge(contract: Contract, reference: dict[str, np.ndarray], labels: np.ndarray | None, output: str,
-           loss_kind: str) -> Judge:
-    """The contract's judge on the held-back samples (with labels: their task loss and accuracy)."""
+           loss_kind: str, heads: Mapping[str, int], samples: int) -> Judge:
+    """The contract's judge on the ``samples`` held back (with labels: their task loss and
+    accuracy); ``heads``: the outputs that are a linear layer's scores (``model.linear_head_outputs``)."""
     if labels is None or contract.metric is not None:
-        return Judge(contract, reference, None, output)
+        return Judge(contract, reference, None, output, heads=heads, samples=samples)
     task = make_loss(loss_kind, output, reference[output], labels)
-    return Judge(contract, reference, labels, output, task.per_sample, lambda out: correctness(out, labels))
+    return Judge(contract, reference, labels, output, task.per_sample, lambda out: correctness(out, labels),
+                 heads=heads, samples=samples)
 
 
 def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.ndarray],
@@ -458,7 +460,8 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
         else:
             bound = None
             judged = probe.on(held, batch_size_for(held, specs))
-            judge = _judge(options.contract, judged.all_outputs({}), held_labels, output, options.loss)
+            judge = _judge(options.contract, judged.all_outputs({}), held_labels, output, options.loss,
+                           linear_head_outputs(proto), len(next(iter(held.values()))))
             frontier = search_frontier(table, measure_size, lambda choice: judge.criteria(judged.all_outputs(
                 overrides(choice))), terminal_progress(stages.verbose, "frontier"))
             allocation = _contract_allocation(frontier, candidates)

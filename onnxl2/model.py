@@ -1,9 +1,17 @@
 """Load ONNX models and find their weights.
 
-A *weight* is a constant float tensor (an initializer, or the ``value`` of a Constant node) that
-feeds an operator whose parameters we know how to compress: Conv/ConvTranspose kernels, Gemm and
-MatMul constant operands, Gather tables (embeddings). Each weight records who consumes it and
-which of its axes is the output channel, because per-channel quantization scales along that axis.
+A *weight* is a constant float tensor (an initializer, or the ``value`` of a Constant node) of
+rank 2 or more. A quantized weight is rebuilt by a DequantizeLinear (or a Cast and a Mul) in
+front of its readers, so it is the same float tensor to every reader: each is a candidate,
+whoever reads it and however many readers it has. What the readers decide is the channel axis
+that per-channel steps run along: the output channels of the operators whose parameters are
+known (Conv/ConvTranspose kernels, Gemm and MatMul operands, Gather tables, LSTM/GRU/RNN input
+and recurrent weights, per direction), followed through Slice, Transpose, Reshape, Squeeze,
+Unsqueeze, Identity and float Casts; where no reader says, the axis that codes smallest at the
+same error (``axes.choose_axis``). Only readers whose result jumps where a value crosses a
+threshold (comparisons, Floor, Ceil, Round, ArgMax, Casts to integers) keep a weight in float:
+a rounding error there is no small error.
+
 Graphs are walked with scopes, so initializers inside If/Loop/Scan bodies and outer-scope
 weights used inside a body are found too; a tensor with several consumers is still one weight.
 """
@@ -12,7 +20,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Callable, Iterator, Union
 
 import numpy as np
 import onnx
@@ -53,6 +61,11 @@ class Weight:
     consumers: list[Consumer] = field(default_factory=list)
     role: str = "other"
     channel_axis: int | None = None
+    #: the channels run over every axis up to ``channel_axis`` (a recurrent layer's directions
+    #: and gate rows: a step per row of each direction)
+    merged_channels: bool = False
+    #: which reader decided the channel axis ("Conv", "MatMul through Transpose", "size": none did)
+    axis_from: str = ""
     compressible: bool = False
     reason: str = ""
 
@@ -200,35 +213,176 @@ def node_attr(node: onnx.NodeProto, name: str, default=None):
     return default
 
 
-def _role_and_axis(node: onnx.NodeProto, index: int, rank: int) -> tuple[str, int | None]:
-    """Which parameter of the operator this input is, and its output-channel axis."""
+#: Recurrent operators: input 1 is W [directions, gates * hidden, inputs], input 2 is R
+#: [directions, gates * hidden, hidden]; their rows (per direction) are the output channels.
+RECURRENT_OPS = {"LSTM", "GRU", "RNN"}
+#: Readers that pass a tensor on with its elements in place or moved, whose readers decide.
+_PASS_THROUGH = {"Identity", "Cast", "Slice", "Transpose", "Squeeze", "Unsqueeze", "Reshape"}
+#: Readers whose result jumps where a value crosses a threshold: a weight they read stays exact.
+_THRESHOLD_READERS = {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Floor", "Ceil", "Round",
+                      "Sign", "ArgMax", "ArgMin", "TopK", "NonZero", "Mod", "IsInf", "IsNaN", "BitShift"}
+_FLOAT_ELEM_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
+#: How far a chain of pass-through readers is followed.
+_MAX_CHAIN = 6
+
+
+@dataclass(frozen=True)
+class _Decision:
+    """What one reader says of a weight: ``kind`` "axis" (with role, axis, merged), "open" (it
+    does not care which axis) or "exact" (keep the values exactly)."""
+
+    kind: str
+    reader: str
+    role: str = "other"
+    axis: int | None = None
+    merged: bool = False
+
+
+def _role_and_axis(node: onnx.NodeProto, index: int, rank: int) -> tuple[str, int | None, bool]:
+    """Which parameter of the operator this input is, its output-channel axis, and whether the
+    channels run over the axes before it too (None: the operator does not say)."""
     op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
     if op == "Conv":
-        return ("conv", 0) if index == 1 else ("bias", None)
+        return ("conv", 0, False) if index == 1 else ("bias", None, False)
     if op == "ConvTranspose":
-        return ("conv_transpose", 1) if index == 1 else ("bias", None)
+        return ("conv_transpose", 1, False) if index == 1 else ("bias", None, False)
     if op == "Gemm":
         if index == 1:
-            return "gemm", 0 if node_attr(node, "transB", 0) else 1
+            return "gemm", 0 if node_attr(node, "transB", 0) else 1, False
         if index == 0:
-            return "gemm", 1 if node_attr(node, "transA", 0) else 0
-        return "bias", None
+            return "gemm", 1 if node_attr(node, "transA", 0) else 0, False
+        return "bias", None, False
     if op == "MatMul":
         if rank < 2:
-            return "other", None
-        return "matmul", rank - 1 if index == 1 else rank - 2
+            return "other", None, False
+        return "matmul", rank - 1 if index == 1 else rank - 2, False
     if op == "Gather" and index == 0:
         axis = node_attr(node, "axis", 0)
-        return "embedding", axis % rank if rank else None
-    return "other", None
+        return "embedding", axis % rank if rank else None, False
+    if op in RECURRENT_OPS and index in (1, 2) and rank == 3:
+        return ("recurrent_input" if index == 1 else "recurrent_hidden"), 1, True
+    return "other", None, False
+
+
+class _Readers:
+    """The nodes reading each tensor of each graph, and the small integer constants (shapes,
+    axes) that following a Reshape, Squeeze or Unsqueeze needs."""
+
+    def __init__(self, proto: ModelProto):
+        self.readers: dict[tuple[str, str], list[tuple[onnx.NodeProto, int]]] = {}
+        self.ints: dict[tuple[str, str], TensorProto] = {}
+        for graph, path in iter_graphs(proto.graph):
+            for t in graph.initializer:
+                if t.data_type == TensorProto.INT64 and len(t.dims) <= 1:
+                    self.ints[(path, t.name)] = t
+            for node in graph.node:
+                tensor = constant_tensor(node)
+                if tensor is not None and node.output and tensor.data_type == TensorProto.INT64:
+                    self.ints[(path, node.output[0])] = tensor
+                for slot, name in enumerate(node.input):
+                    if name:
+                        self.readers.setdefault((path, name), []).append((node, slot))
+
+    def int_values(self, path: str, name: str) -> list[int] | None:
+        tensor = self.ints.get((path, name))
+        if tensor is None or tensor.data_location == TensorProto.EXTERNAL:
+            return None
+        return [int(v) for v in numpy_helper.to_array(tensor).reshape(-1)]
+
+
+def _passed_shape(node: onnx.NodeProto, shape: tuple, path: str, readers: _Readers
+                  ) -> tuple[tuple | None, Callable[[int], int | None]]:
+    """The shape a pass-through reader gives its output (None entries: unknown sizes; None: not
+    followed) and the map from an output axis back to the input's axis (None: no single one)."""
+    op, rank = node.op_type, len(shape)
+    if op == "Cast" and node_attr(node, "to", TensorProto.FLOAT) not in _FLOAT_ELEM_TYPES:
+        return None, lambda a: None
+    if op in ("Identity", "Cast"):
+        return shape, lambda a: a
+    if op == "Slice":
+        return tuple(None for _ in shape), lambda a: a
+    if op == "Transpose":
+        perm = list(node_attr(node, "perm", list(range(rank - 1, -1, -1))))
+        if sorted(perm) != list(range(rank)):
+            return None, lambda a: None
+        return tuple(shape[p] for p in perm), lambda a: perm[a]
+    if op in ("Squeeze", "Unsqueeze"):
+        axes = node_attr(node, "axes")
+        if axes is None and len(node.input) > 1:
+            axes = readers.int_values(path, node.input[1])
+        if axes is None:
+            if op == "Unsqueeze" or any(d is None for d in shape):
+                return None, lambda a: None
+            axes = [i for i, d in enumerate(shape) if d == 1]
+        axes = sorted({int(a) % (rank + len(axes) if op == "Unsqueeze" else rank) for a in axes})
+        if op == "Squeeze":
+            kept = [i for i in range(rank) if i not in axes]
+            return tuple(shape[i] for i in kept), lambda a: kept[a]
+        out_rank = rank + len(axes)
+        inserted = [i for i in range(out_rank) if i not in axes]
+        out = [1] * out_rank
+        for i, d in zip(inserted, shape):
+            out[i] = d
+        return tuple(out), lambda a: None if a in axes else inserted.index(a)
+    if op == "Reshape" and len(node.input) > 1 and all(d is not None for d in shape):
+        target = readers.int_values(path, node.input[1])
+        if target is None:
+            return None, lambda a: None
+        total = int(np.prod(shape, dtype=np.int64))
+        dims = [shape[i] if d == 0 and not node_attr(node, "allowzero", 0) else d for i, d in enumerate(target)]
+        if dims.count(-1) == 1:
+            known = int(np.prod([d for d in dims if d != -1], dtype=np.int64))
+            dims[dims.index(-1)] = total // known if known else 0
+        if any(d < 0 for d in dims) or int(np.prod(dims, dtype=np.int64)) != total:
+            return None, lambda a: None
+
+        def back(a: int) -> int | None:
+            before = int(np.prod(dims[:a], dtype=np.int64))
+            return next((j for j in range(len(shape)) if shape[j] == dims[a]
+                         and int(np.prod(shape[:j], dtype=np.int64)) == before), None)
+        return tuple(dims), back
+    return None, lambda a: None
+
+
+def _decisions(name: str, path: str, shape: tuple, consumers: list[tuple[onnx.NodeProto, int, str]],
+               readers: _Readers, depth: int = 0) -> list[_Decision]:
+    """What the readers of a tensor of ``shape`` say about it, following pass-through readers."""
+    out = []
+    for node, slot, where in consumers:
+        op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+        if op in _THRESHOLD_READERS or (op == "Cast" and node_attr(node, "to", 1) not in _FLOAT_ELEM_TYPES):
+            out.append(_Decision("exact", f"{op} (input {slot})"))
+            continue
+        role, axis, merged = _role_and_axis(node, slot, len(shape))
+        if axis is not None:
+            out.append(_Decision("axis", op, role, axis, merged))
+            continue
+        if op in _PASS_THROUGH and slot == 0 and depth < _MAX_CHAIN and node.output and node.output[0]:
+            passed, back = _passed_shape(node, shape, where, readers)
+            if passed is not None:
+                after = [(n, k, where) for n, k in readers.readers.get((where, node.output[0]), [])]
+                for d in _decisions(node.output[0], where, passed, after, readers, depth + 1):
+                    if d.kind != "axis":
+                        out.append(d)
+                        continue
+                    mapped = back(d.axis)
+                    keep = d.merged and op in ("Identity", "Cast", "Slice")
+                    out.append(_Decision("axis", f"{d.reader} through {op}", d.role, mapped, keep)
+                               if mapped is not None else _Decision("open", d.reader))
+                continue
+        out.append(_Decision("open", op, "bias" if role == "bias" else "other"))
+    return out
 
 
 def _tensor_shape(tensor: TensorProto) -> tuple[int, ...]:
     return tuple(int(d) for d in tensor.dims)
 
 
-def discover_weights(proto: ModelProto) -> list[Weight]:
-    """Find every constant tensor, its consumers, and whether and how it can be compressed."""
+def discover_weights(proto: ModelProto, choose_axes: bool = True) -> list[Weight]:
+    """Find every constant tensor, its consumers, and whether and how it can be compressed.
+
+    A weight no reader gives an axis gets the one that codes smallest (``choose_axes``, where
+    its data are loaded; else its axis stays None, as for a listing of the graph alone)."""
     weights: list[Weight] = []
 
     def visit(graph: GraphProto, path: str, outer: dict[str, Weight]) -> None:
@@ -258,19 +412,30 @@ def discover_weights(proto: ModelProto) -> list[Weight]:
     visit(proto.graph, "main", {})
     nodes = {(g_path, n.name or f"{n.op_type}_{i}"): n
              for g, g_path in iter_graphs(proto.graph) for i, n in enumerate(g.node)}
+    readers = _Readers(proto)
     for w in weights:
-        _classify(w, nodes)
+        _classify(w, nodes, readers)
+    if choose_axes:
+        from .axes import choose_axis
+        for w in weights:
+            if w.compressible and w.channel_axis is None:
+                tensor = find_tensor(proto, w)
+                if tensor.data_location != TensorProto.EXTERNAL or tensor.HasField("raw_data"):
+                    w.channel_axis = choose_axis(tensor_array(tensor))
     return weights
 
 
-def _classify(w: Weight, nodes: dict[tuple[str, str], onnx.NodeProto]) -> None:
+def _classify(w: Weight, nodes: dict[tuple[str, str], onnx.NodeProto], readers: _Readers) -> None:
     rank = len(w.shape)
-    roles = [_role_and_axis(nodes[(c.graph, c.node)], c.input_index, rank) for c in w.consumers]
-    compressible_roles = [r for r in roles if r[0] not in ("other", "bias")]
-    if compressible_roles:
-        w.role, w.channel_axis = compressible_roles[0]
-    elif roles:
-        w.role = roles[0][0]
+    uses = [(nodes[(c.graph, c.node)], c.input_index, c.graph) for c in w.consumers]
+    decisions = _decisions(w.name, w.graph, w.shape, uses, readers)
+    known = [d for d in decisions if d.kind == "axis"]
+    exact = [d for d in decisions if d.kind == "exact"]
+    if known:
+        w.role, w.channel_axis, w.merged_channels, w.axis_from = known[0].role, known[0].axis, known[0].merged, \
+            known[0].reader
+    elif decisions:
+        w.role = decisions[0].role
     if w.elem_type not in FLOAT_TYPES:
         w.reason = f"{onnx.helper.tensor_dtype_to_string(w.elem_type).split('.')[-1].lower()} tensor"
     elif not w.consumers:
@@ -279,14 +444,15 @@ def _classify(w: Weight, nodes: dict[tuple[str, str], onnx.NodeProto]) -> None:
         w.reason = "rank < 2 (bias, scale or shape)"
     elif w.numel < MIN_COMPRESSIBLE_ELEMENTS:
         w.reason = f"fewer than {MIN_COMPRESSIBLE_ELEMENTS} elements"
-    elif len(compressible_roles) < len(roles):
-        other = next(c for c, r in zip(w.consumers, roles) if r[0] in ("other", "bias"))
-        w.reason = f"also read by {other.op_type} (input {other.input_index})"
+    elif exact:
+        w.reason = f"read by {exact[0].reader}, whose result jumps where a value crosses a threshold"
     else:
-        axes = {axis for _, axis in compressible_roles}
         w.compressible = True
-        w.reason = "compressible" if len(axes) == 1 else (
-            f"compressible; consumers disagree on the channel axis, using {w.channel_axis}")
+        if not known:
+            w.axis_from = "size"
+        axes = {(d.axis, d.merged) for d in known}
+        w.reason = "compressible" if len(axes) <= 1 else (
+            f"compressible; readers disagree on the channel axis, using {w.channel_axis} ({w.axis_from})")
 
 
 def find_tensor(proto: ModelProto, weight: Weight) -> TensorProto:
@@ -324,3 +490,44 @@ def graph_inputs(proto: ModelProto) -> list[onnx.ValueInfoProto]:
     """The inputs a caller must feed: graph inputs that are not initializers (IR < 4 lists both)."""
     inits = {init.name for init in proto.graph.initializer}
     return [inp for inp in proto.graph.input if inp.name not in inits]
+
+
+#: What a linear layer's output may pass through on its way to a graph output and still be the
+#: layer's output features along its last axis.
+_SCORE_PASS = {"Add", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten", "Cast"}
+
+
+def linear_head_outputs(proto: ModelProto) -> dict[str, int]:
+    """Graph output -> features, for outputs that are a linear layer's outputs (a MatMul or Gemm
+    with a constant weight, then at most a bias Add and reshapes): per-step or per-token scores
+    of any rank, as a CTC reader or a language model emits them, whose arg-max along the last
+    axis is a decision when that axis still holds the layer's features (the caller checks)."""
+    graph = proto.graph
+    producers = {o: n for n in graph.node for o in n.output}
+    shapes = {t.name: tuple(t.dims) for t in graph.initializer}
+    for node in graph.node:
+        tensor = constant_tensor(node)
+        if tensor is not None and node.output:
+            shapes[node.output[0]] = tuple(tensor.dims)
+    heads = {}
+    for value in graph.output:
+        name = value.name
+        for _ in range(_MAX_CHAIN + 2):
+            node = producers.get(name)
+            if node is None or node.domain not in ("", "ai.onnx"):
+                break
+            if node.op_type in ("MatMul", "Gemm") and len(node.input) > 1 and node.input[1] in shapes:
+                dims = shapes[node.input[1]]
+                if len(dims) >= 2:
+                    heads[value.name] = int(dims[0] if node.op_type == "Gemm" and node_attr(node, "transB", 0)
+                                            else dims[-1])
+                break
+            if node.op_type not in _SCORE_PASS:
+                break
+            if node.op_type == "Cast" and node_attr(node, "to", TensorProto.FLOAT) not in _FLOAT_ELEM_TYPES:
+                break
+            varying = [i for i in node.input if i and i not in shapes]
+            if node.op_type == "Add" and len(varying) != 1:
+                break
+            name = varying[0] if node.op_type == "Add" else node.input[0]
+    return heads

@@ -121,3 +121,144 @@ def loop_model(seed: int = 0) -> onnx.ModelProto:
         [numpy_helper.from_array(np.array(3, np.int64), "trips"),
          numpy_helper.from_array(np.array(True), "go")])
     return _model(graph, 13)
+
+
+def recurrent_model(op: str = "LSTM", direction: str = "forward", initial: bool = False, hidden: int = 16,
+                    inputs: int = 12, seed: int = 0, omit_y: bool = False) -> onnx.ModelProto:
+    """A batch-first sequence [N, T, I] through one LSTM, GRU or RNN (as exporters write it:
+    Transpose to [T, N, I], weights W [D, G*H, I], R [D, G*H, H], B [D, 2*G*H]), optionally an
+    initial state computed from the input, and a MatMul head on the last state. ``omit_y``
+    leaves the op's Y output unnamed (only Y_h used)."""
+    rng = np.random.default_rng(seed)
+    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+    d = 2 if direction == "bidirectional" else 1
+    nodes = [helper.make_node("Transpose", ["x"], ["xs"], perm=[1, 0, 2], name="to_time_major")]
+    inits = [_init(rng, "W", d, gates * hidden, inputs, scale=0.3), _init(rng, "R", d, gates * hidden, hidden,
+                                                                         scale=0.3),
+             _init(rng, "B", d, 2 * gates * hidden, scale=0.1),
+             _init(rng, "head_w", d * hidden, 5, scale=0.3)]
+    rnn_inputs = ["xs", "W", "R", "B"]
+    if initial:
+        nodes += [helper.make_node("ReduceMean", ["x"], ["x_mean"], axes=[1], keepdims=0, name="x_mean"),
+                  helper.make_node("MatMul", ["x_mean", "h0_w"], ["h0_pre"], name="h0_mm"),
+                  helper.make_node("Tanh", ["h0_pre"], ["h0_t"], name="h0_tanh"),
+                  helper.make_node("Unsqueeze", ["h0_t", "zero_axis"], ["h0_one"], name="h0_unsq"),
+                  helper.make_node("Concat", ["h0_one"] * d, ["h0"], axis=0, name="h0_dirs")]
+        inits += [_init(rng, "h0_w", inputs, hidden, scale=0.5), numpy_helper.from_array(np.array([0], np.int64),
+                                                                                        "zero_axis")]
+        rnn_inputs += ["", "h0"]
+    attrs = {"hidden_size": hidden, "direction": direction}
+    outputs = ["" if omit_y else "Y", "Y_h"]
+    nodes += [helper.make_node(op, rnn_inputs, outputs, name="rnn", **attrs),
+              helper.make_node("Transpose", ["Y_h"], ["h_last"], perm=[1, 0, 2], name="batch_major"),
+              helper.make_node("Reshape", ["h_last", "flat_shape"], ["h_flat"], name="flatten"),
+              helper.make_node("MatMul", ["h_flat", "head_w"], ["y"], name="head")]
+    inits.append(numpy_helper.from_array(np.array([0, d * hidden], np.int64), "flat_shape"))
+    graph_outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])]
+    if not omit_y:
+        nodes.append(helper.make_node("Transpose", ["Y"], ["seq"], perm=[2, 0, 1, 3], name="seq_batch_major"))
+        graph_outputs.append(helper.make_tensor_value_info("seq", TensorProto.FLOAT, ["N", "T", d, hidden]))
+    graph = helper.make_graph(nodes, f"{op.lower()}_{direction}",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "T", inputs])],
+                              graph_outputs, inits)
+    return _model(graph, 13)
+
+
+def recurrent_inputs(n: int = 8, steps: int = 7, inputs: int = 12, seed: int = 1) -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(seed).standard_normal((n, steps, inputs)).astype(np.float32)}
+
+
+def sliced_cell_model(hidden: int = 16, inputs: int = 12, steps: int = 3, seed: int = 0) -> onnx.ModelProto:
+    """An LSTM cell written out as exporters of streaming models do: ``weight_ih`` [4H, I] and
+    ``weight_hh`` [4H, H] cut into gates by Slice, each gate a MatMul with the Transposed slice,
+    unrolled over a few steps of a [N, steps, I] input."""
+    rng = np.random.default_rng(seed)
+    inits = [_init(rng, "weight_ih", 4 * hidden, inputs, scale=0.3), _init(rng, "weight_hh", 4 * hidden, hidden,
+                                                                           scale=0.3),
+             _init(rng, "head_w", hidden, 5, scale=0.3), numpy_helper.from_array(np.array([0], np.int64), "ax0"),
+             numpy_helper.from_array(np.array([1], np.int64), "ax1")]
+    nodes = []
+    for g in range(4):
+        inits += [numpy_helper.from_array(np.array([g * hidden], np.int64), f"start{g}"),
+                  numpy_helper.from_array(np.array([(g + 1) * hidden], np.int64), f"end{g}")]
+        for name in ("weight_ih", "weight_hh"):
+            nodes += [helper.make_node("Slice", [name, f"start{g}", f"end{g}", "ax0"], [f"{name}_{g}"],
+                                       name=f"slice_{name}_{g}"),
+                      helper.make_node("Transpose", [f"{name}_{g}"], [f"{name}_{g}_t"], perm=[1, 0],
+                                       name=f"t_{name}_{g}")]
+    h, c = None, None
+    for t in range(steps):
+        inits += [numpy_helper.from_array(np.array([t], np.int64), f"t{t}"),
+                  numpy_helper.from_array(np.array([t + 1], np.int64), f"t{t + 1}e")]
+        nodes += [helper.make_node("Slice", ["x", f"t{t}", f"t{t + 1}e", "ax1"], [f"x{t}_3"], name=f"take{t}"),
+                  helper.make_node("Squeeze", [f"x{t}_3", "ax1"], [f"x{t}"], name=f"squeeze{t}")]
+        acts = []
+        for g, act in enumerate(("Sigmoid", "Sigmoid", "Tanh", "Sigmoid")):
+            nodes.append(helper.make_node("MatMul", [f"x{t}", f"weight_ih_{g}_t"], [f"a{t}_{g}"], name=f"ih{t}_{g}"))
+            pre = f"a{t}_{g}"
+            if h is not None:
+                nodes += [helper.make_node("MatMul", [h, f"weight_hh_{g}_t"], [f"b{t}_{g}"], name=f"hh{t}_{g}"),
+                          helper.make_node("Add", [pre, f"b{t}_{g}"], [f"p{t}_{g}"], name=f"sum{t}_{g}")]
+                pre = f"p{t}_{g}"
+            nodes.append(helper.make_node(act, [pre], [f"g{t}_{g}"], name=f"act{t}_{g}"))
+            acts.append(f"g{t}_{g}")
+        i_g, f_g, c_g, o_g = acts
+        nodes.append(helper.make_node("Mul", [i_g, c_g], [f"ic{t}"], name=f"ic{t}"))
+        if c is not None:
+            nodes += [helper.make_node("Mul", [f_g, c], [f"fc{t}"], name=f"fc{t}"),
+                      helper.make_node("Add", [f"fc{t}", f"ic{t}"], [f"c{t}"], name=f"c{t}")]
+        else:
+            nodes.append(helper.make_node("Identity", [f"ic{t}"], [f"c{t}"], name=f"c{t}"))
+        c = f"c{t}"
+        nodes += [helper.make_node("Tanh", [c], [f"tc{t}"], name=f"tc{t}"),
+                  helper.make_node("Mul", [o_g, f"tc{t}"], [f"h{t}"], name=f"h{t}")]
+        h = f"h{t}"
+    nodes.append(helper.make_node("MatMul", [h, "head_w"], ["y"], name="head"))
+    graph = helper.make_graph(nodes, "sliced_cell",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", steps, inputs])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])], inits)
+    return _model(graph, 13)
+
+
+def two_readers_model(seed: int = 0) -> onnx.ModelProto:
+    """One weight [16, 24] read by a MatMul and, as a gate, by a Mul of a different shape, and a
+    weight [24, 40] read only by an Add (no reader gives its axis)."""
+    rng = np.random.default_rng(seed)
+    nodes = [helper.make_node("MatMul", ["x", "shared_w"], ["m"], name="mm"),
+             helper.make_node("Sigmoid", ["shared_w"], ["gate_pre"], name="gate_sig"),
+             helper.make_node("ReduceMean", ["gate_pre"], ["gate"], axes=[0], keepdims=1, name="gate_mean"),
+             helper.make_node("Mul", ["m", "gate"], ["mg"], name="gated"),
+             helper.make_node("MatMul", ["mg", "proj_w"], ["p"], name="proj"),
+             helper.make_node("Add", ["p", "offset_w"], ["y"], name="offset")]
+    inits = [_init(rng, "shared_w", 16, 24, scale=0.3), _init(rng, "proj_w", 24, 40, scale=0.3),
+             _init(rng, "offset_w", 24, 40, scale=0.05)]
+    graph = helper.make_graph(nodes, "two_readers",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 24, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 24, 40])], inits)
+    return _model(graph, 13)
+
+
+def recurrent_if_model(seed: int = 0) -> onnx.ModelProto:
+    """An If whose two branches each run their own GRU / LSTM on the outer input."""
+    rng = np.random.default_rng(seed)
+
+    def branch(tag: str, op: str) -> onnx.GraphProto:
+        gates = 4 if op == "LSTM" else 3
+        return helper.make_graph(
+            [helper.make_node(op, ["xs", f"{tag}_W", f"{tag}_R"], ["", f"{tag}_h"], hidden_size=16,
+                              name=f"{tag}_rnn"),
+             helper.make_node("Squeeze", [f"{tag}_h", "zero"], [f"{tag}_out"], name=f"{tag}_squeeze")],
+            tag, [], [helper.make_tensor_value_info(f"{tag}_out", TensorProto.FLOAT, ["N", 16])],
+            [_init(rng, f"{tag}_W", 1, gates * 16, 12, scale=0.3), _init(rng, f"{tag}_R", 1, gates * 16, 16, scale=0.3),
+             numpy_helper.from_array(np.array([0], np.int64), "zero")])
+
+    nodes = [helper.make_node("Transpose", ["x"], ["xs"], perm=[1, 0, 2], name="to_time_major"),
+             helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0, name="total"),
+             helper.make_node("Greater", ["total", "zero_f"], ["cond"], name="cond"),
+             helper.make_node("If", ["cond"], ["y"], then_branch=branch("then", "LSTM"),
+                              else_branch=branch("else", "GRU"), name="if")]
+    graph = helper.make_graph(nodes, "recurrent_if",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "T", 12])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])],
+                              [numpy_helper.from_array(np.array(0.0, np.float32), "zero_f")])
+    return _model(graph, 13)

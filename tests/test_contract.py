@@ -404,3 +404,60 @@ def test_an_output_whose_shape_changed_fails_its_criteria():
     judge = Judge(Contract(decisions=("logits",)), ref, None, "dets")
     fewer = {"dets": ref["dets"][:-1], "logits": ref["logits"][:-1]}  # one detection fewer, say
     assert not any(c.met() for c in judge.criteria(fewer))
+
+
+def _step_logits_model(classes: int = 12, transpose_head: bool = False) -> onnx.ModelProto:
+    """A CTC-style reader: [1, steps, features] -> a Gemm per step -> [steps, 1, classes] logits
+    (time first, as ddddocr writes them), and a second output that no linear layer makes."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Reshape", ["x", "rows"], ["flat"], name="flat"),
+             helper.make_node("Gemm", ["flat", "head_w", "head_b"], ["scores"], transB=1, name="head"),
+             helper.make_node("Reshape", ["scores", "steps_first"], ["logits"], name="steps_first"),
+             helper.make_node("Sigmoid", ["scores"], ["gated"], name="gated"),
+             helper.make_node("Reshape", ["gated", "steps_first"], ["gates"], name="gates")]
+    inits = [numpy_helper.from_array((rng.standard_normal((classes, 8)) * 0.5).astype(np.float32), "head_w"),
+             numpy_helper.from_array(np.zeros(classes, np.float32), "head_b"),
+             numpy_helper.from_array(np.array([-1, 8], np.int64), "rows"),
+             numpy_helper.from_array(np.array([-1, 1, classes], np.int64), "steps_first")]
+    graph = helper.make_graph(nodes, "steps", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("gates", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_per_step_logits_of_a_linear_head_are_decisions():
+    from onnxl2.contract import is_decision
+    from onnxl2.model import linear_head_outputs
+    model = _step_logits_model()
+    heads = linear_head_outputs(model)
+    assert heads == {"logits": 12}  # the Sigmoid's output is no linear layer's
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((64 * 6, 1, 12)).astype(np.float32)
+    assert not is_class_scores(logits) and is_decision(logits, heads["logits"])
+    assert not is_decision(logits, 7)  # the last axis no longer holds the layer's features
+    judge = Judge(Contract(), {"logits": logits}, None, "logits", heads=heads, samples=64)
+    flipped = logits.copy()
+    for i in (0, 1, 2, 3, 4, 5, 6, 7, 100):  # 9 of 384 steps: all of sample 0, two of 1, one of 16
+        top = np.argsort(flipped[i, 0])[-2:]
+        flipped[i, 0, top] = flipped[i, 0, top[::-1]]
+    agreement = judge.criteria({"logits": flipped})[0]
+    assert agreement.name.startswith("top-1 agreement") and agreement.value == pytest.approx(1 - 3 / 64)
+    assert not agreement.met()
+    per_step = Judge(Contract(), {"logits": logits}, None, "logits", heads=heads)  # samples unknown: per row
+    assert per_step.criteria({"logits": flipped})[0].value == pytest.approx(1 - 9 / 384)
+
+
+def test_validation_reports_agreement_of_per_step_logits():
+    from onnxl2.evaluate import validate_models
+    model = _step_logits_model()
+    other = onnx.ModelProto()
+    other.CopyFrom(model)
+    w = next(t for t in other.graph.initializer if t.name == "head_w")
+    values = onnx.numpy_helper.to_array(w) + 0.3
+    w.CopyFrom(onnx.numpy_helper.from_array(values.astype(np.float32), "head_w"))
+    data = {"x": np.random.default_rng(4).standard_normal((10, 6, 8)).astype(np.float32)}
+    result = validate_models(model.SerializeToString(), other.SerializeToString(), data, devices=("cpu",),
+                             spec_model=model)
+    outputs = {o.name: o for o in result.cpu.outputs}
+    assert outputs["logits"].top1_agreement is not None and outputs["gates"].top1_agreement is None

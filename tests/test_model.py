@@ -47,12 +47,20 @@ def test_subgraph_weights_and_outer_scope_consumers():
     assert outer.compressible
 
 
-def test_weight_used_by_add_is_not_compressed():
+def test_weight_also_read_by_add_keeps_the_matmul_axis():
     model = genmodels.mixed_model()
     model.graph.node.append(helper.make_node("Add", ["y", "tied_w"], ["z"], name="extra"))
     weights = _by_key(discover_weights(model))
+    assert weights["tied_w"].compressible and weights["tied_w"].channel_axis == 1
+    assert weights["tied_w"].axis_from == "MatMul"
+
+
+def test_weight_read_by_a_threshold_stays_exact():
+    model = genmodels.mixed_model()
+    model.graph.node.append(helper.make_node("Floor", ["tied_w"], ["z"], name="extra"))
+    weights = _by_key(discover_weights(model))
     assert not weights["tied_w"].compressible
-    assert "Add" in weights["tied_w"].reason
+    assert "Floor" in weights["tied_w"].reason and "threshold" in weights["tied_w"].reason
 
 
 def test_external_data_model(tmp_path):

@@ -227,7 +227,13 @@ def _peer(kind: str, model: Path, work: Path, peers_python: Path, qp: int | None
 
 def run_model(path: str | Path, feeds: dict[str, np.ndarray], batch: int = 8) -> tuple[np.ndarray, float]:
     """The first output on all samples, and milliseconds per sample (median batch, warm-up excluded)."""
+    import onnx
+
+    from onnxl2.data import fixed_batch, input_specs
     from onnxl2.evaluate import make_session, run_model as run_batches
+    fixed = [s.shape[0] for s in input_specs(onnx.load(str(path), load_external_data=False))
+             if s.shape and s.shape[0] is not None]
+    batch = fixed[0] if fixed else batch  # a model of batch 1 (ddddocr's) runs sample by sample
     session = make_session(str(path))
     result = run_batches(session, feeds, batch)
     return result.outputs[session.get_outputs()[0].name], result.latency_ms / batch

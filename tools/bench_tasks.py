@@ -37,6 +37,9 @@ class Task:
     bar: float
     loss: str = "auto"  # onnxl2's calibration loss for this model
     charset: list[str] = field(default_factory=list)  # CTC table: blank first
+    #: where the output is [steps, batch, classes] per call (ddddocr) rather than [batch, steps,
+    #: classes]: the steps of one sample (calls of one sample each are joined on axis 0)
+    steps_first: int = 0
 
     @property
     def model(self) -> Path:
@@ -88,6 +91,8 @@ def _same_text(a: str, b: str) -> bool:
 
 
 def _ctc_scores(task: Task, original: np.ndarray, candidate: np.ndarray, split: str) -> dict:
+    if task.steps_first:
+        original, candidate = (a.reshape(-1, task.steps_first, a.shape[-1]) for a in (original, candidate))
     orig_text = ctc_decode(original, task.charset)
     cand_text = ctc_decode(candidate, task.charset)
     out = {"string_agree": float(np.mean([_same_text(a, b) for a, b in zip(orig_text, cand_text)])),
@@ -123,7 +128,7 @@ def _rec_charset(model: Path) -> list[str]:
 
 
 #: name -> (how to get its folder, kind, metric, bar, loss)
-MODELS = ("default", "ppocr_det_v4", "ppocr_rec_v4", "minilm_l6_v2")
+MODELS = ("default", "ppocr_det_v4", "ppocr_rec_v4", "minilm_l6_v2", "ddddocr_common")
 
 
 def make_task(name: str) -> Task:
@@ -143,6 +148,11 @@ def make_task(name: str) -> Task:
         return Task(name, "ctc", paths["dir"], "string_agree", 0.98, charset=_rec_charset(paths["model"]))
     if name == "ppocr_cls_v2":
         return Task(name, "cls", paths["dir"], "top1_agree", 0.99)
+    if name == "ddddocr_common":
+        charset = json.loads(paths["charset"].read_text(encoding="utf-8"))
+        from tools.render_text import CAPTCHA_SHAPE
+        return Task(name, "ctc", paths["dir"], "string_agree", 0.98, charset=charset,
+                    steps_first=CAPTCHA_SHAPE[2] // 8)  # its CNN keeps a step per 8 columns
     raise SystemExit(f"unknown benchmark model {name!r}; known: {', '.join(MODELS + ('ppocr_cls_v2',))}")
 
 

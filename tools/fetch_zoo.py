@@ -1,5 +1,6 @@
-"""Fetch real ONNX models (PP-OCR, from the rapidocr-onnxruntime wheel on PyPI) into a local cache,
-with rendered calibration and evaluation data for each.
+"""Fetch real ONNX models from wheels on PyPI (PP-OCR from rapidocr-onnxruntime; ddddocr's CRNN
+captcha reader with its bidirectional LSTM) into a local cache, with rendered calibration and
+evaluation data for each.
 
     python tools/fetch_zoo.py                       # all models, 64 calib + 64 eval samples
     python tools/fetch_zoo.py --models ppocr_cls_v2 --samples 128 --force
@@ -11,10 +12,11 @@ Layout (default cache ``<repo>/.cache/zoo``, or ``$ONNXL2_ZOO_DIR``, or ``--cach
     <name>/model.onnx             the file exactly as shipped in the wheel
     <name>/calib.npz, eval.npz    keys = input names, first axis = samples, float32
     <name>/calib_labels.npy, eval_labels.npy    (classifier only; int64, 1 = turned by 180 deg)
-    <name>/calib_texts.json, eval_texts.json    (recogniser only; the rendered strings)
+    <name>/calib_texts.json, eval_texts.json    (text readers only; the rendered strings)
+    ddddocr_common/charset.json   the reader's classes (index -> character), read from the wheel
 
 Idempotent: models whose files exist (and whose sha256 matches) are skipped unless ``--force``;
-the wheel is only downloaded when a model file is missing.  Importable: benchmarks use
+a wheel is only downloaded when a model file from it is missing.  Importable: benchmarks use
 ``ensure(name)`` / ``fetch(...)`` / ``ZOO``.
 """
 from __future__ import annotations
@@ -39,11 +41,30 @@ if __package__ in (None, ""):  # run as a script: make `tools` importable
 from tools import render_text as rt  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = "rapidocr-onnxruntime"
-VERSION = "1.4.4"
-WHEEL = "rapidocr_onnxruntime-1.4.4-py3-none-any.whl"
-LICENSE = "Apache-2.0"
 DEFAULT_SAMPLES = 64
+
+
+@dataclass(frozen=True)
+class WheelSource:
+    """A wheel on PyPI that ships ONNX models, and what may be done with them."""
+
+    package: str
+    version: str
+    license: str
+    origin: str
+
+    @property
+    def wheel(self) -> str:
+        return f"{self.package.replace('-', '_')}-{self.version}-py3-none-any.whl"
+
+    @property
+    def index(self) -> str:
+        return f"https://pypi.org/project/{self.package}/{self.version}/"
+
+
+RAPIDOCR = WheelSource("rapidocr-onnxruntime", "1.4.4", "Apache-2.0",
+                       "PaddleOCR (PaddlePaddle), converted to ONNX by RapidAI")
+DDDDOCR = WheelSource("ddddocr", "1.6.1", "MIT", "ddddocr (sml2h3): its 'beta' CRNN text reader")
 
 
 @dataclass(frozen=True)
@@ -59,6 +80,9 @@ class ZooModel:
     notes: str = ""
     preprocessing: str = ""
     label_names: tuple = field(default=())
+    source: WheelSource = RAPIDOCR
+    #: (path in the wheel of the module, function) whose returned list is the reader's charset
+    charset: tuple = ()
 
 
 def _make_cls(rng: np.random.Generator, n: int):
@@ -71,6 +95,10 @@ def _make_rec(rng: np.random.Generator, n: int):
 
 def _make_det(rng: np.random.Generator, n: int):
     return rt.make_det_batch(rng, n, rt.DET_SIZE, plain=False), None
+
+
+def _make_captcha(rng: np.random.Generator, n: int):
+    return rt.make_captcha_batch(rng, n)
 
 
 ZOO: dict[str, ZooModel] = {m.name: m for m in (
@@ -99,6 +127,17 @@ ZOO: dict[str, ZooModel] = {m.name: m for m in (
               "class 0 = '0', class 1 = '180'. Data: rendered lines, half turned by 180 degrees.",
         preprocessing="BGR, height 48 keep ratio (width <= 192), (x/255-0.5)/0.5, right zero-pad to 192",
         label_names=("0", "180")),
+    ZooModel(
+        name="ddddocr_common", task="captcha text recognition (CRNN: CNN, bidirectional LSTM 512, CTC)",
+        wheel_path="ddddocr/common.onnx",
+        sha256="33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8",
+        input_shape=rt.CAPTCHA_SHAPE, make=_make_captcha, seeds=(3401, 3402), texts=True,
+        notes="input input1 [1,1,64,W] (batch 1); output: CTC logits [W/8,1,8210], time first "
+              "(class 0 = blank; the charset of ddddocr's beta model). Data: rendered captchas, "
+              "4-6 characters with strokes and speckle.",
+        preprocessing="grey, height 64 keep ratio, x/255 (ddddocr 1.6.1 OCREngine), right-pad with "
+                      "the background to 192",
+        source=DDDDOCR, charset=("ddddocr/models/charset_manager.py", "_get_beta_charset")),
 )}
 
 
@@ -130,16 +169,19 @@ def model_paths(name: str, cache_dir: Optional[os.PathLike] = None) -> dict[str,
     if ZOO[name].texts:
         paths["calib_texts"] = d / "calib_texts.json"
         paths["eval_texts"] = d / "eval_texts.json"
+    if ZOO[name].charset:
+        paths["charset"] = d / "charset.json"
     return paths
 
 
-def download_wheel(dest: os.PathLike, log: Callable[[str], None] = print) -> Path:
-    """``pip download --no-deps rapidocr-onnxruntime==1.4.4 -d dest``; returns the wheel path."""
+def download_wheel(dest: os.PathLike, log: Callable[[str], None] = print,
+                   source: WheelSource = RAPIDOCR) -> Path:
+    """``pip download --no-deps PACKAGE==VERSION -d dest``; returns the wheel path."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           f"{PACKAGE}=={VERSION}", "-d", str(dest), "--quiet", "--disable-pip-version-check"]
+           f"{source.package}=={source.version}", "-d", str(dest), "--quiet", "--disable-pip-version-check"]
     log("  $ " + " ".join(cmd[2:]))
     subprocess.run(cmd, check=True)
-    wheels = sorted(Path(dest).glob("rapidocr_onnxruntime-*.whl"))
+    wheels = sorted(Path(dest).glob(f"{source.package.replace('-', '_')}-*.whl"))
     if not wheels:
         raise RuntimeError(f"pip download produced no wheel in {dest}")
     return wheels[0]
@@ -157,6 +199,21 @@ def extract_model(wheel: os.PathLike, member: str, target: os.PathLike, sha256: 
     tmp = target.with_suffix(".onnx.part")
     tmp.write_bytes(data)
     tmp.replace(target)
+
+
+def extract_charset(wheel: os.PathLike, where: tuple[str, str], target: os.PathLike) -> None:
+    """The list literal a function of a module in the wheel returns (read with ``ast``, never
+    run), written as JSON."""
+    import ast
+
+    module, function = where
+    with zipfile.ZipFile(wheel) as zf:
+        tree = ast.parse(zf.read(module).decode("utf-8"))
+    fn = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == function)
+    charset = ast.literal_eval(next(n for n in ast.walk(fn) if isinstance(n, ast.Return)).value)
+    if not (isinstance(charset, list) and all(isinstance(c, str) for c in charset)):
+        raise RuntimeError(f"{function} in {module} does not return a list of strings")
+    Path(target).write_text(json.dumps(charset, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _onnx_info(path: Path) -> dict:
@@ -264,15 +321,20 @@ def fetch(names: Optional[Iterable[str]] = None, cache_dir: Optional[os.PathLike
             need.append(name)
         else:
             log(f"[{name}] model.onnx present (sha256 ok), skipped")
-    if need:
+    charsets = [n for n in names if ZOO[n].charset and (force or not model_paths(n, cache)["charset"].exists())]
+    for source in dict.fromkeys(ZOO[n].source for n in need + charsets):
         with tempfile.TemporaryDirectory(prefix="onnxl2-zoo-") as tmp:
             t0 = time.perf_counter()
-            whl = Path(wheel) if wheel else download_wheel(tmp, log)
+            given = Path(wheel) if wheel and Path(wheel).name == source.wheel else None
+            whl = given or download_wheel(tmp, log, source)
             log(f"  wheel {whl.name} ({whl.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
-            for name in need:
+            for name in [n for n in need if ZOO[n].source == source]:
                 p = model_paths(name, cache)
                 extract_model(whl, ZOO[name].wheel_path, p["model"], ZOO[name].sha256)
                 log(f"[{name}] extracted {ZOO[name].wheel_path} -> {p['model']}")
+            for name in [n for n in charsets if ZOO[n].source == source]:
+                extract_charset(whl, ZOO[name].charset, model_paths(name, cache)["charset"])
+                log(f"[{name}] wrote its charset -> {model_paths(name, cache)['charset']}")
 
     # 2. data + manifest entries
     for name in names:
@@ -296,10 +358,10 @@ def fetch(names: Optional[Iterable[str]] = None, cache_dir: Optional[os.PathLike
             "name": name,
             "task": spec.task,
             "path": f"{name}/model.onnx",
-            "source": {"package": PACKAGE, "version": VERSION, "wheel": WHEEL, "file": spec.wheel_path,
-                       "index": "https://pypi.org/project/rapidocr-onnxruntime/1.4.4/",
-                       "origin": "PaddleOCR (PaddlePaddle), converted to ONNX by RapidAI"},
-            "license": LICENSE,
+            "source": {"package": spec.source.package, "version": spec.source.version,
+                       "wheel": spec.source.wheel, "file": spec.wheel_path, "index": spec.source.index,
+                       "origin": spec.source.origin},
+            "license": spec.source.license,
             "sha256": spec.sha256,
             "size_bytes": p["model"].stat().st_size,
             "params": info["params"],
@@ -337,12 +399,13 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help=f"samples in calib.npz and in eval.npz (default {DEFAULT_SAMPLES})")
     ap.add_argument("--force", action="store_true", help="re-extract models and re-render data")
     ap.add_argument("--wheel", type=Path, default=None,
-                    help=f"use this local {WHEEL} instead of downloading it")
+                    help="use this local wheel (named as on PyPI) instead of downloading it")
     ap.add_argument("--list", action="store_true", help="list the zoo models and exit")
     args = ap.parse_args(argv)
     if args.list:
         for m in ZOO.values():
-            print(f"{m.name:14s} {m.task}\n{'':14s} {PACKAGE}=={VERSION}: {m.wheel_path}")
+            print(f"{m.name:14s} {m.task}\n{'':14s} {m.source.package}=={m.source.version} "
+                  f"({m.source.license}): {m.wheel_path}")
         return 0
     if args.samples < 1:
         ap.error("--samples must be >= 1")

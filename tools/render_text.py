@@ -36,11 +36,15 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 __all__ = [
     "SENTENCES", "list_fonts", "random_text", "render_line", "render_page", "rotate180",
     "cv2_resize_linear", "cls_preprocess", "rec_preprocess", "det_preprocess",
-    "make_cls_batch", "make_rec_batch", "make_det_batch",
-    "CLS_SHAPE", "REC_SHAPE", "DET_SIZE",
+    "make_cls_batch", "make_rec_batch", "make_det_batch", "make_captcha_batch",
+    "CLS_SHAPE", "REC_SHAPE", "DET_SIZE", "CAPTCHA_SHAPE",
 ]
 
 CLS_SHAPE = (3, 48, 192)
+#: ddddocr's reader: one grey channel, height 64 (its own preprocessing), a fixed width here
+CAPTCHA_SHAPE = (1, 64, 192)
+#: captcha alphabets leave out the characters people confuse (0/O, 1/l/I)
+CAPTCHA_CHARS = "abcdefghijkmnpqrstuvwxyz23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 REC_SHAPE = (3, 48, 320)
 DET_SIZE = 640
 
@@ -519,3 +523,47 @@ def make_det_batch(rng: np.random.Generator, n: int, size: int = DET_SIZE, *,
     for i in range(n):
         x[i] = det_preprocess(render_page(rng, size, plain=plain))
     return x
+
+
+def render_captcha(rng: np.random.Generator, text: Optional[str] = None) -> tuple[np.ndarray, str]:
+    """(uint8 RGB image, text): 4-6 characters of ``CAPTCHA_CHARS`` as a line, then what
+    captchas add to keep machines out: a few strokes across the text and speckle."""
+    if text is None:
+        text = "".join(rng.choice(list(CAPTCHA_CHARS), int(rng.integers(4, 7))))
+    img = Image.fromarray(render_line(rng, text, font_size=int(rng.integers(30, 46))))
+    draw = ImageDraw.Draw(img)
+    w, h = img.size
+    for _ in range(int(rng.integers(0, 4))):
+        colour = tuple(int(c) for c in rng.integers(0, 200, 3))
+        draw.line([(int(rng.integers(0, w)), int(rng.integers(0, h))),
+                   (int(rng.integers(0, w)), int(rng.integers(0, h)))], fill=colour, width=int(rng.integers(1, 3)))
+    arr = np.asarray(img, dtype=np.uint8).copy()
+    speckle = rng.random(arr.shape[:2]) < float(rng.uniform(0.0, 0.04))
+    arr[speckle] = rng.integers(0, 256, (int(speckle.sum()), 3), dtype=np.uint8)
+    return arr, text
+
+
+def captcha_preprocess(img_rgb: np.ndarray, shape: tuple[int, int, int] = CAPTCHA_SHAPE) -> np.ndarray:
+    """As ddddocr 1.6.1 ``OCREngine._preprocess_image`` for its own models: height 64 keeping
+    the ratio (Pillow's resize), grey (``convert("L")``), ``x / 255``; then, for a fixed batch
+    width, squeezed to ``shape``'s width when wider and padded on the right with the image's
+    last column's median (its background) when narrower."""
+    _, height, width = shape
+    grey = Image.fromarray(img_rgb).convert("L")
+    w = max(1, int(grey.size[0] * (height / grey.size[1])))
+    grey = grey.resize((min(w, width), height), Image.Resampling.LANCZOS)
+    arr = np.asarray(grey, dtype=np.float32) / 255.0
+    out = np.full((height, width), float(np.median(arr[:, -1])), np.float32)
+    out[:, :arr.shape[1]] = arr
+    return out[None]
+
+
+def make_captcha_batch(rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[str]]:
+    """(x float32 (n, 1, 64, 192), texts)."""
+    x = np.empty((n,) + CAPTCHA_SHAPE, dtype=np.float32)
+    texts = []
+    for i in range(n):
+        img, text = render_captcha(rng)
+        x[i] = captcha_preprocess(img)
+        texts.append(text)
+    return x, texts

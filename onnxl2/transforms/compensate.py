@@ -42,6 +42,8 @@ def to_rows(weight: np.ndarray, layout: str, groups: int) -> np.ndarray:
         return w.T[None].copy()
     if layout == "nk":
         return w[None].copy()
+    if layout == "rnn":  # [directions, gates * hidden, K]: one group per direction
+        return w.reshape(groups, -1, w.shape[-1]).copy()
     return w.reshape(groups, w.shape[0] // groups, -1).copy()
 
 
@@ -187,18 +189,17 @@ def compensated_round(weight: np.ndarray, axis: int, bases: list[QuantizedWeight
     back = np.argsort(order, axis=-1)
     return [QuantizedWeight(b.key, b.bits, axis, np.ascontiguousarray(
                 from_rows(np.take_along_axis(q[i], back, axis=-1), weight.shape, hessian.layout)
-                .astype(symbol_dtype(b.bits))), b.scales) for i, b in enumerate(bases)]
+                .astype(symbol_dtype(b.bits))), b.scales, b.merged) for i, b in enumerate(bases)]
 
 
 def rate_aware_quantize(weight: np.ndarray, axis: int, base: QuantizedWeight, rate: float) -> QuantizedWeight:
     """Rate-aware rounding of each element on its own (no Hessian: nothing to compensate through)."""
-    shape = [1] * weight.ndim
-    shape[axis] = -1
-    t = np.asarray(weight, dtype=np.float64) / base.scales.astype(np.float64).reshape(shape)
+    t = np.asarray(weight, dtype=np.float64) / base.scales.astype(np.float64).reshape(base.channel_shape())
     symbols = base.symbols
     for _ in range(MODEL_PASSES):
         symbols = rate_aware_round(t, base.qmax, rate, code_lengths(symbols, base.qmax))
-    return QuantizedWeight(base.key, base.bits, axis, symbols.astype(symbol_dtype(base.bits)), base.scales)
+    return QuantizedWeight(base.key, base.bits, axis, symbols.astype(symbol_dtype(base.bits)), base.scales,
+                           base.merged)
 
 
 def output_error(weight: np.ndarray, approx: np.ndarray, hessian: LayerHessian) -> float:

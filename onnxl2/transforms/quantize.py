@@ -34,6 +34,9 @@ class QuantizedWeight:
     axis: int
     symbols: np.ndarray  # symbol_dtype(bits), same shape as the weight
     scales: np.ndarray  # 1-D, one step per channel along ``axis``, in the weight's float dtype
+    #: channels run over every axis up to ``axis`` (a recurrent layer's direction and gate row:
+    #: ``[directions, gates * hidden, inputs]`` gets a step per row of each direction)
+    merged: bool = False
 
     @property
     def qmax(self) -> int:
@@ -45,9 +48,17 @@ class QuantizedWeight:
 
     def channel_shape(self) -> list[int]:
         """The shape that broadcasts one step per channel along ``axis`` over the symbols."""
-        shape = [1] * self.symbols.ndim
-        shape[self.axis] = -1
-        return shape
+        return channel_shape(self.symbols.shape, self.axis, self.merged)
+
+
+def channel_shape(shape: tuple[int, ...], axis: int, merged: bool = False) -> list[int]:
+    """The shape of one step per channel, broadcast over a weight of ``shape``."""
+    out = [1] * len(shape)
+    if merged:
+        out[:axis + 1] = shape[:axis + 1]
+    else:
+        out[axis] = shape[axis]
+    return out
 
 
 def round_scale(scale: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -94,13 +105,14 @@ def _rounding_error(rows: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarra
 
 
 def quantize_per_channel(weight: np.ndarray, bits: int, axis: int, key: str = "",
-                         search_clip: bool = True) -> QuantizedWeight:
-    """Quantize ``weight`` with one step per slice along ``axis``."""
+                         search_clip: bool = True, merged: bool = False) -> QuantizedWeight:
+    """Quantize ``weight`` with one step per slice along ``axis`` (with ``merged``, per slice
+    along every axis up to ``axis``)."""
     qmax = qmax_for(bits)
     store_dtype = weight.dtype if weight.dtype == np.float16 else np.dtype(np.float32)
-    rows = np.moveaxis(np.asarray(weight, dtype=np.float32), axis, 0)
+    rows = np.asarray(weight, dtype=np.float32) if merged else np.moveaxis(np.asarray(weight, dtype=np.float32), axis, 0)
     moved_shape = rows.shape
-    rows = rows.reshape(moved_shape[0], -1)
+    rows = rows.reshape(int(np.prod(moved_shape[:axis + 1])) if merged else moved_shape[0], -1)
     amax = np.abs(rows).max(axis=1)
     amax = np.where(amax > 0, amax, 1.0).astype(np.float32)
     fractions = _CLIP_GRID[bits] if search_clip else np.ones(1)
@@ -118,6 +130,6 @@ def quantize_per_channel(weight: np.ndarray, bits: int, axis: int, key: str = ""
         best_err = np.where(better, err, best_err)
         best_scale = np.where(better, scale, best_scale)
     q = np.clip(np.rint(rows / best_scale[:, None]), -qmax, qmax).astype(symbol_dtype(bits))
-    symbols = np.moveaxis(q.reshape(moved_shape), 0, axis)
+    symbols = q.reshape(moved_shape) if merged else np.moveaxis(q.reshape(moved_shape), 0, axis)
     return QuantizedWeight(key, bits, axis, np.ascontiguousarray(symbols),
-                           best_scale.astype(store_dtype))
+                           best_scale.astype(store_dtype), merged)
