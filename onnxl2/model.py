@@ -7,7 +7,8 @@ whoever reads it and however many readers it has. What the readers decide is the
 that per-channel steps run along: the output channels of the operators whose parameters are
 known (Conv/ConvTranspose kernels, Gemm and MatMul operands, Gather tables, LSTM/GRU/RNN input
 and recurrent weights, per direction), followed through Slice, Transpose, Reshape, Squeeze,
-Unsqueeze, Identity and float Casts; where no reader says, the axis that codes smallest at the
+Unsqueeze, Concat, Identity and float Casts (PyTorch writes an LSTM's gates reordered with
+Slice, Concat and Unsqueeze); where no reader says, the axis that codes smallest at the
 same error (``axes.choose_axis``). Only readers whose result jumps where a value crosses a
 threshold (comparisons, Floor, Ceil, Round, ArgMax, Casts to integers) keep a weight in float:
 a rounding error there is no small error.
@@ -217,7 +218,7 @@ def node_attr(node: onnx.NodeProto, name: str, default=None):
 #: [directions, gates * hidden, hidden]; their rows (per direction) are the output channels.
 RECURRENT_OPS = {"LSTM", "GRU", "RNN"}
 #: Readers that pass a tensor on with its elements in place or moved, whose readers decide.
-_PASS_THROUGH = {"Identity", "Cast", "Slice", "Transpose", "Squeeze", "Unsqueeze", "Reshape"}
+_PASS_THROUGH = {"Identity", "Cast", "Slice", "Concat", "Transpose", "Squeeze", "Unsqueeze", "Reshape"}
 #: Readers whose result jumps where a value crosses a threshold: a weight they read stays exact.
 _THRESHOLD_READERS = {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Floor", "Ceil", "Round",
                       "Sign", "ArgMax", "ArgMin", "TopK", "NonZero", "Mod", "IsInf", "IsNaN", "BitShift"}
@@ -271,23 +272,27 @@ class _Readers:
     def __init__(self, proto: ModelProto):
         self.readers: dict[tuple[str, str], list[tuple[onnx.NodeProto, int]]] = {}
         self.ints: dict[tuple[str, str], TensorProto] = {}
+        self.ints_by_name: dict[str, list[TensorProto]] = {}  # a body reads its parents' constants too
         for graph, path in iter_graphs(proto.graph):
-            for t in graph.initializer:
+            found = [(t.name, t) for t in graph.initializer] + [
+                (n.output[0], constant_tensor(n)) for n in graph.node if constant_tensor(n) is not None and n.output]
+            for name, t in found:
                 if t.data_type == TensorProto.INT64 and len(t.dims) <= 1:
-                    self.ints[(path, t.name)] = t
+                    self.ints[(path, name)] = t
+                    self.ints_by_name.setdefault(name, []).append(t)
             for node in graph.node:
-                tensor = constant_tensor(node)
-                if tensor is not None and node.output and tensor.data_type == TensorProto.INT64:
-                    self.ints[(path, node.output[0])] = tensor
                 for slot, name in enumerate(node.input):
                     if name:
                         self.readers.setdefault((path, name), []).append((node, slot))
 
     def int_values(self, path: str, name: str) -> list[int] | None:
-        tensor = self.ints.get((path, name))
-        if tensor is None or tensor.data_location == TensorProto.EXTERNAL:
+        """The values of an int64 constant as graph ``path`` sees it: its own, else the one of
+        that name in any graph when all of them hold the same values."""
+        tensors = [self.ints[(path, name)]] if (path, name) in self.ints else self.ints_by_name.get(name, [])
+        if not tensors or any(t.data_location == TensorProto.EXTERNAL for t in tensors):
             return None
-        return [int(v) for v in numpy_helper.to_array(tensor).reshape(-1)]
+        values = {tuple(int(v) for v in numpy_helper.to_array(t).reshape(-1)) for t in tensors}
+        return list(values.pop()) if len(values) == 1 else None
 
 
 def _passed_shape(node: onnx.NodeProto, shape: tuple, path: str, readers: _Readers
@@ -301,6 +306,9 @@ def _passed_shape(node: onnx.NodeProto, shape: tuple, path: str, readers: _Reade
         return shape, lambda a: a
     if op == "Slice":
         return tuple(None for _ in shape), lambda a: a
+    if op == "Concat":  # along any axis the input's axes are the output's
+        axis = int(node_attr(node, "axis", 0)) % max(rank, 1)
+        return tuple(None if i == axis else d for i, d in enumerate(shape)), lambda a: a
     if op == "Transpose":
         perm = list(node_attr(node, "perm", list(range(rank - 1, -1, -1))))
         if sorted(perm) != list(range(rank)):
@@ -357,7 +365,8 @@ def _decisions(name: str, path: str, shape: tuple, consumers: list[tuple[onnx.No
         if axis is not None:
             out.append(_Decision("axis", op, role, axis, merged))
             continue
-        if op in _PASS_THROUGH and slot == 0 and depth < _MAX_CHAIN and node.output and node.output[0]:
+        if op in _PASS_THROUGH and (slot == 0 or op == "Concat") and depth < _MAX_CHAIN and node.output \
+                and node.output[0]:
             passed, back = _passed_shape(node, shape, where, readers)
             if passed is not None:
                 after = [(n, k, where) for n, k in readers.readers.get((where, node.output[0]), [])]
@@ -366,7 +375,7 @@ def _decisions(name: str, path: str, shape: tuple, consumers: list[tuple[onnx.No
                         out.append(d)
                         continue
                     mapped = back(d.axis)
-                    keep = d.merged and op in ("Identity", "Cast", "Slice")
+                    keep = d.merged and op in ("Identity", "Cast", "Slice", "Concat")
                     out.append(_Decision("axis", f"{d.reader} through {op}", d.role, mapped, keep)
                                if mapped is not None else _Decision("open", d.reader))
                 continue

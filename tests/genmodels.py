@@ -262,3 +262,31 @@ def recurrent_if_model(seed: int = 0) -> onnx.ModelProto:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])],
                               [numpy_helper.from_array(np.array(0.0, np.float32), "zero_f")])
     return _model(graph, 13)
+
+
+def reordered_gates_model(hidden: int = 16, inputs: int = 12, seed: int = 0) -> onnx.ModelProto:
+    """An LSTM as PyTorch exports it: ``weight_ih`` [4H, I] and ``weight_hh`` [4H, H] cut into
+    gate blocks by Slice, put back in ONNX's gate order by Concat and given the direction axis by
+    Unsqueeze (axes as a constant input) before the LSTM reads them."""
+    rng = np.random.default_rng(seed)
+    h = hidden
+    inits = [_init(rng, "weight_ih", 4 * h, inputs, scale=0.3), _init(rng, "weight_hh", 4 * h, h, scale=0.3),
+             numpy_helper.from_array(np.array([0], np.int64), "axis0")]
+    nodes = [helper.make_node("Transpose", ["x"], ["xs"], perm=[1, 0, 2], name="to_time_major")]
+    for name in ("weight_ih", "weight_hh"):
+        blocks = []
+        for k, (start, stop) in enumerate(((0, h), (3 * h, 4 * h), (h, 2 * h), (2 * h, 3 * h))):  # i, o, f, c
+            inits += [numpy_helper.from_array(np.array([start], np.int64), f"{name}_s{k}"),
+                      numpy_helper.from_array(np.array([stop], np.int64), f"{name}_e{k}")]
+            nodes.append(helper.make_node("Slice", [name, f"{name}_s{k}", f"{name}_e{k}", "axis0"],
+                                          [f"{name}_g{k}"], name=f"{name}_slice{k}"))
+            blocks.append(f"{name}_g{k}")
+        nodes += [helper.make_node("Concat", blocks, [f"{name}_iofc"], axis=0, name=f"{name}_concat"),
+                  helper.make_node("Unsqueeze", [f"{name}_iofc", "axis0"], [f"{name}_3d"], name=f"{name}_unsq")]
+    nodes += [helper.make_node("LSTM", ["xs", "weight_ih_3d", "weight_hh_3d"], ["", "h_n"], hidden_size=h,
+                               name="lstm"),
+              helper.make_node("Squeeze", ["h_n", "axis0"], ["y"], name="last")]
+    graph = helper.make_graph(nodes, "reordered_gates",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "T", inputs])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", h])], inits)
+    return _model(graph, 13)

@@ -233,3 +233,12 @@ def test_plan_records_the_axes_chosen_by_size_and_replays_an_edited_one():
     for bad in ({"offset_w": 2}, {"proj_w": 0}, {"offset_w": "0"}):
         with pytest.raises(OnnxL2Error, match="plan"):
             compress(model, feeds, plan={**plan, "axes": bad}, quiet=True, devices=("cpu",))
+
+
+def test_lstm_weights_reordered_by_slice_concat_unsqueeze():
+    model = genmodels.reordered_gates_model()
+    weights = {w.name: w for w in discover_weights(model)}
+    for name in ("weight_ih", "weight_hh"):
+        assert weights[name].compressible and weights[name].channel_axis == 0  # the gate rows
+        assert weights[name].axis_from == "LSTM through Unsqueeze through Concat through Slice"
+    _check_compressed(model, genmodels.recurrent_inputs(), 4, {"weight_ih", "weight_hh"})
