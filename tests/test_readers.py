@@ -152,14 +152,16 @@ def test_compensated_recurrent_weights_keep_the_output_closer():
     assert labels["W"].endswith("+gptq") and labels["R"].endswith("+gptq")
 
 
-def test_sliced_lstm_cell():
-    model = genmodels.sliced_cell_model()
+@pytest.mark.parametrize("make,reader,steps", [
+    (genmodels.sliced_cell_model, "MatMul through Transpose through Slice", 3),  # a cell written out
+    (genmodels.reordered_gates_model, "LSTM through Unsqueeze through Concat through Slice", 7)])  # PyTorch's
+def test_lstm_weights_read_through_slices(make, reader, steps):
+    model = make()
     weights = {w.name: w for w in discover_weights(model)}
     for name in ("weight_ih", "weight_hh"):
         assert weights[name].compressible and weights[name].channel_axis == 0  # the gate rows
-        assert weights[name].axis_from == "MatMul through Transpose through Slice"
-    feeds = {"x": np.random.default_rng(2).standard_normal((6, 3, 12)).astype(np.float32)}
-    _check_compressed(model, feeds, 4, {"weight_ih", "weight_hh"})
+        assert weights[name].axis_from == reader
+    _check_compressed(model, genmodels.recurrent_inputs(steps=steps), 4, {"weight_ih", "weight_hh"})
 
 
 def test_weight_read_by_two_operators_and_one_that_gives_no_axis():
@@ -234,11 +236,3 @@ def test_plan_records_the_axes_chosen_by_size_and_replays_an_edited_one():
         with pytest.raises(OnnxL2Error, match="plan"):
             compress(model, feeds, plan={**plan, "axes": bad}, quiet=True, devices=("cpu",))
 
-
-def test_lstm_weights_reordered_by_slice_concat_unsqueeze():
-    model = genmodels.reordered_gates_model()
-    weights = {w.name: w for w in discover_weights(model)}
-    for name in ("weight_ih", "weight_hh"):
-        assert weights[name].compressible and weights[name].channel_axis == 0  # the gate rows
-        assert weights[name].axis_from == "LSTM through Unsqueeze through Concat through Slice"
-    _check_compressed(model, genmodels.recurrent_inputs(), 4, {"weight_ih", "weight_hh"})
