@@ -275,11 +275,13 @@ class Judge:
     def __init__(self, contract: Contract, reference: Mapping[str, np.ndarray], labels: np.ndarray | None,
                  output: str, task_loss: Callable[[np.ndarray], np.ndarray] | None = None,
                  correct: Callable[[np.ndarray], np.ndarray] | None = None,
-                 heads: Mapping[str, int] | None = None, samples: int | None = None) -> None:
+                 heads: Mapping[str, int] | None = None, samples: int | None = None,
+                 one_per_call: bool = False) -> None:
         self.contract = contract
-        #: the samples the reference covers: rows of an output are theirs in order, so that a
-        #: [samples * steps, ...] output (calls of one sample each, time first) groups by sample
-        self.samples = samples
+        #: the samples the reference covers, and whether each ONNX Runtime call held one of
+        #: them: then an output's rows are the samples' in order, so that a [samples * steps,
+        #: ...] output (time first, joined call after call) groups by sample too
+        self.samples, self.one_per_call = samples, one_per_call
         self.reference = {k: np.asarray(v) for k, v in reference.items()}
         self.labels = labels
         self.output = output
@@ -339,14 +341,15 @@ class Judge:
         return rows + self._distance_criteria(outputs)
 
     def _agreement(self, name: str, output: np.ndarray) -> float:
-        """The share of samples whose every arg-max is the original's (rows per sample: the
-        output's rows over ``samples``; each row on its own where they do not divide)."""
+        """The share of samples whose every arg-max is the original's; each row on its own
+        where the rows cannot be told apart by sample (time first, several samples a call)."""
         reference = self.reference[name]
         if np.shape(output) != reference.shape:
             return 0.0
         same = reference.argmax(-1) == output.argmax(-1)
-        groups = self.samples if self.samples and same.size % self.samples == 0 else len(same)
-        return float(np.mean(same.reshape(groups, -1).all(axis=1)))
+        n = self.samples
+        by_sample = bool(n) and (len(same) == n or (self.one_per_call and len(same) % n == 0))
+        return float(np.mean(same.reshape(n if by_sample else len(same), -1).all(axis=1)))
 
     def _distance_criteria(self, outputs: Mapping[str, np.ndarray]) -> list[Criterion]:
         return [Criterion(f"standardised distance '{k}'", d, self.contract.max_distance, False)

@@ -210,8 +210,11 @@ def _recurrent_rows(site: _Site, x: np.ndarray, initial: np.ndarray | None) -> n
         return np.broadcast_to(rows, (rows.shape[0], directions, rows.shape[2]))
     y = x.transpose(1, 2, 0, 3) if batch_first else x  # [T, D, B, H]
     steps, _, batch, hidden = y.shape
-    h0 = np.zeros((directions, batch, hidden), y.dtype) if initial is None else \
-        np.asarray(initial, y.dtype).reshape(directions, batch, hidden)
+    if initial is None:
+        h0 = np.zeros((directions, batch, hidden), y.dtype)
+    else:  # [D, B, H], or [B, D, H] with layout 1
+        h0 = np.asarray(initial, y.dtype)
+        h0 = (h0.transpose(1, 0, 2) if batch_first else h0).reshape(directions, batch, hidden)
     kinds = {b"forward": ["forward"], b"reverse": ["reverse"], b"bidirectional": ["forward", "reverse"]}
     order = kinds.get(node_attr(site.node, "direction", b"forward"), ["forward"])
     per_direction = []

@@ -337,14 +337,16 @@ def _samples(data: Mapping[str, np.ndarray], labels: np.ndarray | None, index: n
 
 
 def _judge(contract: Contract, reference: dict[str, np.ndarray], labels: np.ndarray | None, output: str,
-           loss_kind: str, heads: Mapping[str, int], samples: int) -> Judge:
-    """The contract's judge on the ``samples`` held back (with labels: their task loss and
-    accuracy); ``heads``: the outputs that are a linear layer's scores (``model.linear_head_outputs``)."""
+           loss_kind: str, heads: Mapping[str, int], samples: int, batch: int) -> Judge:
+    """The contract's judge on the ``samples`` held back, run ``batch`` at a time (with labels:
+    their task loss and accuracy); ``heads``: the outputs that are a linear layer's scores
+    (``model.linear_head_outputs``)."""
+    grouping = {"heads": heads, "samples": samples, "one_per_call": batch == 1}
     if labels is None or contract.metric is not None:
-        return Judge(contract, reference, None, output, heads=heads, samples=samples)
+        return Judge(contract, reference, None, output, **grouping)
     task = make_loss(loss_kind, output, reference[output], labels)
     return Judge(contract, reference, labels, output, task.per_sample, lambda out: correctness(out, labels),
-                 heads=heads, samples=samples)
+                 **grouping)
 
 
 def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.ndarray],
@@ -459,9 +461,10 @@ def plan_mixed(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.n
             allocation = allocate_neighbourhood(table, bound, measure_loss, options.noise_sigmas)
         else:
             bound = None
-            judged = probe.on(held, batch_size_for(held, specs))
+            held_batch = batch_size_for(held, specs)
+            judged = probe.on(held, held_batch)
             judge = _judge(options.contract, judged.all_outputs({}), held_labels, output, options.loss,
-                           linear_head_outputs(proto), len(next(iter(held.values()))))
+                           linear_head_outputs(proto), len(next(iter(held.values()))), held_batch)
             frontier = search_frontier(table, measure_size, lambda choice: judge.criteria(judged.all_outputs(
                 overrides(choice))), terminal_progress(stages.verbose, "frontier"))
             allocation = _contract_allocation(frontier, candidates)

@@ -270,9 +270,10 @@ class _Readers:
     axes) that following a Reshape, Squeeze or Unsqueeze needs."""
 
     def __init__(self, proto: ModelProto):
-        self.readers: dict[tuple[str, str], list[tuple[onnx.NodeProto, int]]] = {}
+        self.readers: dict[str, list[tuple[onnx.NodeProto, int, str]]] = {}  # by tensor name, any graph
         self.ints: dict[tuple[str, str], TensorProto] = {}
         self.ints_by_name: dict[str, list[TensorProto]] = {}  # a body reads its parents' constants too
+        self.shadowed: dict[str, set[str]] = {}  # per graph, its formal inputs
         for graph, path in iter_graphs(proto.graph):
             found = [(t.name, t) for t in graph.initializer] + [
                 (n.output[0], constant_tensor(n)) for n in graph.node if constant_tensor(n) is not None and n.output]
@@ -280,10 +281,17 @@ class _Readers:
                 if t.data_type == TensorProto.INT64 and len(t.dims) <= 1:
                     self.ints[(path, name)] = t
                     self.ints_by_name.setdefault(name, []).append(t)
+            self.shadowed[path] = {i.name for i in graph.input}
             for node in graph.node:
                 for slot, name in enumerate(node.input):
                     if name:
-                        self.readers.setdefault((path, name), []).append((node, slot))
+                        self.readers.setdefault(name, []).append((node, slot, path))
+
+    def of(self, path: str, name: str) -> list[tuple[onnx.NodeProto, int, str]]:
+        """The readers of tensor ``name`` of graph ``path``: its own nodes' and those of the
+        bodies nested in it that do not take a formal input of that name."""
+        return [(node, slot, where) for node, slot, where in self.readers.get(name, [])
+                if where == path or (where.startswith(path + "/") and name not in self.shadowed.get(where, ()))]
 
     def int_values(self, path: str, name: str) -> list[int] | None:
         """The values of an int64 constant as graph ``path`` sees it: its own, else the one of
@@ -369,7 +377,7 @@ def _decisions(name: str, path: str, shape: tuple, consumers: list[tuple[onnx.No
                 and node.output[0]:
             passed, back = _passed_shape(node, shape, where, readers)
             if passed is not None:
-                after = [(n, k, where) for n, k in readers.readers.get((where, node.output[0]), [])]
+                after = readers.of(where, node.output[0])
                 for d in _decisions(node.output[0], where, passed, after, readers, depth + 1):
                     if d.kind != "axis":
                         out.append(d)

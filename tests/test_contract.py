@@ -436,7 +436,7 @@ def test_per_step_logits_of_a_linear_head_are_decisions():
     logits = rng.standard_normal((64 * 6, 1, 12)).astype(np.float32)
     assert not is_class_scores(logits) and is_decision(logits, heads["logits"])
     assert not is_decision(logits, 7)  # the last axis no longer holds the layer's features
-    judge = Judge(Contract(), {"logits": logits}, None, "logits", heads=heads, samples=64)
+    judge = Judge(Contract(), {"logits": logits}, None, "logits", heads=heads, samples=64, one_per_call=True)
     flipped = logits.copy()
     for i in (0, 1, 2, 3, 4, 5, 6, 7, 100):  # 9 of 384 steps: all of sample 0, two of 1, one of 16
         top = np.argsort(flipped[i, 0])[-2:]
@@ -444,8 +444,11 @@ def test_per_step_logits_of_a_linear_head_are_decisions():
     agreement = judge.criteria({"logits": flipped})[0]
     assert agreement.name.startswith("top-1 agreement") and agreement.value == pytest.approx(1 - 3 / 64)
     assert not agreement.met()
-    per_step = Judge(Contract(), {"logits": logits}, None, "logits", heads=heads)  # samples unknown: per row
-    assert per_step.criteria({"logits": flipped})[0].value == pytest.approx(1 - 9 / 384)
+    for rows in ({}, {"samples": 64}):  # samples unknown, or several a call with time first: per row
+        per_step = Judge(Contract(), {"logits": logits}, None, "logits", heads=heads, **rows)
+        assert per_step.criteria({"logits": flipped})[0].value == pytest.approx(1 - 9 / 384)
+    batch_first = Judge(Contract(), {"logits": logits.reshape(64, 6, 12)}, None, "logits", heads=heads, samples=64)
+    assert batch_first.criteria({"logits": flipped.reshape(64, 6, 12)})[0].value == pytest.approx(1 - 3 / 64)
 
 
 def test_validation_reports_agreement_of_per_step_logits():

@@ -236,3 +236,40 @@ def test_plan_records_the_axes_chosen_by_size_and_replays_an_edited_one():
         with pytest.raises(OnnxL2Error, match="plan"):
             compress(model, feeds, plan={**plan, "axes": bad}, quiet=True, devices=("cpu",))
 
+
+
+def test_a_threshold_reader_inside_a_body_after_a_pass_through_keeps_the_weight_exact():
+    model = genmodels.two_readers_model()
+    branch = helper.make_graph([helper.make_node("Greater", ["proj_t", "proj_t"], ["b"], name="cmp")], "b", [],
+                               [helper.make_tensor_value_info("b", onnx.TensorProto.BOOL, None)])
+    plain = helper.make_graph([helper.make_node("Constant", [], ["c"], name="c",
+                                                value=numpy_helper.from_array(np.array(True)))], "c", [],
+                              [helper.make_tensor_value_info("c", onnx.TensorProto.BOOL, None)])
+    model.graph.node.extend([helper.make_node("Transpose", ["proj_w"], ["proj_t"], perm=[1, 0], name="t"),
+                             helper.make_node("Constant", [], ["go"], name="go",
+                                              value=numpy_helper.from_array(np.array(True))),
+                             helper.make_node("If", ["go"], ["flag"], then_branch=branch, else_branch=plain,
+                                              name="if")])
+    weights = {w.name: w for w in discover_weights(model)}
+    assert not weights["proj_w"].compressible and "Greater" in weights["proj_w"].reason
+
+
+def test_recurrent_rows_of_a_batch_first_layer_match_the_time_first_ones():
+    """``layout`` 1: X [B, T, I], Y [B, T, D, H] and the initial state [B, D, H]."""
+    from onnxl2.hessian import _recurrent_rows, _Site
+    from onnxl2.model import Weight
+    rng = np.random.default_rng(0)
+    steps, d, batch, hidden = 5, 2, 3, 4
+    y = rng.standard_normal((steps, d, batch, hidden)).astype(np.float32)
+    h0 = rng.standard_normal((d, batch, hidden)).astype(np.float32)
+    rows = {}
+    for layout in (0, 1):
+        node = helper.make_node("LSTM", ["x", "W", "R"], ["Y"], hidden_size=hidden, direction="bidirectional",
+                                layout=layout)
+        site = _Site(Weight("R", "main", "initializer", (d, 4 * hidden, hidden), 1, False), "rnn", "Y", node,
+                     recurrent="hidden")
+        rows[layout] = _recurrent_rows(site, y.transpose(2, 0, 1, 3) if layout else y,
+                                       h0.transpose(1, 0, 2) if layout else h0)
+    np.testing.assert_array_equal(rows[1], rows[0])
+    np.testing.assert_array_equal(rows[0][:batch, 0], h0[0])  # forward: the initial state first
+    np.testing.assert_array_equal(rows[0][-batch:, 1], h0[1])  # reverse: last
