@@ -77,11 +77,12 @@ def _weight_dict(w: Weight) -> dict:
 
 
 def inspect(model: ModelSource) -> InspectResult:
-    """List every weight; reads only the graph, so it works on models of any size."""
+    """List every weight; reads only the graph, so it works on models of any size (an axis
+    chosen by coded size is chosen when compressing: its ``axis_from`` says "size")."""
     loaded = load_model(model, load_data=False)
     return InspectResult(str(loaded.path or "<ModelProto>"), loaded.file_bytes,
                          default_opset(loaded.proto), loaded.proto.ir_version,
-                         discover_weights(loaded.proto))
+                         discover_weights(loaded.proto, choose_axes=False))
 
 
 # ----------------------------------------------------------------------------- compress

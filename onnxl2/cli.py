@@ -82,9 +82,10 @@ def inspect(model: str, as_json: bool, show_all: bool) -> None:
 
 def _axis_text(w) -> str:
     """The channel axis as inspect lists it: "1", "0+1" where the channels run over axes 0 and 1
-    (a recurrent layer's directions and gate rows), "-" where there is none."""
+    (a recurrent layer's directions and gate rows), "by size" where compressing chooses it, "-"
+    where there is none."""
     if w.channel_axis is None:
-        return "-"
+        return "by size" if w.axis_from == "size" else "-"
     return "+".join(map(str, range(w.channel_axis + 1))) if w.merged_channels else str(w.channel_axis)
 
 

@@ -170,6 +170,19 @@ def is_decision(output: np.ndarray, head_features: int | None = None) -> bool:
                 and output.shape[-1] == head_features and head_features >= 2)
 
 
+def sample_agreement(reference: np.ndarray, output: np.ndarray, samples: int | None = None,
+                     one_per_call: bool = False) -> float:
+    """The share of samples whose every arg-max (along the last axis) is the original's: the
+    rows of ``samples`` samples grouped in order where they can be (as many rows as samples, or
+    one sample a call), each row on its own where not (time first, several samples a call).
+    0 where the shapes differ."""
+    if np.shape(output) != np.shape(reference):
+        return 0.0
+    same = reference.argmax(-1) == output.argmax(-1)
+    by_sample = bool(samples) and (len(same) == samples or (one_per_call and len(same) % samples == 0))
+    return float(np.mean(same.reshape(samples if by_sample else len(same), -1).all(axis=1)))
+
+
 def channel_axis(shape: tuple[int, ...]) -> int | None:
     """The axis whose entries are an output's channels: the shortest after the sample axis (the
     first of equals), since channels (classes, box fields, feature maps) are fewer than
@@ -341,15 +354,7 @@ class Judge:
         return rows + self._distance_criteria(outputs)
 
     def _agreement(self, name: str, output: np.ndarray) -> float:
-        """The share of samples whose every arg-max is the original's; each row on its own
-        where the rows cannot be told apart by sample (time first, several samples a call)."""
-        reference = self.reference[name]
-        if np.shape(output) != reference.shape:
-            return 0.0
-        same = reference.argmax(-1) == output.argmax(-1)
-        n = self.samples
-        by_sample = bool(n) and (len(same) == n or (self.one_per_call and len(same) % n == 0))
-        return float(np.mean(same.reshape(n if by_sample else len(same), -1).all(axis=1)))
+        return sample_agreement(self.reference[name], output, self.samples, self.one_per_call)
 
     def _distance_criteria(self, outputs: Mapping[str, np.ndarray]) -> list[Criterion]:
         return [Criterion(f"standardised distance '{k}'", d, self.contract.max_distance, False)

@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 from onnx import ModelProto
 
-from .contract import OutputScale, is_decision
+from .contract import OutputScale, is_decision, sample_agreement
 from .data import batch_size_for, input_specs, iter_batches
 from .losses import is_sequence_labels, sequence_correct
 from .model import linear_head_outputs
@@ -83,8 +83,10 @@ def _per_sample(a: np.ndarray) -> np.ndarray:
     return a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(-1, 1)
 
 
-def compare_output(name: str, ref: np.ndarray, got: np.ndarray, head_features: int | None = None
-                   ) -> OutputComparison:
+def compare_output(name: str, ref: np.ndarray, got: np.ndarray, head_features: int | None = None,
+                   samples: int | None = None, one_per_call: bool = False) -> OutputComparison:
+    """Cosine and relative error per row; top-1 agreement per sample as the contract counts it
+    (``contract.sample_agreement``); the standardised change."""
     r, g = _per_sample(ref), _per_sample(got)
     dot = (r * g).sum(axis=1)
     norm_r, norm_g = np.linalg.norm(r, axis=1), np.linalg.norm(g, axis=1)
@@ -94,7 +96,7 @@ def compare_output(name: str, ref: np.ndarray, got: np.ndarray, head_features: i
     rel = np.where(both_zero, 0.0, rel)
     top1 = standardised = None
     if is_decision(ref, head_features) and ref.shape == got.shape:
-        top1 = float(np.mean(ref.argmax(axis=-1) == got.argmax(axis=-1)))
+        top1 = sample_agreement(ref, got, samples, one_per_call)
     if ref.dtype.kind == "f" and ref.shape == got.shape and ref.ndim >= 1:
         standardised = float(np.sqrt(OutputScale.of(ref).errors(got).mean()))
     return OutputComparison(name, list(ref.shape), float(cosine.mean()), float(cosine.min()),
@@ -167,7 +169,9 @@ def validate_models(original: ModelProto | bytes, compressed: ModelProto | bytes
         ref = run_model(make_session(original, device), data, batch)
         got = run_model(make_session(compressed, device), data, batch)
         row = DeviceValidation(device, "ok", ref.latency_ms, got.latency_ms)
-        row.outputs = [compare_output(n, ref.outputs[n], got.outputs[n], heads.get(n)) for n in ref.outputs]
+        samples = len(next(iter(data.values())))
+        row.outputs = [compare_output(n, ref.outputs[n], got.outputs[n], heads.get(n), samples, batch == 1)
+                       for n in ref.outputs]
         if labels is not None:
             chosen_output = label_output or next(iter(ref.outputs))
             row.accuracy_original = accuracy(ref.outputs[chosen_output], labels)

@@ -270,17 +270,16 @@ def layer_hessians(proto: ModelProto, studied: list[Weight], every: list[Weight]
         return {}
     probe = ModelProto()
     probe.CopyFrom(proto)
-    _name_hidden_outputs(probe, sites)
+    _name_hidden_outputs(proto, probe, sites)
     graph_inputs = {i.name for i in probe.graph.input}
     present = {o.name for o in probe.graph.output}
     wanted = list(dict.fromkeys([s.activation for s in sites] + [s.initial for s in sites if s.initial]))
-    initializers = {t.name for t in probe.graph.initializer}
-    types = _elem_types(probe) if any(n not in graph_inputs | present for n in wanted) else {}
+    constants = {w.name: w for w in every if w.graph == "main"}
+    fixed = {name: weight_array(proto, constants[name]).astype(np.float32) for name in wanted if name in constants}
+    types = _elem_types(probe) if any(n not in graph_inputs | present | set(fixed) for n in wanted) else {}
     fetch = []
     for name in wanted:
-        if name in initializers:
-            continue
-        if name in graph_inputs:
+        if name in fixed or name in graph_inputs:
             continue
         if name not in present:
             probe.graph.output.append(helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT), None))
@@ -292,10 +291,10 @@ def layer_hessians(proto: ModelProto, studied: list[Weight], every: list[Weight]
     positions: dict[str, int] = {}
     samples = 0
     for index, feeds in enumerate(iter_batches(data, batch)):
-        values = {**feeds, **dict(zip(fetch, session.run(fetch, feeds)))} if fetch else feeds
+        values = {**fixed, **feeds, **(dict(zip(fetch, session.run(fetch, feeds))) if fetch else {})}
         samples += len(next(iter(feeds.values())))
         for site in sites:
-            initial = _initial_state(site, values, proto)
+            initial = np.asarray(values[site.initial], dtype=np.float32) if site.initial else None
             x, seen = _input_rows(site, np.asarray(values[site.activation], dtype=np.float32), MAX_ROWS_PER_BATCH,
                                   _rows_rng(seed, index, site), initial)
             positions[site.weight.key] = positions.get(site.weight.key, 0) + seen
@@ -311,36 +310,26 @@ def layer_hessians(proto: ModelProto, studied: list[Weight], every: list[Weight]
             for s in sites if s.weight.key in sums}
 
 
-def _name_hidden_outputs(probe: ModelProto, sites: list[_Site]) -> None:
-    """Give a recurrent node's omitted ``Y`` output a name, so that it can be fetched."""
-    nodes = {id(s.node): s for s in sites if s.recurrent == "hidden" and not s.activation}
-    if not nodes:
+def _name_hidden_outputs(proto: ModelProto, probe: ModelProto, sites: list[_Site]) -> None:
+    """Give a recurrent node's omitted ``Y`` output a name on ``probe`` (a copy of ``proto``,
+    nodes in the same order), so that it can be fetched."""
+    unnamed = [s for s in sites if s.recurrent == "hidden" and not s.activation]
+    if not unnamed:
         return
+    position = {id(n): i for i, n in enumerate(proto.graph.node)}
     taken = {o for n in probe.graph.node for o in n.output} | {i.name for i in probe.graph.input}
-    by_name = {n.name: n for n in probe.graph.node if n.name}
-    for site in nodes.values():
-        node = by_name.get(site.node.name) if site.node.name else None
-        node = node or next(n for n in probe.graph.node if n.op_type == site.node.op_type
-                            and list(n.input) == list(site.node.input))
+    for site in unnamed:
         name, k = "onnxl2_hidden_states", 0
         while name in taken:
             k += 1
             name = f"onnxl2_hidden_states_{k}"
         taken.add(name)
+        node = probe.graph.node[position[id(site.node)]]
         if node.output:
             node.output[0] = name
         else:
             node.output.append(name)
         site.activation = name
-
-
-def _initial_state(site: _Site, values: Mapping[str, np.ndarray], proto: ModelProto) -> np.ndarray | None:
-    if not site.initial:
-        return None
-    if site.initial in values:
-        return np.asarray(values[site.initial], dtype=np.float32)
-    init = next((t for t in proto.graph.initializer if t.name == site.initial), None)
-    return None if init is None else onnx.numpy_helper.to_array(init).astype(np.float32)
 
 
 def _reshaped_bias(name: str, channels: int, rank: int, graph: _Graph) -> str | None:

@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto, GraphProto, TensorProto, numpy_helper
 
+from .axes import choose_axis
 from .errors import ModelError
 from .paths import external_data_path
 
@@ -299,7 +300,10 @@ class _Readers:
         tensors = [self.ints[(path, name)]] if (path, name) in self.ints else self.ints_by_name.get(name, [])
         if not tensors or any(t.data_location == TensorProto.EXTERNAL for t in tensors):
             return None
-        values = {tuple(int(v) for v in numpy_helper.to_array(t).reshape(-1)) for t in tensors}
+        try:
+            values = {tuple(int(v) for v in numpy_helper.to_array(t).reshape(-1)) for t in tensors}
+        except (ValueError, TypeError):  # data that do not fill the shape: nothing to follow
+            return None
         return list(values.pop()) if len(values) == 1 else None
 
 
@@ -308,7 +312,7 @@ def _passed_shape(node: onnx.NodeProto, shape: tuple, path: str, readers: _Reade
     """The shape a pass-through reader gives its output (None entries: unknown sizes; None: not
     followed) and the map from an output axis back to the input's axis (None: no single one)."""
     op, rank = node.op_type, len(shape)
-    if op == "Cast" and node_attr(node, "to", TensorProto.FLOAT) not in _FLOAT_ELEM_TYPES:
+    if rank == 0 or (op == "Cast" and node_attr(node, "to", TensorProto.FLOAT) not in _FLOAT_ELEM_TYPES):
         return None, lambda a: None
     if op in ("Identity", "Cast"):
         return shape, lambda a: a
@@ -370,6 +374,8 @@ def _decisions(name: str, path: str, shape: tuple, consumers: list[tuple[onnx.No
             out.append(_Decision("exact", f"{op} (input {slot})"))
             continue
         role, axis, merged = _role_and_axis(node, slot, len(shape))
+        if axis is not None and not 0 <= axis < len(shape):  # a kernel of a rank its op cannot take
+            role, axis, merged = "other", None, False
         if axis is not None:
             out.append(_Decision("axis", op, role, axis, merged))
             continue
@@ -433,7 +439,6 @@ def discover_weights(proto: ModelProto, choose_axes: bool = True) -> list[Weight
     for w in weights:
         _classify(w, nodes, readers)
     if choose_axes:
-        from .axes import choose_axis
         for w in weights:
             if w.compressible and w.channel_axis is None:
                 tensor = find_tensor(proto, w)

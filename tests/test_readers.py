@@ -185,14 +185,46 @@ def test_recurrent_weights_inside_if_branches():
         _check_compressed(model, feeds, 4, expected)
 
 
+def test_choose_axis_takes_the_axis_whose_steps_hold_the_values():
+    """Rows that are integers -31..31 times a power of two of their own: steps along axis 0 hold
+    them exactly at 6 bits, steps along axis 1 cannot; the transposed tensor the other way."""
+    rng = np.random.default_rng(0)
+    ints = rng.integers(-31, 32, size=(48, 64)).astype(np.float32)
+    ints[:, 0] = 31  # every row reaches its largest level
+    exact = ints * (2.0 ** rng.integers(-8, 3, size=(48, 1))).astype(np.float32)
+    assert axis_cost(exact, 0) < axis_cost(exact, 1)
+    assert choose_axis(exact) == 0 and choose_axis(np.ascontiguousarray(exact.T)) == 1
+
+
 def test_choose_axis_skips_axes_with_too_few_elements_per_channel():
     rng = np.random.default_rng(0)
-    wide = rng.standard_normal((4, 512)).astype(np.float32)
-    wide[:, :256] *= 50  # per-column steps would pay, but 4 elements a channel are too few
-    assert choose_axis(wide) == 0
-    scaled = (rng.standard_normal((64, 64)) * np.exp(rng.standard_normal((64, 1)) * 2)).astype(np.float32)
-    assert choose_axis(scaled) == int(np.argmin([axis_cost(scaled, a) for a in (0, 1)]))
+    ints = rng.integers(-31, 32, size=(4, 512))
+    ints[0] = 31
+    wide = (ints * 2.0 ** rng.integers(-8, 3, size=(1, 512))).astype(np.float32)
+    # per-column steps would hold it exactly, but 4 elements a channel are too few
+    assert axis_cost(wide, 1) < axis_cost(wide, 0) and choose_axis(wide) == 0
     assert choose_axis(np.full((8, 32), np.inf, np.float32)) == 0
+
+
+def test_a_hostile_graph_of_readers_is_listed_without_a_traceback():
+    """A ConvTranspose reading a squeezed rank-1 weight (its channel axis 1 does not exist),
+    Squeezes down to rank 0, and an Unsqueeze whose axes do not fill their shape."""
+    bad_axes = onnx.TensorProto()
+    bad_axes.name, bad_axes.data_type = "ax", onnx.TensorProto.INT64
+    bad_axes.dims.extend([3])
+    bad_axes.raw_data = b"\x00" * 5
+    nodes = [helper.make_node("Squeeze", ["w"], ["s"], name="sq"),
+             helper.make_node("ConvTranspose", ["x", "s"], ["y"], name="ct"),
+             helper.make_node("Unsqueeze", ["w", "ax"], ["u"], name="un"),
+             helper.make_node("Squeeze", ["s"], ["s0"], name="sq0"),
+             helper.make_node("Squeeze", ["s0"], ["s00"], name="sq00"),
+             helper.make_node("Relu", ["s00"], ["r"], name="relu")]
+    graph = helper.make_graph(nodes, "hostile", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.ones((1, 256), np.float32), "w"), bad_axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    weights = {w.name: w for w in discover_weights(model)}
+    assert weights["w"].compressible and weights["w"].axis_from == "size"
 
 
 def test_threshold_reader_through_a_transpose_keeps_the_weight_exact():
