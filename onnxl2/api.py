@@ -110,7 +110,7 @@ class CompressResult(_ModelFiles):
 
 def compress(model: ModelSource, data: DataSource | None = None, *, labels: Any = None,
              eval_data: DataSource | None = None, eval_labels: Any = None,
-             output_dir: str | os.PathLike | None = None, options: CompressOptions | None = None,
+             out_dir: str | os.PathLike | None = None, options: CompressOptions | None = None,
              **choices: Any) -> CompressResult:
     """Compress a model to a sidecar bitstream (and, unless lossless, a runnable ONNX).
 
@@ -123,15 +123,15 @@ def compress(model: ModelSource, data: DataSource | None = None, *, labels: Any 
     step; with ``max_loss_increase`` (absolute or "N%") the plan whose calibration loss rises at
     most that (the lossless neighbourhood); under ``target_ratio`` / ``target_size`` the least
     loss change that fits. The result is validated on ``eval_data`` (with ``eval_labels``) when
-    given, else on ``data``; ``output_dir`` receives the bitstream, the ONNX, the plans and the
+    given, else on ``data``; ``out_dir`` receives the bitstream, the ONNX, the plans and the
     reports.
     """
     opts = (options or CompressOptions()).with_fields(**choices) if choices else (options or CompressOptions())
     stages = Stages(None if not opts.quiet else False)
     started = time.perf_counter()
     if opts.lossless:
-        return _compress_lossless(model, output_dir, stages, started)
-    mode, bits, plan, output = opts.mode, opts.bits, opts.plan, opts.output
+        return _compress_lossless(model, out_dir, stages, started)
+    mode, bits, plan, output = opts.mode, opts.bits, opts.plan, opts.model_output
     with stages.stage("load"):
         loaded = load_model(model)
         proto, folded = fold_batchnorm(loaded.proto) if opts.fold else (loaded.proto, 0)
@@ -197,7 +197,7 @@ def compress(model: ModelSource, data: DataSource | None = None, *, labels: Any 
         for rank, plan_choice in enumerate(mixed.alternatives, start=1):
             extra[f"plan-next-{rank}.json"] = to_json(_plan_document(report["model"], plan_choice, fitted_on,
                                                                      weights))
-    return _finish(report, blob, stored, output_dir, stem, stages, started,
+    return _finish(report, blob, stored, out_dir, stem, stages, started,
                    [loaded.path] + loaded.external_files if loaded.path else [], extra=extra)
 
 
@@ -493,17 +493,17 @@ def _read_bitstream(bitstream: str | os.PathLike | bytes) -> bytes:
 
 
 def decompress(bitstream: str | os.PathLike | bytes, output: str | os.PathLike | None = None,
-               max_output_bytes: int | str | None = None) -> DecompressResult:
+               max_output_size: int | str | None = None) -> DecompressResult:
     """Decode a ``.l2b``; with ``output`` write the model there (external data beside it).
 
-    A bitstream may decode to at most ``max_output_bytes`` (bytes, or a size such as "8GB");
+    A bitstream may decode to at most ``max_output_size`` (bytes, or a size such as "8GB");
     by default to 64 times its own size (at least 1 MiB), which every bitstream onnxl2 writes
     meets unless its report says otherwise. Nothing is written unless every file decodes and
     matches its checksum, and then only inside ``output``'s folder.
     """
-    limit = parse_size(max_output_bytes) if isinstance(max_output_bytes, str) else max_output_bytes
+    limit = parse_size(max_output_size) if isinstance(max_output_size, str) else max_output_size
     if limit is not None and limit < 0:
-        raise OnnxL2Error(f"--max-output-size must not be negative, got {max_output_bytes}")
+        raise OnnxL2Error(f"--max-output-size must not be negative, got {max_output_size}")
     blob = _read_bitstream(bitstream)
     files, meta = decode_container(blob, max_output_bytes=limit)
     check_model_files(files)
@@ -542,14 +542,14 @@ def _as_session_source(model: ModelSource | bytes) -> tuple[Any, ModelProto]:
 
 
 def validate(original: ModelSource, compressed: ModelSource | bytes, data: DataSource,
-             labels: Any = None, output: str | None = None,
+             labels: Any = None, model_output: str | None = None,
              devices: tuple[str, ...] = ("cpu", "cuda")) -> ValidationResult:
     """Compare a compressed model with its original on the same data, on CPU (and CUDA)."""
     orig_src, orig_proto = _as_session_source(original)
     comp_src, _ = _as_session_source(compressed)
     arrays = load_data(data, orig_proto)
     label_array = load_labels(labels, len(next(iter(arrays.values())))) if labels is not None else None
-    result = validate_models(orig_src, comp_src, arrays, label_array, output, devices,
+    result = validate_models(orig_src, comp_src, arrays, label_array, model_output, devices,
                              spec_model=orig_proto)
     for src, attr in ((original, "original_bytes"), (compressed, "compressed_bytes")):
         if isinstance(src, (str, os.PathLike)):

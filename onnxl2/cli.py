@@ -128,6 +128,11 @@ def _parse_choices(text: str | None) -> tuple[int, ...]:
         raise OnnxL2Error(f"--bits-choices takes a comma-separated list such as 2,4,8,16; got {text!r}") from None
 
 
+def _parse_devices(text: str) -> tuple[str, ...]:
+    """--devices cpu,cuda: names separated by commas (CompressOptions checks them)."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 def _parse_rates(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(part) for part in text.split(",") if part.strip())
@@ -175,9 +180,10 @@ def _parse_rates(text: str) -> tuple[float, ...]:
 @click.option("--loss", type=click.Choice(list(LOSS_KINDS)), default="auto", show_default=True,
               help="Loss the automatic mode measures (neighbour: embeddings judged by their nearest neighbours; "
                    "ctc: per-step class scores against --labels given as sequences [samples, length] padded with -1).")
-@click.option("--output", "output_name", help="Model output the loss (and labels) refer to (default: the first).")
+@click.option("--model-output", help="Model output the loss (and labels) refer to (default: the first).")
 @click.option("--plan", type=click.Path(dir_okay=False), help="Replay a plan.json (choices per weight) instead of searching.")
-@click.option("--no-taylor", is_flag=True, help="Skip the first/second-order terms (two thirds of the passes).")
+@click.option("--taylor/--no-taylor", default=True, show_default=True,
+              help="Measure first/second-order terms in the sweep (without: a third of the passes).")
 @click.option("--sweep", type=click.Choice(["auto", "full", "proxy"]), default="auto", show_default=True,
               help="full: measure every candidate; proxy: one per weight, the rest scaled; auto: the first of full, "
                    "full without Taylor terms, proxy, proxy without Taylor terms that fits --sweep-budget.")
@@ -190,20 +196,22 @@ def _parse_rates(text: str) -> tuple[float, ...]:
                    "mode, off with --bits.")
 @click.option("--rates", default="0", show_default=True,
               help="Prices of a bit in the rounding (units of the squared step), one candidate each, e.g. 0,0.3.")
-@click.option("--no-lowrank", is_flag=True,
-              help="Automatic mode: offer no low-rank factorisations (by default MatMul, Gemm and ungrouped Conv "
-                   "layers also get factor pairs at a few ranks, chosen in the same knapsack as the bits).")
+@click.option("--lowrank/--no-lowrank", default=True, show_default=True,
+              help="Automatic mode: offer low-rank factorisations (MatMul, Gemm and ungrouped Conv layers get "
+                   "factor pairs at a few ranks, chosen in the same knapsack as the bits).")
 @click.option("--rank", "ranks", multiple=True, metavar="PATTERN=R",
               help="Factorise matching layers at rank R (repeatable); their bits are still chosen.")
-@click.option("-o", "--out-dir", "output_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--cpu-only", is_flag=True, help="Validate on the CPU only, even when CUDA is present.")
-@click.option("--no-fold", is_flag=True, help="Keep BatchNormalization nodes instead of fusing them into Conv.")
+@click.option("-o", "--out-dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--devices", default="cpu,cuda", show_default=True,
+              help="Where the result is validated (cpu, cuda; CUDA skipped cleanly where absent).")
+@click.option("--fold/--no-fold", default=True, show_default=True,
+              help="Fuse BatchNormalization into the Conv before it (as ONNX Runtime does at load time).")
 @click.option("--quiet", is_flag=True, help="No progress on the terminal.")
 @_user_errors
 def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_loss_increase, agreement, max_distance,
              confidence, metric_spec, max_drop, decisions, holdout, noise_sigmas, target_ratio,
-             target_size, bits_choices, keep, loss, output_name, plan, no_taylor, sweep, sweep_budget,
-             sweep_cache, compensate, rates, no_lowrank, ranks, output_dir, cpu_only, no_fold, quiet) -> None:
+             target_size, bits_choices, keep, loss, model_output, plan, taylor, sweep, sweep_budget,
+             sweep_cache, compensate, rates, lowrank, ranks, out_dir, devices, fold, quiet) -> None:
     """Compress MODEL into a folder: NAME.l2b (bitstream), NAME.l2.onnx (runnable), plan.json, report.json/.html.
 
     Without --bits, --lossless or --plan it runs the automatic mode on --data: the smallest plan
@@ -218,13 +226,13 @@ def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_lo
     uniform, pins = _parse_bits(bits)
     options = CompressOptions(
         lossless=lossless, bits=uniform, plan=plan, target_ratio=target_ratio, target_size=target_size,
-        max_loss_increase=max_loss_increase, contract=contract, output=output_name, loss=loss,
+        max_loss_increase=max_loss_increase, contract=contract, model_output=model_output, loss=loss,
         bits_choices=_parse_choices(bits_choices), keep=keep, pins=pins, ranks=_parse_ranks(ranks),
-        compensate=compensate, rates=_parse_rates(rates), lowrank=not no_lowrank, taylor=not no_taylor, sweep=sweep,
-        sweep_budget_s=sweep_budget, sweep_cache=sweep_cache, noise_sigmas=noise_sigmas, fold=not no_fold,
-        devices=("cpu",) if cpu_only else ("cpu", "cuda"), quiet=quiet)
+        compensate=compensate, rates=_parse_rates(rates), lowrank=lowrank, taylor=taylor, sweep=sweep,
+        sweep_budget=sweep_budget, sweep_cache=sweep_cache, noise_sigmas=noise_sigmas, fold=fold,
+        devices=_parse_devices(devices), quiet=quiet)
     result = api.compress(model, data, labels=labels, eval_data=eval_data, eval_labels=eval_labels,
-                          output_dir=output_dir, options=options)
+                          out_dir=out_dir, options=options)
     if "contract" in result.report.get("allocation", {}):
         click.echo(format_table(frontier_rows(result.report), frontier_header(result.report)))
         click.echo("")
@@ -239,16 +247,16 @@ def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_lo
 @main.command()
 @click.argument("bitstream", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
-@click.option("--max-output-size", "max_output_bytes", metavar="SIZE",
+@click.option("--max-output-size", metavar="SIZE",
               help="Most bytes the bitstream may decode to (e.g. 8GB; default 64x its own size, at least 1 MiB).")
 @_user_errors
-def decompress(bitstream: str, output: str, max_output_bytes: str | None) -> None:
+def decompress(bitstream: str, output: str, max_output_size: str | None) -> None:
     """Decode BITSTREAM (.l2b) back into the ONNX model it holds, exactly.
 
     External data files go beside OUTPUT under the names the bitstream gives them (plain file
     names only); nothing is written unless every file decodes and matches its checksum.
     """
-    result = api.decompress(bitstream, output, max_output_bytes=max_output_bytes)
+    result = api.decompress(bitstream, output, max_output_size=max_output_size)
     click.echo("wrote " + ", ".join(f"{p} ({human_bytes(p.stat().st_size)})" for p in result.written))
 
 
@@ -257,14 +265,14 @@ def decompress(bitstream: str, output: str, max_output_bytes: str | None) -> Non
 @click.argument("compressed", type=click.Path(dir_okay=False))
 @click.option("--data", required=True, type=click.Path(), help="Evaluation data (.npz or folder of .npy).")
 @click.option("--labels", type=click.Path(dir_okay=False), help="Integer labels (.npy): adds task accuracy.")
-@click.option("--output", "output_name", help="Model output the labels refer to (default: the first).")
-@click.option("--cpu-only", is_flag=True, help="Skip CUDA even when it is present.")
+@click.option("--model-output", help="Model output the labels refer to (default: the first).")
+@click.option("--devices", default="cpu,cuda", show_default=True, help="Where to run both models (cpu, cuda).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the result as JSON here.")
 @_user_errors
-def validate(original, compressed, data, labels, output_name, cpu_only, json_out) -> None:
+def validate(original, compressed, data, labels, model_output, devices, json_out) -> None:
     """Run ORIGINAL and COMPRESSED (.onnx or .l2b) on the same data and compare them."""
-    result = api.validate(original, compressed, data, labels=labels, output=output_name,
-                          devices=("cpu",) if cpu_only else ("cpu", "cuda"))
+    result = api.validate(original, compressed, data, labels=labels, model_output=model_output,
+                          devices=_parse_devices(devices))
     v = result.to_dict()
     rows = [["samples", str(v["samples"])]]
     if v.get("original_bytes"):

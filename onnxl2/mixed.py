@@ -65,7 +65,7 @@ class MixedOptions:
     contract: Contract = field(default_factory=Contract)  # the default form
     taylor: bool = True
     sweep: str = "auto"  # "full" (every candidate measured), "proxy", or "auto" (by the time budget)
-    sweep_budget_s: float = 300.0
+    sweep_budget: float = 300.0
     compensate: bool = False  # GPTQ error compensation where the layer Hessian can be captured
     rates: tuple[float, ...] = DEFAULT_RATES  # prices of a bit in the rounding, one candidate each
     noise_sigmas: float = 0.0  # neighbourhood: a change this many standard errors above the bound passes
@@ -194,7 +194,7 @@ def sweep_mode(options: MixedOptions, candidates: Mapping[str, list[Candidate]],
     measured = sum(any(c.bits != 32 for c in cands) for cands in candidates.values())
     for mode, count in (("full", passes), ("proxy", measured)):
         for taylor in ((True, False) if options.taylor else (False,)):
-            if (3 if taylor else 1) * count * pass_seconds <= options.sweep_budget_s:
+            if (3 if taylor else 1) * count * pass_seconds <= options.sweep_budget:
                 return mode, taylor
     return "proxy", False
 

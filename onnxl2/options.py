@@ -32,7 +32,7 @@ class CompressOptions:
     of a bit in the rounding, in units of the squared step, one candidate each (0: nearest).
     ``lowrank`` offers factor pairs fitted to the layers' inputs in the automatic mode. ``sweep``
     "full" measures every candidate, "proxy" one per weight (the others scaled by their layer
-    error), "auto" picks by ``sweep_budget_s`` (the contract always takes the proxy);
+    error), "auto" picks by ``sweep_budget`` (seconds) (the contract always takes the proxy);
     ``sweep_cache`` (a folder) keeps sweeps for reruns with other bounds or targets.
     ``noise_sigmas`` lets a neighbourhood plan pass while its loss change is at most that many
     standard errors above the bound. ``fold`` fuses BatchNormalization into the Conv before it,
@@ -45,7 +45,7 @@ class CompressOptions:
     target_size: int | str | None = None
     max_loss_increase: float | str | None = None
     contract: Contract = field(default_factory=Contract)
-    output: str | None = None  # the model output the loss and labels refer to (default: the first)
+    model_output: str | None = None  # the model output the loss and labels refer to (default: the first)
     loss: str = "auto"
     bits_choices: tuple[int, ...] = DEFAULT_BITS_CHOICES
     keep: tuple[str, ...] = ()  # patterns of weights kept in float32
@@ -56,7 +56,7 @@ class CompressOptions:
     lowrank: bool = True
     taylor: bool = True
     sweep: str = "auto"
-    sweep_budget_s: float = 300.0
+    sweep_budget: float = 300.0  # seconds
     sweep_cache: str | os.PathLike | None = None
     noise_sigmas: float = 0.0
     fold: bool = True
@@ -100,8 +100,8 @@ class CompressOptions:
     def automatic(self, target_bytes: int | None = None) -> MixedOptions:
         """The automatic mode's share of these options (also what ``bits`` and ``plan`` use for
         pins, ranks and compensation)."""
-        return MixedOptions(self.bits_choices, self.keep, self.pins, self.loss, self.output, self.max_loss_increase,
-                            target_bytes, self.contract, self.taylor, self.sweep, self.sweep_budget_s,
+        return MixedOptions(self.bits_choices, self.keep, self.pins, self.loss, self.model_output, self.max_loss_increase,
+                            target_bytes, self.contract, self.taylor, self.sweep, self.sweep_budget,
                             self.mode == "auto" if self.compensate is None else self.compensate, self.rates,
                             self.noise_sigmas, self.lowrank, self.ranks)
 

@@ -23,7 +23,7 @@ def calib():
 def test_neighbourhood_plan_does_not_raise_the_calibration_loss(calib, tmp_path):
     """One standard error of slack: a plan whose change is pure noise must be able to pass (with
     none, a model this small can land in the fallback by the luck of the paired draws)."""
-    result = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), output_dir=tmp_path,
+    result = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), out_dir=tmp_path,
                       noise_sigmas=1.0, max_loss_increase=0)
     alloc = result.report["allocation"]
     assert alloc["measured_loss_change"] <= alloc["measured_loss_change_se"]
@@ -42,7 +42,7 @@ def test_neighbourhood_plan_does_not_raise_the_calibration_loss(calib, tmp_path)
 
 
 def test_plan_replays_to_the_same_bitstream(calib, tmp_path):
-    first = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), output_dir=tmp_path,
+    first = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), out_dir=tmp_path,
                      taylor=False)
     again = compress(genmodels.mixed_model(), calib, plan=tmp_path / "plan.json", quiet=True, devices=("cpu",))
     assert again.files == first.files and again.report["mode"] == "plan"
@@ -142,7 +142,7 @@ def test_proxy_sweep_measures_one_candidate_per_weight(calib):
 
 
 def test_html_report_shows_the_allocation(calib, tmp_path):
-    compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), taylor=False, output_dir=tmp_path,
+    compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), taylor=False, out_dir=tmp_path,
              max_loss_increase=0)
     page = (tmp_path / "report.html").read_text()
     assert "Allocation (loss neighbourhood" in page and "predicted (Taylor) and measured" in page
@@ -230,8 +230,8 @@ def test_auto_sweep_drops_taylor_terms_before_measuring_fewer_candidates():
 
     weight = np.random.default_rng(0).normal(size=(8, 8)).astype(np.float32)
     cands = {f"w{i}": make_candidates(f"w{i}", weight, 0, (2, 3, 4, 8)) for i in range(10)}  # 40 passes
-    assert sweep_mode(MixedOptions(sweep_budget_s=1e9), cands, 0.8) == ("proxy", False)  # the contract
-    options = MixedOptions(sweep_budget_s=100.0, max_loss_increase=0)  # the neighbourhood
+    assert sweep_mode(MixedOptions(sweep_budget=1e9), cands, 0.8) == ("proxy", False)  # the contract
+    options = MixedOptions(sweep_budget=100.0, max_loss_increase=0)  # the neighbourhood
     assert sweep_mode(options, cands, 0.8) == ("full", True)  # 3 x 40 x 0.8 = 96 s
     assert sweep_mode(options, cands, 2.0) == ("full", False)  # 80 s
     assert sweep_mode(options, cands, 3.0) == ("proxy", True)  # full 120 s; proxy 3 x 10 x 3 = 90 s

@@ -39,7 +39,7 @@ def test_inspect_compress_decompress_validate(workdir):
     assert result.exit_code == 0
     assert "fc_w" in result.output and "Gemm" in result.output and "compressible: 5 weights" in result.output
     result = _invoke("compress", workdir / "m.onnx", "--data", workdir / "calib.npz", "--bits", 4,
-                     "-o", workdir / "out", "--cpu-only")
+                     "-o", workdir / "out", "--devices", "cpu")
     assert result.exit_code == 0, result.output
     assert "file ratio" in result.output
     report = json.loads((workdir / "out" / "report.json").read_text())
@@ -48,7 +48,7 @@ def test_inspect_compress_decompress_validate(workdir):
     assert result.exit_code == 0
     assert (workdir / "r.onnx").read_bytes() == (workdir / "out" / "m.l2.onnx").read_bytes()
     result = _invoke("validate", workdir / "m.onnx", workdir / "out" / "m.l2b", "--data",
-                     workdir / "calib.npz", "--cpu-only", "--json", workdir / "v.json")
+                     workdir / "calib.npz", "--devices", "cpu", "--json", workdir / "v.json")
     assert result.exit_code == 0 and "cos" in result.output
     assert json.loads((workdir / "v.json").read_text())["samples"] == 16
 

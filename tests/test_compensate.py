@@ -106,7 +106,7 @@ def test_hessian_matches_the_inputs_it_was_built_from():
 def test_automatic_mode_compensates_and_replays_its_plan(tmp_path):
     calib = genmodels.mixed_inputs(32, seed=5)
     first = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), taylor=False,
-                     output_dir=tmp_path, rates=(0.0, 0.5), compensate=True, max_loss_increase="5%")
+                     out_dir=tmp_path, rates=(0.0, 0.5), compensate=True, max_loss_increase="5%")
     alloc = first.report["allocation"]
     assert alloc["compensated_weights"] >= 1
     labels = {r["label"] for rows in alloc["candidates"].values() for r in rows}
@@ -212,7 +212,7 @@ def test_a_compensated_plan_replays_exactly_when_rows_are_sampled(tmp_path):
     model.ir_version = 8
     calib = {"x": _correlated(np.random.default_rng(6), (64, 8, 16, 16))}
     first = compress(model, calib, bits=3, keep=("w1",), compensate=True, quiet=True, devices=("cpu",),
-                     output_dir=tmp_path)
+                     out_dir=tmp_path)
     assert first.report["plan"]["choices"] == {"w1": "float32", "w2": "int3+gptq"}
     again = compress(model, calib, plan=tmp_path / "plan.json", quiet=True, devices=("cpu",))
     assert again.files == first.files
@@ -321,7 +321,7 @@ def test_automatic_mode_measures_what_it_emits_with_moved_biases(tmp_path):
     model = _biased_model(5)
     x = _biased_inputs(48, 6)
     original = make_session(model).run(None, {"x": x})[0]
-    result = compress(model, {"x": x}, target_ratio=6.0, quiet=True, devices=("cpu",), output_dir=tmp_path)
+    result = compress(model, {"x": x}, target_ratio=6.0, quiet=True, devices=("cpu",), out_dir=tmp_path)
     alloc = result.report["allocation"]
     assert alloc["compensated_weights"] == 3
     emitted = onnx.load(str(tmp_path / "model.l2.onnx"))
@@ -416,7 +416,7 @@ def test_a_conv_bias_added_after_a_reshape_is_found_and_corrected(tmp_path, shap
     assert hessians["w"].bias == ("b" if found else None)
     if not found:
         return
-    compress(model, {"x": x}, bits=3, compensate=True, quiet=True, devices=("cpu",), output_dir=tmp_path)
+    compress(model, {"x": x}, bits=3, compensate=True, quiet=True, devices=("cpu",), out_dir=tmp_path)
     emitted = onnx.load(str(tmp_path / "model.l2.onnx"))
     moved = next(numpy_helper.to_array(n.attribute[0].t) for n in emitted.graph.node if n.output[0] == "b")
     assert not np.array_equal(moved, numpy_helper.to_array(nodes[0].attribute[0].t))

@@ -235,7 +235,7 @@ def calib():
 @pytest.fixture(scope="module")
 def contract_run(calib, tmp_path_factory):
     out = tmp_path_factory.mktemp("contract")
-    result = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), output_dir=out)
+    result = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), out_dir=out)
     return result, out
 
 
@@ -315,7 +315,7 @@ def test_a_users_metric_through_the_cli(tmp_path, calib):
         "    return float(np.mean(original['y'].argmax(-1) == compressed['y'].argmax(-1)))\n")
     result = CliRunner().invoke(main, ["compress", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "calib.npz"),
                                        "--metric", f"{tmp_path / 'metric.py'}:agreement", "--max-drop", "0.05",
-                                       "-o", str(tmp_path / "out"), "--cpu-only", "--quiet"])
+                                       "-o", str(tmp_path / "out"), "--devices", "cpu", "--quiet"])
     assert result.exit_code == 0, result.output
     assert "metric.py:agreement" in result.output and "may drop by at most 0.05" in result.output
     for spec, needle in (("nothing.py:f", "no such metric file"), (f"{tmp_path / 'metric.py'}:missing", "no function"),
@@ -392,7 +392,7 @@ def test_a_fixed_batch_keeps_whole_batches_on_each_side(tmp_path):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 32])], [w])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     data = {"x": rng.standard_normal((36, 64)).astype(np.float32)}  # 9 batches: 18 samples each side would not fit
-    result = compress(model, data, quiet=True, devices=("cpu",), output_dir=tmp_path)
+    result = compress(model, data, quiet=True, devices=("cpu",), out_dir=tmp_path)
     assert result.report["allocation"]["contract"]["held_back_samples"] % 4 == 0
     again = compress(model, data, plan=tmp_path / "plan.json", quiet=True, devices=("cpu",))
     assert again.files == result.files

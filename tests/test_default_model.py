@@ -18,7 +18,7 @@ def default(default_model_dir):
 
 def test_bits8_keeps_accuracy(default, tmp_path):
     result = compress(default["model"], default["data"], bits=8, labels=default["labels"],
-                      output_dir=tmp_path, quiet=True, devices=("cpu",))
+                      out_dir=tmp_path, quiet=True, devices=("cpu",))
     cpu = result.report["validation"]["devices"][0]
     assert cpu["accuracy_original"] > 0.9
     assert cpu["accuracy_compressed"] == cpu["accuracy_original"]
@@ -28,7 +28,7 @@ def test_bits8_keeps_accuracy(default, tmp_path):
 
 def test_bits4_file_ratio_at_least_6(default, tmp_path):
     result = compress(default["model"], default["data"], bits=4, labels=default["labels"],
-                      output_dir=tmp_path, quiet=True, devices=("cpu",))
+                      out_dir=tmp_path, quiet=True, devices=("cpu",))
     ratio = default["model"].stat().st_size / (tmp_path / "model.l2b").stat().st_size
     assert ratio >= 6
     assert result.report["sizes"]["file_ratio"] == pytest.approx(ratio)
@@ -38,7 +38,7 @@ def test_bits4_file_ratio_at_least_6(default, tmp_path):
 
 
 def test_lossless_bit_exact_and_beats_lzma(default, tmp_path):
-    compress(default["model"], lossless=True, output_dir=tmp_path, quiet=True)
+    compress(default["model"], lossless=True, out_dir=tmp_path, quiet=True)
     decompress(tmp_path / "model.l2b", tmp_path / "back.onnx")
     original = default["model"].read_bytes()
     assert (tmp_path / "back.onnx").read_bytes() == original

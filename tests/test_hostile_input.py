@@ -138,9 +138,9 @@ def _outside_cases(tmp_path: Path) -> list[tuple[str, Path]]:
 def test_external_data_outside_the_model_folder_is_refused_in_every_mode(tmp_path):
     np.savez(tmp_path / "x.npz", x=np.ones((4, 32), np.float32))
     for label, model in _outside_cases(tmp_path):
-        for call in (lambda: api.compress(model, lossless=True, output_dir=tmp_path / "o", quiet=True),
-                     lambda: api.compress(model, bits=4, output_dir=tmp_path / "o", quiet=True),
-                     lambda: api.compress(model, tmp_path / "x.npz", output_dir=tmp_path / "o", quiet=True),
+        for call in (lambda: api.compress(model, lossless=True, out_dir=tmp_path / "o", quiet=True),
+                     lambda: api.compress(model, bits=4, out_dir=tmp_path / "o", quiet=True),
+                     lambda: api.compress(model, tmp_path / "x.npz", out_dir=tmp_path / "o", quiet=True),
                      lambda: api.inspect(model),
                      lambda: api.validate(model, model, tmp_path / "x.npz", devices=("cpu",))):
             with pytest.raises(ModelError, match="outside"):
@@ -154,7 +154,7 @@ def test_external_data_inside_the_folder_still_works(tmp_path):
     folder.mkdir()
     (folder / "w.bin").write_bytes(np.arange(512, dtype=np.float32).tobytes())
     model = _model_with_external(folder, "w.bin")
-    result = api.compress(model, lossless=True, output_dir=tmp_path / "o", quiet=True)
+    result = api.compress(model, lossless=True, out_dir=tmp_path / "o", quiet=True)
     assert [name for name, _ in api.decompress(result.bitstream).files] == ["model.onnx", "w.bin"]
     assert api.inspect(model).weights[0].external
 
@@ -275,7 +275,7 @@ def test_a_legitimate_bitstream_past_the_ratio_is_written_and_says_how_to_decode
     assert "--max-output-size" in result.report["roundtrip"]
     with pytest.raises(BitstreamError, match="allow more"):
         api.decompress(result.bitstream)
-    restored = api.decompress(result.bitstream, max_output_bytes="8MiB")
+    restored = api.decompress(result.bitstream, max_output_size="8MiB")
     assert restored.files[0][1] == model.SerializeToString()
 
 
@@ -391,7 +391,7 @@ def test_a_failed_rename_leaves_none_of_the_output_set(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError):
-        api.compress(genmodels.mixed_model(), bits=4, output_dir=out, quiet=True)
+        api.compress(genmodels.mixed_model(), bits=4, out_dir=out, quiet=True)
     monkeypatch.setattr(os, "replace", real_replace)
     assert sorted(p.name for p in out.iterdir()) == ["report.json"]
     assert (out / "report.json").read_bytes() == b"an earlier report"

@@ -128,7 +128,7 @@ def _two_layer_model(seed: int = 0) -> tuple[onnx.ModelProto, dict[str, np.ndarr
 
 def test_knapsack_takes_a_low_rank_candidate_only_where_it_is_strictly_better(tmp_path):
     model, data = _two_layer_model()
-    result = compress(model, data, target_ratio=8, bits_choices=(4, 6, 8), output_dir=tmp_path / "out",
+    result = compress(model, data, target_ratio=8, bits_choices=(4, 6, 8), out_dir=tmp_path / "out",
                       devices=("cpu",), quiet=True, sweep="full", taylor=False)
     choices = result.report["plan"]["choices"]
     assert "+rank" in choices["low"], choices  # the same error at a fraction of the bytes
@@ -140,7 +140,7 @@ def test_knapsack_takes_a_low_rank_candidate_only_where_it_is_strictly_better(tm
     # the bitstream decodes to the emitted model, and that model replays from its plan
     decoded = decompress(next((tmp_path / "out").glob("*.l2b")))
     assert decoded.files[0][1] == result.files[0][1]
-    replay = compress(model, data, plan=result.report["plan"], output_dir=tmp_path / "replay",
+    replay = compress(model, data, plan=result.report["plan"], out_dir=tmp_path / "replay",
                       devices=("cpu",), quiet=True)
     assert replay.files == result.files
 
@@ -170,12 +170,12 @@ def test_cli_rank_pins_and_bad_rank(tmp_path):
     np.savez(tmp_path / "x.npz", **data)
     runner = CliRunner()
     ok = runner.invoke(main, ["compress", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "x.npz"), "--bits", "6",
-                              "--rank", "low=8", "-o", str(tmp_path / "out"), "--cpu-only", "--quiet"])
+                              "--rank", "low=8", "-o", str(tmp_path / "out"), "--devices", "cpu", "--quiet"])
     assert ok.exit_code == 0, ok.output
     plan = json.loads((tmp_path / "out" / "plan.json").read_text())
     assert plan["choices"]["low"] == "int6+rank8"
     bad = runner.invoke(main, ["compress", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "x.npz"), "--bits", "6",
-                               "--rank", "low", "-o", str(tmp_path / "bad"), "--cpu-only", "--quiet"])
+                               "--rank", "low", "-o", str(tmp_path / "bad"), "--devices", "cpu", "--quiet"])
     assert bad.exit_code != 0 and "Traceback" not in bad.output and "--rank takes PATTERN=R" in bad.output
     assert not (tmp_path / "bad").exists()
 

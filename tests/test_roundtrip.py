@@ -32,7 +32,7 @@ def _save(model: onnx.ModelProto, path, external: bool = False):
 @pytest.mark.parametrize("external", [False, True])
 def test_lossless_is_bit_exact(tmp_path, external):
     path = _save(genmodels.mixed_model(), tmp_path / "m.onnx", external)
-    result = compress(path, lossless=True, output_dir=tmp_path / "out", quiet=True)
+    result = compress(path, lossless=True, out_dir=tmp_path / "out", quiet=True)
     restored = decompress(tmp_path / "out" / "m.l2b", tmp_path / "r" / "m.onnx")
     assert (tmp_path / "r" / "m.onnx").read_bytes() == path.read_bytes()
     if external:
@@ -54,7 +54,7 @@ def test_lossless_int16_tensors_of_narrow_and_wide_range(tmp_path):
     graph = helper.make_graph(nodes, "g", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 96])],
                               [numpy_helper.from_array(narrow, "narrow"), numpy_helper.from_array(wide, "wide")])
     path = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "i16.onnx")
-    result = compress(path, lossless=True, output_dir=tmp_path / "out", quiet=True)
+    result = compress(path, lossless=True, out_dir=tmp_path / "out", quiet=True)
     decompress(tmp_path / "out" / "i16.l2b", tmp_path / "back.onnx")
     assert (tmp_path / "back.onnx").read_bytes() == path.read_bytes()
     codecs = {span[2] for span in read_manifest(result.bitstream)["files"][0]["spans"]}
@@ -68,7 +68,7 @@ def test_lossless_keeps_non_canonical_bytes(tmp_path):
     producer = onnx.ModelProto(producer_version="9.9").SerializeToString()
     path = tmp_path / "odd.onnx"
     path.write_bytes(data + producer)  # a field repeated at the end: valid protobuf, not canonical
-    compress(path, lossless=True, output_dir=tmp_path / "out", quiet=True)
+    compress(path, lossless=True, out_dir=tmp_path / "out", quiet=True)
     decompress(tmp_path / "out" / "odd.l2b", tmp_path / "back.onnx")
     assert (tmp_path / "back.onnx").read_bytes() == path.read_bytes()
 
@@ -79,7 +79,7 @@ def test_lossless_keeps_non_canonical_bytes(tmp_path):
 def test_lossy_decodes_to_emitted_onnx(tmp_path, bits, factory):
     path = _save(factory(), tmp_path / "m.onnx")
     feeds = genmodels.mixed_inputs()
-    result = compress(path, feeds, bits=bits, output_dir=tmp_path / "out", quiet=True,
+    result = compress(path, feeds, bits=bits, out_dir=tmp_path / "out", quiet=True,
                       devices=("cpu",))
     emitted = (tmp_path / "out" / "m.l2.onnx").read_bytes()
     restored = decompress(tmp_path / "out" / "m.l2b", tmp_path / "restored.onnx")
@@ -152,7 +152,7 @@ def test_emitted_model_past_the_protobuf_limit_goes_to_external_data(monkeypatch
 
     monkeypatch.setattr(storage, "EXTERNAL_DATA_THRESHOLD", 2_000)
     feeds = genmodels.mixed_inputs()
-    result = compress(genmodels.mixed_model(), feeds, bits=8, output_dir=tmp_path / "out", quiet=True,
+    result = compress(genmodels.mixed_model(), feeds, bits=8, out_dir=tmp_path / "out", quiet=True,
                       devices=("cpu",))
     assert [name for name, _ in result.files] == ["model.l2.onnx", "model.l2.onnx.data"]
     restored = decompress(tmp_path / "out" / "model.l2b", tmp_path / "r" / "model.l2.onnx")
@@ -175,7 +175,7 @@ def test_candidate_size_is_the_coded_size(tmp_path, bits):
     from onnxl2.codec.wire import tensor_spans
 
     path = _save(genmodels.big_matmul_model(96, 160, layers=2), tmp_path / "m.onnx")
-    result = compress(path, bits=bits, output_dir=tmp_path / "out", quiet=True)
+    result = compress(path, bits=bits, out_dir=tmp_path / "out", quiet=True)
     files = read_manifest(result.bitstream)["files"]
     assert len(files) == 1
     spans = files[0]["spans"]  # in payload-section order (2, 3, ...), by offset in the file

@@ -139,10 +139,10 @@ def _onnxl2(model: Path, work: Path, method: str, spec: dict):
         options.update(data=spec["calib"], labels=spec.get("calib_labels"))
     elif not options.get("lossless") and "bits" not in options:
         options.update(data=spec["calib"], labels=spec.get("calib_labels"), loss=spec["loss"], taylor=spec["taylor"],
-                       sweep=spec["sweep"], sweep_budget_s=spec["sweep_budget_s"],
+                       sweep=spec["sweep"], sweep_budget=spec["sweep_budget_s"],
                        sweep_cache=spec["sweep_cache"])
     start = time.perf_counter()
-    result = onnxl2.compress(model, output_dir=out, devices=("cpu",), quiet=True, **options)
+    result = onnxl2.compress(model, out_dir=out, devices=("cpu",), quiet=True, **options)
     seconds = time.perf_counter() - start
     stem = next(out.glob("*.l2b"))
     start = time.perf_counter()

@@ -36,7 +36,7 @@ if mode == "decompress":
     onnxl2.decompress(model, out)
 else:
     onnxl2.compress(model, bits=None if mode == "lossless" else int(mode), lossless=mode == "lossless",
-                    output_dir=out, quiet=True)
+                    out_dir=out, quiet=True)
 seconds = time.perf_counter() - start
 peak = high_water_mark()
 print(json.dumps({"seconds": seconds, "peak_rise_bytes": peak - base}))
