@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -19,14 +20,16 @@ from .codec.container import stored_size
 from .codec.classed import encode_classed
 from .codec.floatcodec import encode_array
 from .fileio import write_files_atomically
-from .hessian import LayerHessian
+from .layers.moments import LayerHessian
 from .transforms.compensate import (bias_quanta, channel_spread, compensated_round, output_error,
                                    rate_aware_quantize, round_bias, shift_and_errors, to_rows)
 from .transforms.lowrank import FACTOR_BITS, FactorPair, candidate_ranks, factorise, truncated
 from .transforms.quantize import INTEGER_BITS, QuantizedWeight, container_type, quantize_per_channel, symbol_dtype
 
+#: The bit-widths that stand for a float choice: the weight kept as it is, or stored as float16.
+FLOAT32, FLOAT16 = 32, 16
 #: Bit choices a user can ask for: 2..12 are integers per channel, 16 is float16, 32 keeps float32.
-ALLOWED_BITS = INTEGER_BITS + (16, 32)
+ALLOWED_BITS = INTEGER_BITS + (FLOAT16, FLOAT32)
 DEFAULT_BITS_CHOICES = (2, 3, 4, 5, 6, 8, 10, 12, 16)
 #: Prices of a bit (in units of the squared rounding step) the automatic mode tries by default.
 DEFAULT_RATES = (0.0,)
@@ -174,10 +177,31 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
     """
     if not np.isfinite(weight).all():  # NaN or infinity: no step holds it, so it is kept exactly
         return [Candidate(key, 32, stored_size(weight.nbytes, len(encode_array(weight))), weight)]
-    out = []
-    correct = hessian is not None and hessian.bias is not None and hessian.mean is not None and bias is not None
-    int_bits = sorted(b for b in set(bits_choices) if b in INTEGER_BITS)
-    bases = [quantize_per_channel(weight, bits, axis, key=key, merged=merged) for bits in int_bits] if full_rank else []
+    moments = hessian if hessian is not None else moments
+    with ExitStack() as scope:  # factors of a K x K matrix: reused by this weight's candidates only
+        for h in {id(h): h for h in (hessian, moments) if h is not None}.values():
+            scope.enter_context(h.reusing())
+        correct = hessian is not None and hessian.bias is not None and hessian.mean is not None and bias is not None
+        centred = hessian.centred() if correct else moments  # what a moved bias leaves
+        fit = _Fit(weight, hessian, moments, centred, bias if correct else None,
+                   channel_spread(weight, centred) if correct else None)
+        int_bits = sorted(b for b in set(bits_choices) if b in INTEGER_BITS)
+        out = fit.finish(_unfactorised(key, weight, axis, bits_choices, int_bits, always_float32, hessian, rates,
+                                       merged) if full_rank else [])
+        factor_bits = tuple(b for b in int_bits if b in FACTOR_BITS or not full_rank)
+        if ranks and moments is not None and factor_bits:
+            for rank, bits in _worth_factorising(weight, moments, centred, tuple(ranks), factor_bits, out):
+                out += fit.finish([Candidate(key, pair.bits, factor_payload_bytes(pair), weight,
+                                             compensated=hessian is not None, factors=pair)
+                                   for pair in factorise(weight, moments, rank, bits, compensate=hessian is not None)])
+        return out
+
+
+def _unfactorised(key: str, weight: np.ndarray, axis: int, bits_choices: tuple[int, ...], int_bits: list[int],
+                  always_float32: bool, hessian: LayerHessian | None, rates: tuple[float, ...],
+                  merged: bool) -> list[Candidate]:
+    """Float32, float16 and the integer candidates at full rank, one per bit-width and rate."""
+    bases = [quantize_per_channel(weight, bits, axis, key=key, merged=merged) for bits in int_bits]
     rounded = {}  # (bits, rate) -> QuantizedWeight
     for rate in rates:
         if hessian is not None and bases:
@@ -185,10 +209,11 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
         else:
             made = [b if rate <= 0 else rate_aware_quantize(weight, axis, b, rate) for b in bases]
         rounded.update({(q.bits, rate): q for q in made})
-    for bits in sorted(set(bits_choices) | ({32} if always_float32 else set())) if full_rank else ():
-        if bits == 32:
+    out = []
+    for bits in sorted(set(bits_choices) | ({32} if always_float32 else set())):
+        if bits == FLOAT32:
             out.append(Candidate(key, 32, stored_size(weight.nbytes, len(encode_array(weight))), weight))
-        elif bits == 16:
+        elif bits == FLOAT16:
             if weight.dtype == np.float16:
                 continue
             half = weight.astype(np.float16)
@@ -196,36 +221,36 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
         else:
             out += [Candidate(key, bits, integer_payload_bytes(rounded[bits, rate]), weight, rounded[bits, rate],
                               compensated=hessian is not None, rate=float(rate)) for rate in rates]
-    moments = hessian if hessian is not None else moments
-    centred = hessian.centred() if correct else moments  # what a moved bias leaves
-    spread = channel_spread(weight, centred) if correct else None
+    return out
 
-    def finish(cands: list[Candidate]) -> list[Candidate]:
+
+@dataclass
+class _Fit:
+    """What a weight's candidates are measured against: its layer's input moments, and with bias
+    correction the centred moments, the bias and its channels' output spread."""
+
+    weight: np.ndarray
+    hessian: LayerHessian | None
+    moments: LayerHessian | None
+    centred: LayerHessian | None
+    bias: np.ndarray | None  # None: no bias correction
+    spread: np.ndarray | None
+
+    def finish(self, cands: list[Candidate]) -> list[Candidate]:
         """Bias correction (the moved bias on its grid), then each candidate's layer-output error."""
         for cand in cands:
-            if correct and cand.is_integer:
-                shift, errors = shift_and_errors(weight, cand.values(), hessian, centred)
-                quanta = bias_quanta(spread, bias, np.sqrt(np.maximum(errors, 0.0) / max(centred.rows, 1)))
-                cand.bias_key = hessian.bias
-                cand.bias_values = round_bias(bias.astype(np.float64) + shift, quanta).astype(bias.dtype)
+            if self.bias is not None and cand.is_integer:
+                shift, errors = shift_and_errors(self.weight, cand.values(), self.hessian, self.centred)
+                quanta = bias_quanta(self.spread, self.bias,
+                                     np.sqrt(np.maximum(errors, 0.0) / max(self.centred.rows, 1)))
+                cand.bias_key = self.hessian.bias
+                cand.bias_values = round_bias(self.bias.astype(np.float64) + shift, quanta).astype(self.bias.dtype)
                 cand.output_error = float(errors.sum())
                 continue
-            if moments is not None:
-                metric = centred if cand.bias_key is not None else moments
-                cand.output_error = 0.0 if cand.bits == 32 else output_error(weight, cand.values(), metric)
+            if self.moments is not None:
+                metric = self.centred if cand.bias_key is not None else self.moments
+                cand.output_error = 0.0 if cand.bits == FLOAT32 else output_error(self.weight, cand.values(), metric)
         return cands
-
-    out = finish(out)
-    factor_bits = tuple(b for b in int_bits if b in FACTOR_BITS or not full_rank)
-    if ranks and moments is not None and factor_bits:
-        for rank, bits in _worth_factorising(weight, moments, centred, tuple(ranks), factor_bits, out):
-            out += finish([Candidate(key, pair.bits, factor_payload_bytes(pair), weight, compensated=hessian is not None,
-                                     factors=pair)
-                           for pair in factorise(weight, moments, rank, bits, compensate=hessian is not None)])
-    for h in (hessian, moments):
-        if h is not None:
-            h.derived.clear()  # factors of a K x K matrix: not worth keeping past this weight
-    return out
 
 
 #: A factor pair is not made when an unfactorised candidate no larger than the pair would be has
@@ -268,15 +293,13 @@ def lowrank_ranks(weight: np.ndarray, hessian: LayerHessian | None) -> tuple[int
     return tuple(candidate_ranks(tuple(weight.shape), hessian.layout, hessian.groups))
 
 
-def candidate_for_label(key: str, weight: np.ndarray, axis: int, label: str,
-                        hessian: LayerHessian | None, bias: np.ndarray | None = None,
-                        merged: bool = False) -> Candidate:
-    """The one candidate a plan names (compensated and factorised ones need the layer's Hessian,
-    compensated ones its bias too)."""
-    parsed = parse_label(label)
-    ranks = (parsed.rank,) if parsed.rank else ()
-    (cand,) = make_candidates(key, weight, axis, (parsed.bits,), always_float32=False,
-                              hessian=hessian if parsed.compensated else None, rates=(parsed.rate,), bias=bias,
+def candidate_for(key: str, weight: np.ndarray, axis: int, label: Label, hessian: LayerHessian | None,
+                  bias: np.ndarray | None = None, merged: bool = False) -> Candidate:
+    """The one candidate a plan's label names (compensated and factorised ones need the layer's
+    Hessian, compensated ones its bias too)."""
+    ranks = (label.rank,) if label.rank else ()
+    (cand,) = make_candidates(key, weight, axis, (label.bits,), always_float32=False,
+                              hessian=hessian if label.compensated else None, rates=(label.rate,), bias=bias,
                               ranks=ranks, full_rank=not ranks, moments=hessian, merged=merged)
     return cand
 

@@ -30,43 +30,12 @@ from onnx import ModelProto, helper
 
 from .data import iter_batches
 from .evaluate import make_session
+from .layers.moments import LayerHessian
 from .model import RECURRENT_OPS, Weight, node_attr, weight_array
 
 #: At most this many input rows per batch enter a Hessian (a fixed random subset beyond it):
 #: enough for a well-conditioned K x K estimate, and im2col stays small.
 MAX_ROWS_PER_BATCH = 4096
-
-
-@dataclass
-class LayerHessian:
-    """``X^T X`` of the inputs one weight multiplies, per group, and how the weight maps onto it.
-
-    ``layout`` says how the weight becomes rows (output channels) by columns (inputs):
-    "kn" for a [K, N] right operand (MatMul, Gemm), "nk" for Gemm with transB, "conv" for a
-    [O, C/g, *kernel] kernel, "rnn" for a recurrent weight [directions, gates * hidden, K] (a
-    group per direction).
-    """
-
-    key: str
-    layout: str
-    groups: int
-    matrix: np.ndarray  # [groups, K, K], float64
-    rows: int
-    mean: np.ndarray | None = None  # [groups, K]: mean input row
-    bias: str | None = None  # key of the 1-D constant added to this layer's output, if any
-    #: output positions per calibration sample (input rows before sampling: tokens, pixels),
-    #: which with the output channels give the layer's multiply-adds per sample
-    positions: float | None = None
-    #: factors derived from ``matrix`` (shrunk form, inverse Cholesky factor) kept while one
-    #: weight's candidates are made, so that each bit-width, rate and rank reuses them
-    derived: dict = field(default_factory=dict, repr=False, compare=False)
-
-    def centred(self) -> "LayerHessian":
-        """``X^T X - n mu mu^T``: the output error that remains once a bias has absorbed the
-        mean output shift (bias correction)."""
-        outer = np.einsum("gk,gl->gkl", self.mean, self.mean) * self.rows
-        return LayerHessian(self.key, self.layout, self.groups, self.matrix - outer, self.rows, self.mean, self.bias,
-                            self.positions)
 
 
 @dataclass
@@ -351,11 +320,6 @@ def _reshaped_bias(name: str, channels: int, rank: int, graph: _Graph) -> str | 
     return reshape.input[0] if np.array_equal(padded, want) else None
 
 
-def output_positions(hessians: Mapping[str, LayerHessian]) -> dict[str, float]:
-    """Layer key -> output positions per calibration sample, where the input pass counted them."""
-    return {key: h.positions for key, h in hessians.items() if h.positions}
-
-
 def bias_weights(every: list[Weight], hessians: Mapping[str, LayerHessian]) -> dict[str, Weight]:
     """Layer key -> the bias its Hessian names: what bias correction moves with the weight."""
     by_key = {w.key: w for w in every}
@@ -377,37 +341,3 @@ def _sites(proto: ModelProto, weights: list[Weight], every: list[Weight]) -> lis
                    {o: n for n in proto.graph.node for o in n.output}, {o.name for o in proto.graph.output},
                    constant_values)
     return [s for s in (_site(w, graph) for w in weights) if s is not None]
-
-
-def save_hessians(path: Path, hessians: Mapping[str, LayerHessian]) -> None:
-    """Keep Hessians beside a sweep cache (one .npz, written atomically)."""
-    from .fileio import write_files_atomically
-    arrays = {}
-    for i, h in enumerate(hessians.values()):
-        arrays[f"{i}_matrix"] = h.matrix
-        arrays[f"{i}_mean"] = h.mean if h.mean is not None else np.zeros(0)
-        arrays[f"{i}_meta"] = np.array([h.key, h.layout, str(h.groups), str(h.rows), h.bias or "",
-                                        repr(h.positions)])
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    write_files_atomically({Path(path): buffer.getvalue()})
-
-
-def load_hessians(path: Path) -> dict[str, LayerHessian] | None:
-    if not Path(path).is_file():
-        return None
-    out = {}
-    with np.load(path) as z:
-        metas = [z[f] for f in z.files if f.endswith("_meta")]
-        if any(f.endswith("_meta") and f"{f[:-5]}_mean" not in z.files for f in z.files) or \
-                any(len(m) < 6 for m in metas):
-            return None  # written before input means or output positions were kept: gather again
-        for i in range(len(z.files) // 3):
-            key, layout, groups, rows, bias, positions = (str(v) for v in z[f"{i}_meta"])
-            mean = z[f"{i}_mean"]
-            out[key] = LayerHessian(key, layout, int(groups), z[f"{i}_matrix"], int(rows),
-                                    mean if mean.size else None, bias or None,
-                                    None if positions == "None" else float(positions))
-    return out
-

@@ -13,8 +13,9 @@ from .candidates import DEFAULT_BITS_CHOICES, DEFAULT_RATES
 from .contract import Contract
 from .errors import OnnxL2Error
 from .losses import LOSS_KINDS
-from .mixed import MixedOptions
+from .rules import SearchRules
 from .transforms.quantize import INTEGER_BITS
+from .units import parse_size
 
 
 @dataclass(frozen=True)
@@ -97,13 +98,21 @@ class CompressOptions:
         if self.ranks and (self.lossless or self.plan is not None):
             raise OnnxL2Error("--rank takes no --lossless or --plan (a plan names its ranks itself: int6+gptq+rank32)")
 
-    def automatic(self, target_bytes: int | None = None) -> MixedOptions:
+    def automatic(self, target_bytes: int | None = None) -> SearchRules:
         """The automatic mode's share of these options (also what ``bits`` and ``plan`` use for
         pins, ranks and compensation)."""
-        return MixedOptions(self.bits_choices, self.keep, self.pins, self.loss, self.model_output, self.max_loss_increase,
+        return SearchRules(self.bits_choices, self.keep, self.pins, self.loss, self.model_output, self.max_loss_increase,
                             target_bytes, self.contract, self.taylor, self.sweep, self.sweep_budget,
                             self.mode == "auto" if self.compensate is None else self.compensate, self.rates,
                             self.noise_sigmas, self.lowrank, self.ranks)
+
+    def target_bytes(self, original_bytes: int) -> int | None:
+        """The size budget in bytes (None: no budget), from a ratio of ``original_bytes`` or a size."""
+        if self.target_ratio is not None:
+            return int(original_bytes / self.target_ratio)
+        if isinstance(self.target_size, str):
+            return parse_size(self.target_size)
+        return int(self.target_size) if self.target_size is not None else None
 
     @property
     def mode(self) -> str:

@@ -6,6 +6,8 @@ byte ranges of each tensor inside them.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx
 from onnx import ModelProto, TensorProto
@@ -145,3 +147,15 @@ def files_to_model(files: list[tuple[str, bytes]]) -> ModelProto:
         tensor.data_location = TensorProto.DEFAULT
         del tensor.external_data[:]
     return proto
+
+
+@dataclass
+class ModelFiles:
+    """A model as the files it is stored in (the .onnx first, then external data)."""
+
+    files: list[tuple[str, bytes]]
+
+    @property
+    def model(self) -> ModelProto:
+        """The model as a ModelProto, external data loaded."""
+        return files_to_model(self.files)

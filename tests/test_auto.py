@@ -8,7 +8,7 @@ import pytest
 
 import genmodels
 from onnxl2 import compress
-from onnxl2.allocate import allocate_neighbourhood, allocate_size
+from onnxl2.budgets import allocate_neighbourhood, allocate_size
 from onnxl2.losses import make_loss
 from onnxl2.report import summary_rows
 from onnxl2.errors import OnnxL2Error
@@ -226,15 +226,16 @@ def test_noise_sigmas_let_a_change_within_noise_pass():
 
 def test_auto_sweep_drops_taylor_terms_before_measuring_fewer_candidates():
     from onnxl2.candidates import make_candidates
-    from onnxl2.mixed import MixedOptions, sweep_mode
+    from onnxl2.pipeline.search import sweep_mode
+    from onnxl2.rules import SearchRules
 
     weight = np.random.default_rng(0).normal(size=(8, 8)).astype(np.float32)
     cands = {f"w{i}": make_candidates(f"w{i}", weight, 0, (2, 3, 4, 8)) for i in range(10)}  # 40 passes
-    assert sweep_mode(MixedOptions(sweep_budget=1e9), cands, 0.8) == ("proxy", False)  # the contract
-    options = MixedOptions(sweep_budget=100.0, max_loss_increase=0)  # the neighbourhood
+    assert sweep_mode(SearchRules(sweep_budget=1e9), cands, 0.8) == ("proxy", False)  # the contract
+    options = SearchRules(sweep_budget=100.0, max_loss_increase=0)  # the neighbourhood
     assert sweep_mode(options, cands, 0.8) == ("full", True)  # 3 x 40 x 0.8 = 96 s
     assert sweep_mode(options, cands, 2.0) == ("full", False)  # 80 s
     assert sweep_mode(options, cands, 3.0) == ("proxy", True)  # full 120 s; proxy 3 x 10 x 3 = 90 s
     assert sweep_mode(options, cands, 5.0) == ("proxy", False)  # 50 s
     assert sweep_mode(options, cands, 50.0) == ("proxy", False)  # nothing fits: the cheapest
-    assert sweep_mode(MixedOptions(sweep="full"), cands, 50.0) == ("full", True)  # asked for: as asked
+    assert sweep_mode(SearchRules(sweep="full"), cands, 50.0) == ("full", True)  # asked for: as asked

@@ -151,7 +151,7 @@ def test_hessians_are_kept_beside_the_sweep_cache(tmp_path):
     first = compress(genmodels.mixed_model(), calib, target_ratio=3, quiet=True, devices=("cpu",), taylor=False,
                      sweep_cache=tmp_path)
     (kept,) = tmp_path.glob("hessians-*.npz")
-    from onnxl2.hessian import load_hessians
+    from onnxl2.layers.moments import load_hessians
     loaded = load_hessians(kept)
     assert loaded and all(h.matrix.shape[-1] == h.matrix.shape[-2] and h.rows > 0 for h in loaded.values())
     again = compress(genmodels.mixed_model(), calib, target_ratio=3, quiet=True, devices=("cpu",), taylor=False,
@@ -162,7 +162,7 @@ def test_hessians_are_kept_beside_the_sweep_cache(tmp_path):
 def test_candidates_are_kept_beside_the_sweep_cache_and_replay_the_same_plan(tmp_path, monkeypatch):
     """A second run with another target reads the candidates (compensated, bias-corrected,
     sized) instead of making them, and gets the same files as a run that made them."""
-    from onnxl2 import mixed
+    from onnxl2.pipeline import search
     from onnxl2.candidates import load_candidates
 
     model = _biased_model(7)
@@ -177,7 +177,7 @@ def test_candidates_are_kept_beside_the_sweep_cache_and_replay_the_same_plan(tmp
     def unexpected(*args, **kwargs):
         raise AssertionError("candidates were made again")
 
-    monkeypatch.setattr(mixed, "make_candidates", unexpected)
+    monkeypatch.setattr(search, "make_candidates", unexpected)
     cached = compress(model, {"x": x}, target_ratio=6, quiet=True, devices=("cpu",), taylor=False,
                       sweep_cache=tmp_path)
     assert cached.files == fresh.files

@@ -15,7 +15,7 @@ from onnxl2.cli import main
 from onnxl2.contract import Contract, Criterion, Judge, OutputScale, channel_spread, decide, is_class_scores
 from onnxl2.errors import OnnxL2Error
 from onnxl2.evaluate import make_session
-from onnxl2.mixed import holdout_split
+from onnxl2.samples import holdout_split
 
 
 # ----------------------------------------------------------------------------- criteria
@@ -380,7 +380,7 @@ def test_the_user_names_the_outputs_that_hold_decisions():
 
 def test_a_fixed_batch_keeps_whole_batches_on_each_side(tmp_path):
     from onnx import TensorProto, helper, numpy_helper
-    from onnxl2.mixed import sweep_samples
+    from onnxl2.samples import sweep_samples
     fit, held = holdout_split(36, 0.5, block=4)
     assert len(fit) % 4 == 0 and len(held) % 4 == 0 and sorted(np.concatenate([fit, held])) == list(range(36))
     picked = sweep_samples(400, 1e9, 100, block=4)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..hessian import LayerHessian
+from ..layers.moments import LayerHessian
 from .quantize import QuantizedWeight, symbol_dtype
 
 #: Least shrinkage towards the diagonal, and the ridge added to it as a fraction of its mean:
@@ -93,42 +93,39 @@ def shrunk_hessian(hessian: LayerHessian) -> np.ndarray:
     the calibration data once earlier layers are quantized. Shrinking towards the diagonal
     fades compensation out where the data cannot support it (a = 1 is plain rounding).
     """
-    if "shrunk" not in hessian.derived:
+    def make() -> np.ndarray:
         shrink, added = _shrinkage(hessian)
         h = hessian.matrix * (1.0 - shrink)
         idx = np.arange(h.shape[-1])
         h[:, idx, idx] += added
         h.flags.writeable = False  # shared by every candidate of the weight
-        hessian.derived["shrunk"] = h
-    return hessian.derived["shrunk"]
+        return h
+    return hessian.derived("shrunk", make)
 
 
 def column_order(hessian: LayerHessian, by_energy: bool = True) -> np.ndarray:
     """[G, K]: each group's columns by decreasing diagonal of the shrunk Hessian (stable), or as
     stored (``by_energy=False``, for comparison)."""
-    key = ("order", by_energy)
-    if key not in hessian.derived:
+    def make() -> np.ndarray:
         diag = np.einsum("gkk->gk", shrunk_hessian(hessian))
-        hessian.derived[key] = (np.argsort(-diag, axis=1, kind="stable") if by_energy
-                                else np.broadcast_to(np.arange(diag.shape[1]), diag.shape).copy())
-    return hessian.derived[key]
+        return (np.argsort(-diag, axis=1, kind="stable") if by_energy
+                else np.broadcast_to(np.arange(diag.shape[1]), diag.shape).copy())
+    return hessian.derived(("order", by_energy), make)
 
 
 def _upper_inverse_factor(hessian: LayerHessian, by_energy: bool = True) -> np.ndarray:
     """Upper Cholesky factor U of H^-1 (H^-1 = U^T U), per group, H shrunk and its rows and
     columns in :func:`column_order` (computed once per Hessian object)."""
-    key = ("upper", by_energy)
-    if key in hessian.derived:
-        return hessian.derived[key]
-    order = column_order(hessian, by_energy)
-    groups = np.arange(order.shape[0])[:, None, None]
-    h = shrunk_hessian(hessian)[groups, order[:, :, None], order[:, None, :]]
-    lower = np.linalg.cholesky(h)
-    eye = np.broadcast_to(np.eye(h.shape[-1]), h.shape)
-    inv_lower = np.linalg.solve(lower, eye)  # L^-1
-    h_inv = np.matmul(inv_lower.transpose(0, 2, 1), inv_lower)
-    hessian.derived[key] = np.linalg.cholesky(h_inv).transpose(0, 2, 1)
-    return hessian.derived[key]
+    def make() -> np.ndarray:
+        order = column_order(hessian, by_energy)
+        groups = np.arange(order.shape[0])[:, None, None]
+        h = shrunk_hessian(hessian)[groups, order[:, :, None], order[:, None, :]]
+        lower = np.linalg.cholesky(h)
+        eye = np.broadcast_to(np.eye(h.shape[-1]), h.shape)
+        inv_lower = np.linalg.solve(lower, eye)  # L^-1
+        h_inv = np.matmul(inv_lower.transpose(0, 2, 1), inv_lower)
+        return np.linalg.cholesky(h_inv).transpose(0, 2, 1)
+    return hessian.derived(("upper", by_energy), make)
 
 
 def _compensated_pass(rows: np.ndarray, steps: np.ndarray, upper: np.ndarray, qmax: int | np.ndarray,

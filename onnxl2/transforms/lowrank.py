@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..hessian import LayerHessian
+from ..layers.moments import LayerHessian
 from .compensate import compensated_round, from_rows, shrunk_hessian, to_rows
 from .quantize import QuantizedWeight, quantize_per_channel
 
@@ -96,13 +96,11 @@ def candidate_ranks(shape: tuple[int, ...], layout: str, groups: int,
 
 def _whitened_svd(weight: np.ndarray, hessian: LayerHessian) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(U, s, V^T, L) with ``W L = U diag(s) V^T`` and ``L L^T`` the shrunk input Hessian."""
-    cached = hessian.derived.get("svd")
-    if cached is not None and cached[0] is weight:  # the spectrum, then the factors, of one weight
-        return cached[1]
-    lower = np.linalg.cholesky(shrunk_hessian(hessian)[0])
-    u, s, vt = np.linalg.svd(to_rows(weight, hessian.layout, 1)[0] @ lower, full_matrices=False)
-    hessian.derived["svd"] = (weight, (u, s, vt, lower))
-    return u, s, vt, lower
+    def make() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        lower = np.linalg.cholesky(shrunk_hessian(hessian)[0])
+        u, s, vt = np.linalg.svd(to_rows(weight, hessian.layout, 1)[0] @ lower, full_matrices=False)
+        return u, s, vt, lower
+    return hessian.derived(("svd", id(weight)), make)  # the spectrum, then the factors, of one weight
 
 
 def _truncate(svd, rank: int) -> tuple[np.ndarray, np.ndarray]:

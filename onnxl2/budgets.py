@@ -1,4 +1,5 @@
-"""Choose one candidate per weight: the grouped knapsack, then verify by running the model.
+"""The two budget forms of the automatic mode (bytes, loss): the grouped knapsack, then verify
+by running the model.
 
 Two forms of one problem. In the *neighbourhood* form the plan is the smallest whose summed
 loss change stays within ``max_loss`` (0: the loss may not rise). In the *size* form the plan
@@ -48,6 +49,7 @@ class Allocation:
     rounds: list[Round] = field(default_factory=list)
     status: str = "ok"
     message: str = ""
+    final: Measurement | None = None  # the chosen plan's loss change, measured on calibration data
 
     def to_dict(self) -> dict:
         return {"status": self.status, "message": self.message,

@@ -1,0 +1,177 @@
+"""The parts of a compress report as types, turned into one JSON document at the end.
+
+Each stage hands back its part (the search its allocation, the sizes their counts, validation
+its measurements); :class:`CompressReport` holds them and :meth:`CompressReport.to_dict` is the
+only place the document is assembled, in the order ``report.json`` shows it.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+from . import __version__
+from .candidates import FLOAT16, FLOAT32, Candidate, moved_bias_bytes, step_count, symbol_tensors
+from .codec.container import CodedTensor, StoredFile
+from .codec.entropy import empirical_entropy_bits
+from .model import Weight
+from .transforms.quantize import container_type
+
+
+@dataclass
+class WeightRow:
+    """One compressed weight: its choice, container, and the bytes it takes."""
+
+    key: str
+    name: str
+    graph: str
+    role: str
+    shape: list[int]
+    params: int
+    bits: int
+    rank: int | None
+    choice: str
+    container: str
+    stored_params: int
+    candidate_bytes: int
+    order0_entropy_bits: float | None
+    steps: int
+    moved_bias: dict | None
+    coded_bytes: int
+    sensitivity: dict | None = None  # the automatic mode: the chosen candidate's sweep row
+    macs: tuple[int, int] | None = None  # multiply-adds per sample before and after, where counted
+
+    @property
+    def bits_per_param(self) -> float:
+        return 8 * self.coded_bytes / max(1, self.params)
+
+    def to_dict(self) -> dict:
+        row = {k: v for k, v in asdict(self).items() if k not in ("sensitivity", "macs", "coded_bytes")}
+        row.update(self.sensitivity or {})
+        row["coded_bytes"], row["bits_per_param"] = self.coded_bytes, self.bits_per_param
+        if self.macs is not None:
+            row["macs_before"], row["macs_after"] = self.macs
+        return row
+
+
+def weight_rows(weights: list[Weight], chosen: Mapping[str, Candidate], coded: Mapping[str, int],
+                sensitivities: Mapping[str, dict], positions: Mapping[str, float]) -> list[WeightRow]:
+    """A row per chosen weight, in the model's order; ``coded``: its bytes in the bitstream."""
+    rows = []
+    for w in weights:
+        if w.key not in chosen:
+            continue
+        cand = chosen[w.key]
+        symbols = symbol_tensors(cand)
+        stored = sum(t.size for t in symbols) if symbols else w.numel
+        where = positions.get(w.key)
+        rows.append(WeightRow(
+            w.key, w.name, w.graph, w.role, list(w.shape), w.numel, cand.bits, cand.rank, cand.label,
+            {FLOAT32: "float32", FLOAT16: "float16"}.get(cand.bits, container_type(cand.bits)), stored,
+            cand.coded_bytes, sum(empirical_entropy_bits(t) for t in symbols) if symbols else None, step_count(cand),
+            ({"values": int(cand.bias_values.size), "bytes": moved_bias_bytes(cand)}
+             if cand.bias_values is not None else None),
+            coded.get(w.key) or cand.coded_bytes, sensitivities.get(w.key),
+            (int(round(where * w.numel)), int(round(where * stored))) if where else None))
+    return rows
+
+
+def coded_by_weight(stored: list[StoredFile], accounting: list[CodedTensor],
+                    stored_as: Mapping[str, tuple[str, ...]], weights: list[Weight]) -> dict[str, int]:
+    """Bytes each weight takes in the bitstream: its tensors' coded payloads (or raw bytes where
+    a payload stayed in the skeleton)."""
+    coded = {c.name: c.coded_bytes for c in accounting}
+    raw = {span.name: span.length for f in stored for span in f.spans}
+    return {w.key: sum(coded.get(n, raw.get(n, 0)) for n in stored_as.get(w.key, (w.name,))) for w in weights}
+
+
+def chosen_sensitivities(chosen: Mapping[str, Candidate], table: Mapping[str, list[dict]]) -> dict[str, dict]:
+    """Per weight, the sweep row of the chosen candidate (for the report's weight table)."""
+    out = {}
+    for key, cand in chosen.items():
+        row = next(r for r in table[key] if r["label"] == cand.label)
+        out[key] = {"predicted_loss_change": row["predicted"], "measured_loss_change": row["measured"],
+                    "measured_se": row["se"], "within_noise": row["within_noise"],
+                    "distortion": row["distortion"]}
+    return out
+
+
+def sizes(original_bytes: int, blob: bytes, stored: list[StoredFile], rows: list[WeightRow],
+          stored_as: Mapping[str, tuple[str, ...]], accounting: list[CodedTensor]) -> dict:
+    """File ratio (the headline) and weight ratio (the papers' count); the coder against the
+    order-0 bound of the same symbols; moved biases."""
+    out = {"original_file_bytes": original_bytes, "bitstream_bytes": len(blob),
+           "file_ratio": original_bytes / len(blob), "compressed_onnx_bytes": sum(len(f.data) for f in stored)}
+    coded = {c.name: c.coded_bytes for c in accounting}
+    raw = {span.name: span.length for f in stored for span in f.spans}
+    integer = [r for r in rows if r.order0_entropy_bits is not None]
+    if integer:
+        params = sum(r.stored_params for r in integer)  # symbols stored (factor pairs: both factors)
+        symbol_bytes = sum(coded.get(name, raw.get(name, 0))
+                           for r in integer for name in stored_as[r.key][:2 if r.rank else 1])
+        step_bytes = sum(r.coded_bytes for r in integer) - symbol_bytes
+        steps = sum(r.steps for r in integer)
+        out["integer_weights"] = {
+            "params": params,
+            "symbol_bits_per_weight": 8 * symbol_bytes / params,  # tables and classes included
+            "order0_entropy_bits_per_weight": sum(r.order0_entropy_bits for r in integer) / params,
+            "scale_bits_per_weight": 8 * step_bytes / params,
+            "steps": steps,
+            "bits_per_step": 8 * step_bytes / max(1, steps)}
+    moved = [r.moved_bias for r in rows if r.moved_bias]
+    if moved:
+        values, moved_bytes = sum(m["values"] for m in moved), sum(m["bytes"] for m in moved)
+        out["moved_biases"] = {"values": values, "bytes": moved_bytes, "bits_per_value": 8 * moved_bytes / values}
+    float32_bytes, coded_bytes = sum(4 * r.params for r in rows), sum(r.coded_bytes for r in rows)
+    out["compressible_float32_bytes"] = float32_bytes
+    out["coded_weight_bytes"] = coded_bytes
+    out["weight_ratio"] = float32_bytes / coded_bytes if coded_bytes else None
+    return out
+
+
+def compute(rows: list[WeightRow]) -> dict:
+    """Multiply-adds per sample of the layers whose inputs were gathered, before and after.
+
+    A MatMul, Gemm or Conv does one multiply-add per parameter at each output position (token,
+    pixel), and a factorised layer one per parameter of its two factors, the first running at
+    the same positions (a Conv keeps window and stride, the second is 1x1). The positions per
+    sample are counted by the pass that gathers the layer inputs, so no extra run is needed.
+    """
+    counted = [r for r in rows if r.macs is not None]
+    return {"layers_counted": len(counted), "macs_per_sample_before": sum(r.macs[0] for r in counted),
+            "macs_per_sample_after": sum(r.macs[1] for r in counted),
+            "factorised_layers": sum(1 for r in rows if r.rank)}
+
+
+@dataclass
+class CompressReport:
+    """Everything a compress run reports; ``to_dict`` makes ``report.json``."""
+
+    model: str
+    mode: str
+    bits: int | None
+    folded_batchnorm: int | None = None  # None: the lossless mode, which does not parse the graph
+    allocation: dict | None = None
+    plan: dict | None = None
+    roundtrip: str = ""
+    sizes: dict = field(default_factory=dict)
+    weights: list[WeightRow] | None = None
+    compute: dict | None = None
+    not_compressed: list[dict] | None = None
+    validation: dict | None = None
+    timings_s: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"onnxl2": __version__, "model": self.model, "mode": self.mode, "bits": self.bits}
+        if self.folded_batchnorm is not None:
+            doc["folded_batchnorm"] = self.folded_batchnorm
+        for name in ("allocation", "plan"):
+            if getattr(self, name) is not None:
+                doc[name] = getattr(self, name)
+        doc["roundtrip"], doc["sizes"] = self.roundtrip, self.sizes
+        if self.weights is not None:
+            doc["weights"] = [r.to_dict() for r in self.weights]
+        for name in ("compute", "not_compressed", "validation"):
+            if getattr(self, name) is not None:
+                doc[name] = getattr(self, name)
+        doc["timings_s"] = self.timings_s
+        return doc
