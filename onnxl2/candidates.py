@@ -20,9 +20,10 @@ from .codec.container import stored_size
 from .codec.classed import encode_classed
 from .codec.floatcodec import encode_array
 from .fileio import write_files_atomically
+from .layers.layouts import to_rows
 from .layers.moments import LayerHessian
 from .transforms.compensate import (bias_quanta, channel_spread, compensated_round, output_error,
-                                   rate_aware_quantize, round_bias, shift_and_errors, to_rows)
+                                   rate_aware_quantize, round_bias, shift_and_errors)
 from .transforms.lowrank import FACTOR_BITS, FactorPair, candidate_ranks, factorise, truncated
 from .transforms.quantize import INTEGER_BITS, QuantizedWeight, container_type, quantize_per_channel, symbol_dtype
 

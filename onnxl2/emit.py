@@ -17,6 +17,7 @@ from onnx import ModelProto, TensorProto, helper, numpy_helper, version_converte
 
 from .codec.container import pack_nibbles
 from .errors import ModelError
+from .layers import split_layer
 from .model import Weight, constant_tensor, find_tensor, iter_graphs
 from .transforms.lowrank import FactorPair
 from .transforms.quantize import QuantizedWeight, container_type, symbol_dtype
@@ -181,32 +182,6 @@ def _dequantized(out_name: str, stem: str, q: QuantizedWeight, fused: bool, take
     return inits, nodes, (q_name, s_name)
 
 
-def _split_layer(graph: onnx.GraphProto, w: Weight, first: str, second: str, taken: set[str]) -> None:
-    """Rewrite the one node reading ``w`` as two: the original op with ``first`` into a
-    rank-wide intermediate, then ``second`` (keeping the node's name, output, bias and scale)."""
-    index, node = next((i, n) for i, n in enumerate(graph.node) if w.name in n.input)
-    mid = _unique(f"{w.name}_lowrank_mid", taken)
-    head_name = _unique(f"{node.name or w.name}_lowrank", taken)
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    if node.op_type == "MatMul":
-        head = helper.make_node("MatMul", [node.input[0], first], [mid], name=head_name)
-    elif node.op_type == "Gemm":
-        head = helper.make_node("Gemm", [node.input[0], first], [mid], name=head_name,
-                                transA=int(attrs.get("transA", 0)), transB=int(attrs.get("transB", 0)))
-        attrs["transA"] = 0
-    elif node.op_type == "Conv":
-        head = helper.make_node("Conv", [node.input[0], first], [mid], name=head_name,
-                                **{k: v for k, v in attrs.items() if k != "group"})
-        spatial = len(w.shape) - 2
-        attrs = {"kernel_shape": [1] * spatial}
-    else:
-        raise ModelError(f"cannot factorise {w.name}: read by {node.op_type}")
-    node.input[0], node.input[1] = mid, second
-    del node.attribute[:]
-    node.attribute.extend(helper.make_attribute(k, v) for k, v in attrs.items())
-    graph.node.insert(index, head)
-
-
 def emit_quantized(proto: ModelProto, weights: list[Weight], quantized: dict[str, QuantizedWeight],
                    consume: bool = False, halves: Mapping[str, np.ndarray] | None = None,
                    moved: Mapping[str, np.ndarray] | None = None,
@@ -270,7 +245,7 @@ def emit_quantized(proto: ModelProto, weights: list[Weight], quantized: dict[str
                 for node in reversed(dq):
                     graph.node.insert(index, node)
             if w.key in factorised:
-                _split_layer(graph, w, first, second, taken)
+                split_layer(graph, w, first, second, lambda name: _unique(name, taken))
             graph.initializer.extend(new_inits)
     for w in weights:
         if w.key in moved:

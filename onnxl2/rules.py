@@ -15,7 +15,8 @@ from .contract import Contract
 from .errors import OnnxL2Error
 from .layers.moments import LayerHessian
 from .model import Weight
-from .transforms.lowrank import LAYOUTS
+from .transforms.lowrank import FACTORISABLE
+from .layers.layouts import layout
 from .transforms.quantize import INTEGER_BITS
 
 
@@ -97,10 +98,10 @@ def check_factorisable(ranks: Mapping[str, int], hessians: Mapping[str, LayerHes
             raise OnnxL2Error(f"--rank pins {key}, but --keep or the bit choices leave it no integer "
                               "bit-width for its factors")
         h = hessians.get(key)
-        if h is None or h.layout not in LAYOUTS or h.groups != 1:
+        if h is None or h.layout not in FACTORISABLE or h.groups != 1:
             raise OnnxL2Error(f"{key} cannot be factorised (only MatMul/Gemm weights and ungrouped Conv "
                               "kernels with one consumer can)")
-        width = min(h.matrix.shape[-1], shapes[key][1] if h.layout == "kn" else shapes[key][0])
+        width = min(h.matrix.shape[-1], layout(h.layout).outputs(shapes[key]))
         if not 1 <= rank < width:
             raise OnnxL2Error(f"rank {rank} for {key}: it must be between 1 and {width - 1}")
 

@@ -11,7 +11,8 @@ from onnxl2 import compress
 from onnxl2.codec.container import read_manifest
 from onnxl2.codec.floatcodec import encode_array
 from onnxl2.evaluate import make_session
-from onnxl2.hessian import conv_patches, layer_hessians
+from onnxl2.hessian import layer_hessians
+from onnxl2.layers.conv import conv_patches
 from onnxl2.model import discover_weights
 from onnxl2.transforms.compensate import (BIAS_PRECISION_BITS, bias_quanta, channel_spread, code_lengths,
                                           column_order, compensated_round, output_error, rate_aware_round,

@@ -97,7 +97,7 @@ def test_whitened_truncation_beats_plain_svd_on_the_layer_output(kind):
     weights = discover_weights(model)
     h = layer_hessians(model, weights, weights, data, 64)[name]
     w = numpy_helper.to_array(model.graph.initializer[0])
-    from onnxl2.transforms.compensate import from_rows, to_rows
+    from onnxl2.layers.layouts import from_rows, to_rows
     p, q = whitened_factors(w, h, 6)
     whitened = from_rows((p @ q)[None], w.shape, h.layout)
     u, s, vt = np.linalg.svd(to_rows(w, h.layout, 1)[0], full_matrices=False)

@@ -288,7 +288,8 @@ def test_a_threshold_reader_inside_a_body_after_a_pass_through_keeps_the_weight_
 
 def test_recurrent_rows_of_a_batch_first_layer_match_the_time_first_ones():
     """``layout`` 1: X [B, T, I], Y [B, T, D, H] and the initial state [B, D, H]."""
-    from onnxl2.hessian import _recurrent_rows, _Site
+    from onnxl2.layers.recurrent import RecurrentLayer, recurrent_rows
+    from onnxl2.layers.base import Site
     from onnxl2.model import Weight
     rng = np.random.default_rng(0)
     steps, d, batch, hidden = 5, 2, 3, 4
@@ -298,9 +299,9 @@ def test_recurrent_rows_of_a_batch_first_layer_match_the_time_first_ones():
     for layout in (0, 1):
         node = helper.make_node("LSTM", ["x", "W", "R"], ["Y"], hidden_size=hidden, direction="bidirectional",
                                 layout=layout)
-        site = _Site(Weight("R", "main", "initializer", (d, 4 * hidden, hidden), 1, False), "rnn", "Y", node,
-                     recurrent="hidden")
-        rows[layout] = _recurrent_rows(site, y.transpose(2, 0, 1, 3) if layout else y,
+        site = Site(Weight("R", "main", "initializer", (d, 4 * hidden, hidden), 1, False), "rnn", "Y", node,
+                    RecurrentLayer(), recurrent="hidden")
+        rows[layout] = recurrent_rows(site, y.transpose(2, 0, 1, 3) if layout else y,
                                        h0.transpose(1, 0, 2) if layout else h0)
     np.testing.assert_array_equal(rows[1], rows[0])
     np.testing.assert_array_equal(rows[0][:batch, 0], h0[0])  # forward: the initial state first

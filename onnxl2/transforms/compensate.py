@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..layers.layouts import from_rows, to_rows
 from ..layers.moments import LayerHessian
 from .quantize import QuantizedWeight, symbol_dtype
 
@@ -33,26 +34,6 @@ BLOCK = 128
 #: Passes of (rounding, re-estimated symbol model) when rate > 0; the first model is the
 #: histogram of plain rounding.
 MODEL_PASSES = 2
-
-
-def to_rows(weight: np.ndarray, layout: str, groups: int) -> np.ndarray:
-    """The weight as [groups, output channels per group, K] (K in the Hessian's order)."""
-    w = np.asarray(weight, dtype=np.float64)
-    if layout == "kn":
-        return w.T[None].copy()
-    if layout == "nk":
-        return w[None].copy()
-    if layout == "rnn":  # [directions, gates * hidden, K]: one group per direction
-        return w.reshape(groups, -1, w.shape[-1]).copy()
-    return w.reshape(groups, w.shape[0] // groups, -1).copy()
-
-
-def from_rows(rows: np.ndarray, shape: tuple[int, ...], layout: str) -> np.ndarray:
-    if layout == "kn":
-        return rows[0].T.reshape(shape)
-    if layout == "nk":
-        return rows[0].reshape(shape)
-    return rows.reshape(shape)
 
 
 def code_lengths(symbols: np.ndarray, qmax: int) -> np.ndarray:

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..layers.layouts import LAYOUTS, from_rows, layout as layout_named, to_rows
 from ..layers.moments import LayerHessian
-from .compensate import compensated_round, from_rows, shrunk_hessian, to_rows
+from .compensate import compensated_round, shrunk_hessian
 from .quantize import QuantizedWeight, quantize_per_channel
 
 #: Layouts that can be factorised (grouped and depthwise convolutions are left alone).
-LAYOUTS = ("kn", "nk", "conv")
+FACTORISABLE = tuple(name for name, kind in LAYOUTS.items() if kind.factorisable)
 #: Factorised sizes tried, as fractions of the weight's own number of parameters (at three quarters
 #: a pair was never chosen on the zoo models: one bit less at full rank costs as much).
 RANK_FRACTIONS = (0.25, 0.5)
@@ -58,20 +59,6 @@ class FactorPair:
         return from_rows((p @ q)[None], self.shape, self.layout)
 
 
-def factor_shapes(shape: tuple[int, ...], layout: str, rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Shapes of the first and second factor of a weight of ``shape`` at ``rank``."""
-    if layout == "kn":
-        return (shape[0], rank), (rank, shape[1])
-    if layout == "nk":
-        return (rank, shape[1]), (shape[0], rank)
-    return (rank,) + tuple(shape[1:]), (shape[0], rank) + (1,) * (len(shape) - 2)
-
-
-def factor_axis(layout: str) -> int:
-    """Output-channel axis of both factors (the same as the weight's)."""
-    return 1 if layout == "kn" else 0
-
-
 def _to_layout(rows: np.ndarray, shape: tuple[int, ...], layout: str) -> np.ndarray:
     return from_rows(rows[None], shape, layout)
 
@@ -79,9 +66,9 @@ def _to_layout(rows: np.ndarray, shape: tuple[int, ...], layout: str) -> np.ndar
 def candidate_ranks(shape: tuple[int, ...], layout: str, groups: int,
                     fractions: tuple[float, ...] = RANK_FRACTIONS) -> list[int]:
     """Ranks whose factor pair holds about ``fractions`` of the weight's parameters."""
-    if layout not in LAYOUTS or groups != 1 or len(shape) < 2:
+    if layout not in FACTORISABLE or groups != 1 or len(shape) < 2:
         return []
-    outputs = shape[1] if layout == "kn" else shape[0]
+    outputs = layout_named(layout).outputs(shape)
     inputs = int(np.prod(shape)) // outputs
     if min(outputs, inputs) < MIN_SIDE:
         return []
@@ -145,11 +132,11 @@ def factorise(weight: np.ndarray, hessian: LayerHessian, rank: int, bits_choices
     """The weight at ``rank``, one integer factor pair per bit-width (both factors alike). The
     SVD is kept on ``hessian`` for the weight's other ranks (and its spectrum)."""
     layout = hessian.layout
-    if layout not in LAYOUTS or hessian.groups != 1:
+    if layout not in FACTORISABLE or hessian.groups != 1:
         raise ValueError(f"cannot factorise a {layout} weight with {hessian.groups} groups")
     shape = tuple(weight.shape)
-    axis = factor_axis(layout)
-    first_shape, second_shape = factor_shapes(shape, layout, rank)
+    axis = layout_named(layout).factor_axis
+    first_shape, second_shape = layout_named(layout).factor_shapes(shape, rank)
     w_rows = to_rows(weight, layout, 1)[0]
     _, q = _truncate(_whitened_svd(weight, hessian), rank)
     first_float = _to_layout(q, first_shape, layout).astype(weight.dtype)
