@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto, TensorProto, helper, numpy_helper, version_converter
 
-from .codec.container import pack_nibbles
+from .codec.nibbles import pack_nibbles
 from .errors import ModelError
 from .layers import split_layer
 from .model import Weight, constant_tensor, find_tensor, iter_graphs

@@ -31,15 +31,13 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from onnx import TensorProto
 
 from ..errors import BitstreamError
 from ..paths import plain_name_problem
-from .classed import decode_classed, encode_classed
-from .entropy import CodecError, decode_symbols, encode_symbols, read_varints
-from .floatcodec import decode_array, encode_array
+from .entropy import CodecError, read_varints
 from .lzma_raw import compress as lzma_compress, decompress as lzma_decompress
-from .manifest import FileEntry, Manifest, SpanEntry, parse_manifest
+from .manifest import FileEntry, Manifest, parse_manifest
+from .payloads import decode_payload, encode_payload
 from .varint import encode_varints, varint_length
 from .wire import TensorSpan
 
@@ -55,9 +53,6 @@ _CRC = struct.Struct("<I")
 
 #: Payloads shorter than this stay in the skeleton: a section's overhead would exceed the gain.
 MIN_CODED_PAYLOAD = 64
-#: int16 tensors whose values span less than this are symbols (weights quantized at 9..12 bits
-#: span at most 4095) and go to the classed coder like int8 ones; wider ones are coded as arrays.
-MAX_CLASSED_INT16_SPAN = 1 << 13
 #: A bitstream may decode to at most this many times its own size, and at least to OUTPUT_FLOOR
 #: bytes, unless the caller allows more: lossy bitstreams decode to 2-8 times their size and
 #: lossless ones to under 2, while a crafted one of 163 bytes could otherwise declare gigabytes.
@@ -65,15 +60,6 @@ OUTPUT_RATIO = 64
 OUTPUT_FLOOR = 1 << 20
 #: The manifest (JSON, lzma) may inflate to this many times its coded size, plus a floor.
 MANIFEST_RATIO, MANIFEST_FLOOR = 16, 1 << 20
-
-_NUMPY_OF_ONNX = {
-    TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16, TensorProto.DOUBLE: np.float64,
-    TensorProto.BFLOAT16: np.uint16, TensorProto.INT8: np.int8, TensorProto.UINT8: np.uint8,
-    TensorProto.INT16: np.int16, TensorProto.UINT16: np.uint16, TensorProto.INT32: np.int32,
-    TensorProto.UINT32: np.uint32, TensorProto.INT64: np.int64, TensorProto.UINT64: np.uint64,
-}
-_NIBBLE_TYPES = {TensorProto.INT4: True, TensorProto.UINT4: False}  # value: signed
-
 
 @dataclass(frozen=True)
 class StoredFile:
@@ -93,89 +79,6 @@ class CodedTensor:
     codec: str
     raw_bytes: int
     coded_bytes: int
-
-
-# ----------------------------------------------------------------------------- payload codecs
-
-def unpack_nibbles(packed: np.ndarray, count: int, signed: bool) -> np.ndarray:
-    """ONNX int4 layout: element 2k in the low nibble of byte k, element 2k+1 in the high one."""
-    pairs = np.empty((packed.size, 2), dtype=np.uint8)
-    pairs[:, 0] = packed & 0x0F
-    pairs[:, 1] = packed >> 4
-    values = pairs.reshape(-1)[:count].astype(np.int16)
-    if signed:
-        values = np.where(values >= 8, values - 16, values)
-    return values
-
-
-def pack_nibbles(values: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`unpack_nibbles`; an odd count leaves a zero high nibble. (An integer
-    cast to uint8 keeps its low byte in two's complement, so the low nibble is the value's.)"""
-    nib = np.asarray(values).reshape(-1).astype(np.uint8) & np.uint8(0x0F)
-    if nib.size % 2:
-        nib = np.append(nib, np.uint8(0))
-    return nib[0::2] | (nib[1::2] << 4)
-
-
-def _encode_payload(raw: bytes, elem_type: int, count: int,
-                    dims: tuple[int, ...]) -> tuple[str, bytes] | None:
-    """(codec, coded bytes) of one tensor's raw data, or None when no codec applies.
-
-    Integer tensors of 1 byte or less, and int16 ones of a symbol-sized range, go through the
-    classed coder (row/column contexts) when their shape is that of the data; the order-0
-    codecs ("nibbles", "symbols") are read still.
-    """
-    buf = np.frombuffer(raw, dtype=np.uint8)
-    shaped = len(dims) >= 1  # the caller's count is the product of dims
-    if elem_type in _NIBBLE_TYPES:
-        if len(raw) != (count + 1) // 2:
-            return None
-        symbols = unpack_nibbles(buf, count, _NIBBLE_TYPES[elem_type])
-        if shaped:
-            return "classed", encode_classed(symbols.reshape(dims))
-        return "nibbles", encode_symbols(symbols)
-    dtype = _NUMPY_OF_ONNX.get(elem_type)
-    if dtype is None or len(raw) % np.dtype(dtype).itemsize:
-        return None
-    arr = buf.view(dtype)
-    if arr.dtype.itemsize == 1:
-        if shaped and arr.size == count:
-            return "classed", encode_classed(arr.reshape(dims))
-        return "symbols", encode_symbols(arr)
-    if elem_type == TensorProto.INT16 and shaped and arr.size == count and arr.size and \
-            int(arr.max()) - int(arr.min()) < MAX_CLASSED_INT16_SPAN:
-        return "classed", encode_classed(arr.reshape(dims))
-    return "array", encode_array(arr)
-
-
-def _payload_bytes(codec: str, elem_type: int, count: int) -> int | None:
-    """Bytes a payload of ``count`` elements decodes to, or None when the codec cannot hold that
-    element type (the array codec's own header says its size, so it is None there too)."""
-    if elem_type in _NIBBLE_TYPES and codec in ("classed", "nibbles"):
-        return (count + 1) // 2
-    dtype = _NUMPY_OF_ONNX.get(elem_type)
-    if dtype is None or codec == "nibbles" or (codec == "symbols" and np.dtype(dtype).itemsize != 1):
-        return None
-    return count * np.dtype(dtype).itemsize
-
-
-def _decode_payload(span: SpanEntry, coded: bytes) -> bytes:
-    """One payload's bytes; its element count is checked against its length before decoding,
-    so that no decoder allocates more than the span's own bytes justify."""
-    if span.codec == "array":
-        return np.ascontiguousarray(decode_array(coded, span.length)).tobytes()
-    if _payload_bytes(span.codec, span.elem_type, span.count) != span.length:
-        raise BitstreamError(f"bitstream is corrupted: a {span.codec} span of {span.count} elements "
-                             f"cannot fill {span.length} bytes")
-    if span.codec == "classed":
-        if span.shape is None:
-            raise BitstreamError("bitstream is corrupted: a classed tensor has no usable shape")
-        if span.elem_type in _NIBBLE_TYPES:
-            return pack_nibbles(decode_classed(coded, span.shape, np.int8)).tobytes()
-        return decode_classed(coded, span.shape, _NUMPY_OF_ONNX[span.elem_type]).tobytes()
-    if span.codec == "nibbles":
-        return pack_nibbles(decode_symbols(coded, span.count)).tobytes()
-    return decode_symbols(coded, span.count).astype(_NUMPY_OF_ONNX[span.elem_type]).tobytes()
 
 
 def stored_size(raw_bytes: int, coded_bytes: int) -> int:
@@ -213,7 +116,7 @@ def encode_container(files: list[StoredFile], meta: dict) -> tuple[bytearray, li
                 continue
             raw = data[span.offset:span.offset + span.length]
             count = int(np.prod(span.dims, dtype=np.int64)) if span.dims else 1
-            coded = _encode_payload(raw, span.elem_type, count, tuple(span.dims))
+            coded = encode_payload(raw, span.elem_type, count, tuple(span.dims))
             if coded is None or len(coded[1]) >= span.length:
                 continue
             codec, payload = coded
@@ -351,7 +254,7 @@ def decode_container(blob: bytes, keep: bool = True, max_output_bytes: int | Non
     if manifest.output_bytes > limit:
         raise BitstreamError(f"bitstream declares {manifest.output_bytes:,} bytes of output, more than the "
                              f"{limit:,} allowed for a bitstream of {len(blob):,} bytes; if it is yours, "
-                             "allow more (--max-output-size, or max_output_bytes in the API)")
+                             "allow more (--max-output-size, or max_output_size in the API)")
     try:
         skeleton = lzma_decompress(sections[1], manifest.skeleton_bytes)
     except (lzma.LZMAError, ValueError) as exc:
@@ -386,7 +289,7 @@ def _assemble(entry: FileEntry, gaps: memoryview, sections: list[memoryview], ke
         gap = span.offset - cursor
         emit(gaps[used:used + gap])
         used += gap
-        piece = _decode_payload(span, bytes(sections[span.section]))
+        piece = decode_payload(span, bytes(sections[span.section]))
         if len(piece) != span.length:
             raise BitstreamError("bitstream is corrupted: a tensor decoded to the wrong size")
         emit(piece)

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 
 from ..errors import BitstreamError
 from ..paths import plain_name_problem
+from .payloads import CODECS
 
-#: Codecs a span may name (the container maps each to its decoder).
-PAYLOAD_CODECS = ("classed", "nibbles", "symbols", "array")
 #: A tensor has at most this many dimensions (ONNX Runtime's and numpy's limit is lower).
 MAX_DIMS = 64
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -95,7 +94,7 @@ def _span(raw: object, version: int, section: int) -> SpanEntry:
         raise _bad("a span is not a list of the format's fields")
     offset, length = _count(raw[0], "a span offset"), _count(raw[1], "a span length")
     codec, elem_type, count = raw[2], _count(raw[3], "an element type"), _count(raw[4], "an element count")
-    if codec not in PAYLOAD_CODECS:
+    if not isinstance(codec, str) or codec not in CODECS:
         raise BitstreamError(f"unknown payload codec {codec!r} in bitstream")
     if length == 0:
         raise _bad("an empty span")
