@@ -69,16 +69,16 @@ class Candidate:
     @property
     def label(self) -> str:
         """What a plan file says: float32, float16, int4, int4+gptq, int4+gptq+r0.3, ..."""
-        if self.bits in (16, 32):
+        if self.bits in (FLOAT16, FLOAT32):
             return f"float{self.bits}"
         return (f"int{self.bits}" + ("+gptq" if self.compensated else "") + (f"+r{self.rate:g}" if self.rate else "")
                 + (f"+rank{self.rank}" if self.factors is not None else ""))
 
     def values(self) -> np.ndarray:
         """The weight as the compressed model computes it (built on demand, to save memory)."""
-        if self.bits == 32:
+        if self.bits == FLOAT32:
             return self.original
-        if self.bits == 16:
+        if self.bits == FLOAT16:
             return self.original.astype(np.float16).astype(self.original.dtype)
         if self.factors is not None:
             return self.factors.reconstruct().astype(self.original.dtype)
@@ -211,7 +211,7 @@ def _unfactorised(key: str, weight: np.ndarray, axis: int, bits_choices: tuple[i
             made = [b if rate <= 0 else rate_aware_quantize(weight, axis, b, rate) for b in bases]
         rounded.update({(q.bits, rate): q for q in made})
     out = []
-    for bits in sorted(set(bits_choices) | ({32} if always_float32 else set())):
+    for bits in sorted(set(bits_choices) | ({FLOAT32} if always_float32 else set())):
         if bits == FLOAT32:
             out.append(Candidate(key, 32, stored_size(weight.nbytes, len(encode_array(weight))), weight))
         elif bits == FLOAT16:

@@ -214,45 +214,52 @@ def emit_quantized(proto: ModelProto, weights: list[Weight], quantized: dict[str
             by_graph.setdefault(w.graph, []).append(w)
     for graph, path in iter_graphs(out.graph):
         for w in by_graph.get(path, []):
-            fused = any(c.op_type in _FUSED_BY_ORT for c in w.consumers)
-            if w.key in factorised:
-                pair = factorised[w.key]
-                first, second = _unique(f"{w.name}_lowrank_first", taken), _unique(f"{w.name}_lowrank_second", taken)
-                new_inits, dq, (a_q, a_s) = _dequantized(first, first, pair.first, fused, taken)
-                inits_b, dq_b, (b_q, b_s) = _dequantized(second, second, pair.second, fused, taken)
-                new_inits, dq = new_inits + inits_b, dq + dq_b
-                stored_as[w.key] = (a_q, b_q, a_s, b_s)
-            elif w.key in quantized:
-                new_inits, dq, stored_as[w.key] = _dequantized(w.name, w.name, quantized[w.key], fused, taken)
-            else:
-                h_name = _unique(f"{w.name}_float16", taken)
-                stored_as[w.key] = (h_name,)
-                dq = [helper.make_node("Cast", [h_name], [w.name], name=_unique(f"{w.name}_Cast", taken),
-                                       to=w.elem_type)]
-                new_inits = [numpy_helper.from_array(np.asarray(halves[w.key], np.float16), h_name)]
-            if w.source == "initializer":
-                index = next(i for i, t in enumerate(graph.initializer) if t.name == w.name)
-                del graph.initializer[index]
-                inputs = [i for i, v in enumerate(graph.input) if v.name == w.name]
-                for i in reversed(inputs):  # IR < 4 lists initializers as inputs too
-                    del graph.input[i]
-                for node in reversed(dq):
-                    graph.node.insert(0, node)
-            else:
-                index = next(i for i, n in enumerate(graph.node)
-                             if constant_tensor(n) is not None and n.output and n.output[0] == w.name)
-                graph.node.remove(graph.node[index])
-                for node in reversed(dq):
-                    graph.node.insert(index, node)
-            if w.key in factorised:
-                split_layer(graph, w, first, second, lambda name: _unique(name, taken))
-            graph.initializer.extend(new_inits)
+            stored_as[w.key] = _replace_weight(graph, w, quantized.get(w.key), factorised.get(w.key),
+                                               halves.get(w.key), taken)
     for w in weights:
         if w.key in moved:
             _set_values(find_tensor(out, w), moved[w.key])
     # other domains (com.microsoft, custom ones) keep their versions; only the default one is raised
     out.ir_version = max(out.ir_version, helper.find_min_ir_version_for(list(out.opset_import), ignore_unknown=True))
     return out, stored_as
+
+
+def _replace_weight(graph: onnx.GraphProto, w: Weight, q: QuantizedWeight | None, pair: FactorPair | None,
+                    half: np.ndarray | None, taken: set[str]) -> tuple[str, ...]:
+    """Store ``w`` as integers (``q``), two integer factors (``pair``, its reader split in two)
+    or float16 (``half``), with the nodes that rebuild it where the float tensor was; returns
+    the names of the initializers that now hold it (integer symbols first)."""
+    fused = any(c.op_type in _FUSED_BY_ORT for c in w.consumers)
+    if pair is not None:
+        first, second = _unique(f"{w.name}_lowrank_first", taken), _unique(f"{w.name}_lowrank_second", taken)
+        new_inits, dq, (a_q, a_s) = _dequantized(first, first, pair.first, fused, taken)
+        inits_b, dq_b, (b_q, b_s) = _dequantized(second, second, pair.second, fused, taken)
+        new_inits, dq, stored_as = new_inits + inits_b, dq + dq_b, (a_q, b_q, a_s, b_s)
+    elif q is not None:
+        new_inits, dq, stored_as = _dequantized(w.name, w.name, q, fused, taken)
+    else:
+        h_name = _unique(f"{w.name}_float16", taken)
+        stored_as = (h_name,)
+        dq = [helper.make_node("Cast", [h_name], [w.name], name=_unique(f"{w.name}_Cast", taken), to=w.elem_type)]
+        new_inits = [numpy_helper.from_array(np.asarray(half, np.float16), h_name)]
+    if w.source == "initializer":
+        index = next(i for i, t in enumerate(graph.initializer) if t.name == w.name)
+        del graph.initializer[index]
+        inputs = [i for i, v in enumerate(graph.input) if v.name == w.name]
+        for i in reversed(inputs):  # IR < 4 lists initializers as inputs too
+            del graph.input[i]
+        for node in reversed(dq):
+            graph.node.insert(0, node)
+    else:
+        index = next(i for i, n in enumerate(graph.node)
+                     if constant_tensor(n) is not None and n.output and n.output[0] == w.name)
+        graph.node.remove(graph.node[index])
+        for node in reversed(dq):
+            graph.node.insert(index, node)
+    if pair is not None:
+        split_layer(graph, w, first, second, lambda name: _unique(name, taken))
+    graph.initializer.extend(new_inits)
+    return stored_as
 
 
 def _set_values(tensor: TensorProto, values: np.ndarray) -> None:

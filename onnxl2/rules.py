@@ -10,7 +10,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from .candidates import ALLOWED_BITS, DEFAULT_BITS_CHOICES, DEFAULT_RATES
+from .candidates import ALLOWED_BITS, DEFAULT_BITS_CHOICES, DEFAULT_RATES, FLOAT32
 from .contract import Contract
 from .errors import OnnxL2Error
 from .layers.moments import LayerHessian
@@ -73,7 +73,7 @@ def _matches(weight: Weight, pattern: str) -> bool:
 def allowed_bits(weight: Weight, rules: SearchRules) -> tuple[int, ...]:
     """Bit choices of one weight after --keep and --bits PATTERN=N pins."""
     if any(_matches(weight, p) for p in rules.keep):
-        return (32,)
+        return (FLOAT32,)
     for pattern, bits in rules.pins.items():
         if _matches(weight, pattern):
             return (bits,)

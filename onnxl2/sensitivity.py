@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 from onnx import ModelProto, helper
 
-from .candidates import Candidate
+from .candidates import FLOAT16, FLOAT32, Candidate
 from .data import iter_batches
 from .evaluate import make_session
 from .losses import Loss
@@ -173,7 +173,7 @@ def reference_candidate(cands: list[Candidate]) -> Candidate | None:
     """The candidate a proxy sweep measures: int4 if offered, else the nearest integer one."""
     ints = [c for c in cands if c.quantized is not None]
     if not ints:
-        halves = [c for c in cands if c.bits == 16]
+        halves = [c for c in cands if c.bits == FLOAT16]
         return halves[0] if halves else None
     return min(ints, key=lambda c: (abs(c.bits - 4), c.bits, c.rate))
 
@@ -205,9 +205,9 @@ def proxy_sweep(probe: Probe, candidates: Mapping[str, list[Candidate]], taylor:
         for cand in cands:
             if cand is ref:
                 rows.append(ref_row)
-            elif cand.bits == 32 or ref is None:
+            elif cand.bits == FLOAT32 or ref is None:
                 rows.append(Sensitivity(key, cand.label, cand.bits, cand.coded_bytes, 0.0, 0.0, 0.0,
-                                        0.0 if cand.bits == 32 else None, 0.0 if cand.bits == 32 else None))
+                                        0.0 if cand.bits == FLOAT32 else None, 0.0 if cand.bits == FLOAT32 else None))
             else:
                 ratio = _error_energy(cand) / ref_energy if ref_energy > 0 else 0.0
                 rows.append(Sensitivity(key, cand.label, cand.bits, cand.coded_bytes, None, None,
@@ -224,10 +224,10 @@ def sweep(probe: Probe, candidates: Mapping[str, list[Candidate]], taylor: bool 
     iterator = progress(jobs) if progress else jobs
     base = probe.base
     for key, cand in iterator:
-        if cand.bits == 32 or key not in probe.studied:
+        if cand.bits == FLOAT32 or key not in probe.studied:
             results[key].append(Sensitivity(key, cand.label, cand.bits, cand.coded_bytes, 0.0, 0.0, 0.0,
-                                            0.0 if cand.bits == 32 else None,
-                                            0.0 if cand.bits == 32 else None))
+                                            0.0 if cand.bits == FLOAT32 else None,
+                                            0.0 if cand.bits == FLOAT32 else None))
             continue
         feeds = cand.feeds()
         full, distortion = probe.change_and_distortion(feeds)
