@@ -4,7 +4,7 @@
 ONNX that plain ONNX Runtime runs, ``decompress`` gives that ONNX back exactly, ``validate``
 compares two models on data with ONNX Runtime.
 """
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 from .errors import BitstreamError, DataError, ModelError, OnnxL2Error  # noqa: E402
 from .api import compress, decompress, inspect, validate  # noqa: E402

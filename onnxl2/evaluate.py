@@ -18,25 +18,7 @@ from .contract import OutputScale, is_decision, sample_agreement
 from .data import batch_size_for, input_specs, iter_batches
 from .losses import is_sequence_labels, sequence_correct
 from .model import linear_head_outputs
-
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
-
-
-def make_session(model: ModelProto | bytes | str, device: str = "cpu") -> ort.InferenceSession:
-    """One ONNX Runtime session; quiet logging, the provider asked for and nothing else."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    source = model.SerializeToString() if isinstance(model, ModelProto) else model
-    providers = [PROVIDERS[device]] + ([PROVIDERS["cpu"]] if device != "cpu" else [])
-    return ort.InferenceSession(source, options, providers=providers)
-
-
-def cuda_status() -> tuple[bool, str]:
-    """Whether CUDA can run here, and why not when it cannot."""
-    if PROVIDERS["cuda"] not in ort.get_available_providers():
-        return False, "onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
-    return True, "available"
-
+from .runtime import cuda_status, make_session
 
 @dataclass
 class RunResult:

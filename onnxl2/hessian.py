@@ -21,7 +21,7 @@ import onnx
 from onnx import ModelProto, helper
 
 from .data import iter_batches
-from .evaluate import make_session
+from .runtime import make_session
 from .layers import LayerGraph, Site, site_of
 from .layers.moments import LayerHessian
 from .model import Weight, weight_array
@@ -114,12 +114,6 @@ def _name_hidden_outputs(proto: ModelProto, probe: ModelProto, sites: list[Site]
         else:
             node.output.append(name)
         site.activation = name
-
-
-def bias_weights(every: list[Weight], hessians: Mapping[str, LayerHessian]) -> dict[str, Weight]:
-    """Layer key -> the bias its Hessian names: what bias correction moves with the weight."""
-    by_key = {w.key: w for w in every}
-    return {key: by_key[h.bias] for key, h in hessians.items() if h.bias is not None}
 
 
 def _sites(proto: ModelProto, weights: list[Weight], every: list[Weight]) -> list[Site]:

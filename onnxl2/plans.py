@@ -12,16 +12,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 from onnx import ModelProto
 
 from .candidates import Candidate, Label, candidate_for, parse_label
-from .data import batch_size_for, input_specs
 from .errors import OnnxL2Error
-from .hessian import bias_weights, layer_hessians
-from .layers.moments import LayerHessian, output_positions
+from .layers.moments import LayerHessian, bias_weights, output_positions
 from .model import Weight, weight_array
 from .rules import SearchRules, allowed_bits, check_factorisable, pinned_rank
 from .samples import holdout_split, sample_count, sample_subset
@@ -98,16 +96,20 @@ def _read_json(path: Path) -> dict:
         raise OnnxL2Error(f"plan {path} is not JSON ({exc})") from None
 
 
-def uniform_labels(proto: ModelProto, weights: list[Weight], bits: int, rules: SearchRules,
-                   data: dict[str, np.ndarray] | None) -> tuple[dict[str, Label], dict[str, LayerHessian]]:
+#: Gathers the input moments of the layers of some weights (the ORT pass, run by the caller).
+Gather = Callable[[list[Weight], str], dict[str, LayerHessian]]
+
+
+def uniform_labels(weights: list[Weight], bits: int, rules: SearchRules, gather: Gather
+                   ) -> tuple[dict[str, Label], dict[str, LayerHessian]]:
     """Every compressible weight at ``bits`` (after ``--keep`` and pins), compensated where
     ``rules`` ask and its layer's inputs can be read, at its pinned rank; and the Hessians that
-    needs."""
+    needs (from ``gather``)."""
     uniform = SearchRules((bits,), rules.keep, rules.pins, ranks=rules.ranks)
     studied = [w for w in weights if w.compressible]
     ranked = {w.key: r for w in studied if (r := pinned_rank(w, uniform))}
     needs = [w for w in studied if rules.compensate or w.key in ranked]
-    hessians = _layer_hessians(proto, needs, weights, data, "--compensate and --rank") if needs else {}
+    hessians = gather(needs, "--compensate and --rank") if needs else {}
     check_factorisable(ranked, hessians, {w.key: w.shape for w in studied},
                        {w.key: allowed_bits(w, uniform) for w in studied if w.key in ranked})
     labels = {}
@@ -119,7 +121,7 @@ def uniform_labels(proto: ModelProto, weights: list[Weight], bits: int, rules: S
     return labels, hessians
 
 
-def replayed_labels(proto: ModelProto, weights: list[Weight], plan: Plan, data: dict[str, np.ndarray] | None
+def replayed_labels(weights: list[Weight], plan: Plan, gather: Gather
                     ) -> tuple[dict[str, Label], dict[str, LayerHessian]]:
     """A replayed plan's labels (float32 for weights it leaves out), checked, and the Hessians
     its compensated and factorised choices need."""
@@ -139,7 +141,7 @@ def replayed_labels(proto: ModelProto, weights: list[Weight], plan: Plan, data: 
     needs = [studied[k] for k, p in labels.items() if p.compensated or p.rank]
     if not needs:
         return labels, {}
-    hessians = _layer_hessians(proto, needs, weights, data, "the plan's +gptq and +rank choices")
+    hessians = gather(needs, "the plan's +gptq and +rank choices")
     missing = [w.key for w in needs if w.key not in hessians]
     if missing:
         raise OnnxL2Error(f"plan: {missing[0]} cannot be error-compensated or factorised (no supported consumer)")
@@ -161,10 +163,3 @@ def build_candidates(proto: ModelProto, weights: list[Weight], labels: Mapping[s
                                           weight_array(proto, biases[w.key]) if w.key in biases else None,
                                           merged=w.merged_channels)
     return chosen, output_positions(hessians)
-
-
-def _layer_hessians(proto: ModelProto, studied: list[Weight], every: list[Weight],
-                    data: dict[str, np.ndarray] | None, who: str) -> dict[str, LayerHessian]:
-    if data is None:
-        raise OnnxL2Error(f"{who} need calibration data (--data): error compensation reads the layers' inputs")
-    return layer_hessians(proto, studied, every, data, batch_size_for(data, input_specs(proto)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-from . import __version__
+from .version import __version__
 from .candidates import FLOAT16, FLOAT32, Candidate, moved_bias_bytes, step_count, symbol_tensors
 from .codec.container import CodedTensor, StoredFile
 from .codec.entropy import empirical_entropy_bits

@@ -23,7 +23,7 @@ from onnx import ModelProto, helper
 
 from .candidates import FLOAT16, FLOAT32, Candidate
 from .data import iter_batches
-from .evaluate import make_session
+from .runtime import make_session
 from .losses import Loss
 from .model import Weight, iter_graphs, remove_constants, weight_array
 from .stats import mean_and_se

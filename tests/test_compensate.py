@@ -10,7 +10,7 @@ import genmodels
 from onnxl2 import compress
 from onnxl2.codec.container import read_manifest
 from onnxl2.codec.floatcodec import encode_array
-from onnxl2.evaluate import make_session
+from onnxl2.runtime import make_session
 from onnxl2.hessian import layer_hessians
 from onnxl2.layers.conv import conv_patches
 from onnxl2.model import discover_weights

@@ -14,7 +14,7 @@ from onnxl2 import compress
 from onnxl2.cli import main
 from onnxl2.contract import Contract, Criterion, Judge, OutputScale, channel_spread, decide, is_class_scores
 from onnxl2.errors import OnnxL2Error
-from onnxl2.evaluate import make_session
+from onnxl2.runtime import make_session
 from onnxl2.samples import holdout_split
 
 

@@ -22,7 +22,7 @@ from onnxl2.codec import lzma_raw
 from onnxl2.codec.container import OUTPUT_RATIO, decode_container
 from onnxl2.codec.manifest import parse_manifest
 from onnxl2.errors import BitstreamError, DataError, ModelError, OnnxL2Error
-from onnxl2.evaluate import make_session
+from onnxl2.runtime import make_session
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tools.bitstream_fuzz import lzma_bomb, manifest_of, pack, unpack, with_manifest  # noqa: E402

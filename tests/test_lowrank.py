@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxl2 import compress, decompress
 from onnxl2.emit import emit_quantized
 from onnxl2.errors import OnnxL2Error
-from onnxl2.evaluate import make_session
+from onnxl2.runtime import make_session
 from onnxl2.hessian import layer_hessians
 from onnxl2.model import discover_weights
 from onnxl2.transforms.compensate import output_error

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 import genmodels
 from onnxl2 import compress, decompress
 from onnxl2.codec.container import read_manifest
-from onnxl2.evaluate import make_session
+from onnxl2.runtime import make_session
 
 
 def _run(model_bytes: bytes, feeds: dict) -> np.ndarray:

@@ -230,7 +230,8 @@ def run_model(path: str | Path, feeds: dict[str, np.ndarray], batch: int = 8) ->
     import onnx
 
     from onnxl2.data import fixed_batch, input_specs
-    from onnxl2.evaluate import make_session, run_model as run_batches
+    from onnxl2.evaluate import run_model as run_batches
+    from onnxl2.runtime import make_session
     fixed = [s.shape[0] for s in input_specs(onnx.load(str(path), load_external_data=False))
              if s.shape and s.shape[0] is not None]
     batch = fixed[0] if fixed else batch  # a model of batch 1 (ddddocr's) runs sample by sample

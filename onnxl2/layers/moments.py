@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 
 from ..fileio import write_files_atomically
+from ..model import Weight
 
 
 @dataclass
@@ -98,3 +99,9 @@ def load_hessians(path: Path) -> dict[str, LayerHessian] | None:
 def output_positions(hessians: Mapping[str, LayerHessian]) -> dict[str, float]:
     """Output positions per sample of every layer whose inputs were gathered."""
     return {k: h.positions for k, h in hessians.items() if h.positions}
+
+
+def bias_weights(every: list[Weight], hessians: Mapping[str, LayerHessian]) -> dict[str, Weight]:
+    """Layer key -> the bias its Hessian names: what bias correction moves with the weight."""
+    by_key = {w.key: w for w in every}
+    return {key: by_key[h.bias] for key, h in hessians.items() if h.bias is not None}

@@ -10,7 +10,7 @@ from typing import Mapping
 import numpy as np
 from onnx import ModelProto
 
-from .. import __version__
+from ..version import __version__
 from ..candidates import FLOAT16, Candidate
 from ..codec.container import OUTPUT_RATIO, StoredFile, decode_container, default_output_limit, encode_container
 from ..emit import emit_quantized

@@ -3,9 +3,15 @@ pins, ranks and compensation) and a replayed plan (``--plan``). Both are plans o
 both get their candidates from the one plan builder."""
 from __future__ import annotations
 
-from ..data import fixed_batch, input_specs
+import numpy as np
+
+from ..data import batch_size_for, fixed_batch, input_specs
+from ..errors import OnnxL2Error
+from ..hessian import layer_hessians
+from ..layers.moments import LayerHessian
+from ..model import Weight
 from ..options import CompressOptions
-from ..plans import Plan, build_candidates, replayed_labels, uniform_labels
+from ..plans import Gather, Plan, build_candidates, replayed_labels, uniform_labels
 from ..progress import Stages
 from .finish import Outcome
 from .inputs import RunInputs
@@ -21,10 +27,19 @@ def run_fixed(inputs: RunInputs, options: CompressOptions, stages: Stages) -> Ou
         fitted_on = replayed.fitted_on
         with stages.stage("quantize"):
             data = replayed.fitted_part(inputs.data, fixed_batch(input_specs(proto)))
-            labels, hessians = replayed_labels(proto, weights, replayed, data)
+            labels, hessians = replayed_labels(weights, replayed, _gatherer(inputs, data))
             chosen, positions = build_candidates(proto, weights, labels, hessians)
     else:
         with stages.stage("quantize"):
-            labels, hessians = uniform_labels(proto, weights, options.bits, rules, inputs.data)
+            labels, hessians = uniform_labels(weights, options.bits, rules, _gatherer(inputs, inputs.data))
             chosen, positions = build_candidates(proto, weights, labels, hessians)
     return Outcome(chosen, Plan.of(chosen, weights, fitted_on), positions)
+
+
+def _gatherer(inputs: RunInputs, data: dict[str, np.ndarray] | None) -> Gather:
+    """The input-moment pass over ``data`` for the weights a plan needs it for."""
+    def gather(needs: list[Weight], who: str) -> dict[str, LayerHessian]:
+        if data is None:
+            raise OnnxL2Error(f"{who} need calibration data (--data): error compensation reads the layers' inputs")
+        return layer_hessians(inputs.proto, needs, inputs.weights, data, batch_size_for(data, input_specs(inputs.proto)))
+    return gather

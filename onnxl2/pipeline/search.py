@@ -23,8 +23,8 @@ from ..data import batch_size_for, fixed_batch, input_specs
 from ..errors import OnnxL2Error
 from ..evaluate import correctness
 from ..frontier import Frontier, search_frontier
-from ..hessian import bias_weights, layer_hessians
-from ..layers.moments import LayerHessian, load_hessians, output_positions, save_hessians
+from ..hessian import layer_hessians
+from ..layers.moments import LayerHessian, bias_weights, load_hessians, output_positions, save_hessians
 from ..losses import Loss, make_loss
 from ..model import Weight, linear_head_outputs, weight_array
 from ..progress import Stages

@@ -1,0 +1,24 @@
+"""ONNX Runtime sessions: one place that picks providers and logging, for every stage that runs
+a model (layer inputs, the sweep, the frontier, validation)."""
+from __future__ import annotations
+
+import onnxruntime as ort
+from onnx import ModelProto
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def make_session(model: ModelProto | bytes | str, device: str = "cpu") -> ort.InferenceSession:
+    """One ONNX Runtime session; quiet logging, the provider asked for and nothing else."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    source = model.SerializeToString() if isinstance(model, ModelProto) else model
+    providers = [PROVIDERS[device]] + ([PROVIDERS["cpu"]] if device != "cpu" else [])
+    return ort.InferenceSession(source, options, providers=providers)
+
+
+def cuda_status() -> tuple[bool, str]:
+    """Whether CUDA can run here, and why not when it cannot."""
+    if PROVIDERS["cuda"] not in ort.get_available_providers():
+        return False, "onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
+    return True, "available"
