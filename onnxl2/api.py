@@ -77,7 +77,7 @@ def inspect(model: ModelSource) -> InspectResult:
     loaded = load_model(model, load_data=False)
     return InspectResult(str(loaded.path or "<ModelProto>"), loaded.file_bytes,
                          default_opset(loaded.proto), loaded.proto.ir_version,
-                         discover_weights(loaded.proto, choose_axes=False))
+                         discover_weights(loaded.proto))
 
 
 # ----------------------------------------------------------------------------- compress

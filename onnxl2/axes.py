@@ -9,7 +9,9 @@ log2(mean squared error)`` ranks the axes as their coded sizes at equal error wo
 from __future__ import annotations
 
 import numpy as np
+from onnx import ModelProto, TensorProto
 
+from .model import Weight, find_tensor, tensor_array
 from .transforms.quantize import quantize_per_channel
 
 #: Bits one step costs in the bitstream (its index on the step grid, entropy-coded; the
@@ -42,3 +44,13 @@ def choose_axis(values: np.ndarray) -> int:
     tried = tried or [int(np.argmin(values.shape))]
     costs = [axis_cost(values, a) for a in tried]
     return tried[int(np.argmin(costs))]
+
+
+def choose_axes(proto: ModelProto, weights: list[Weight]) -> None:
+    """Give every compressible weight that no reader gives an axis the one that codes smallest
+    (where its data are loaded)."""
+    for w in weights:
+        if w.compressible and w.channel_axis is None:
+            tensor = find_tensor(proto, w)
+            if tensor.data_location != TensorProto.EXTERNAL or tensor.HasField("raw_data"):
+                w.channel_axis = choose_axis(tensor_array(tensor))

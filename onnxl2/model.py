@@ -9,7 +9,7 @@ known (Conv/ConvTranspose kernels, Gemm and MatMul operands, Gather tables, LSTM
 and recurrent weights, per direction), followed through Slice, Transpose, Reshape, Squeeze,
 Unsqueeze, Concat, Identity and float Casts (PyTorch writes an LSTM's gates reordered with
 Slice, Concat and Unsqueeze); where no reader says, the axis that codes smallest at the
-same error (``axes.choose_axis``). Only readers whose result jumps where a value crosses a
+same error (``axes.choose_axes``). Only readers whose result jumps where a value crosses a
 threshold (comparisons, Floor, Ceil, Round, ArgMax, Casts to integers) keep a weight in float:
 a rounding error there is no small error.
 
@@ -27,7 +27,6 @@ import numpy as np
 import onnx
 from onnx import ModelProto, GraphProto, TensorProto, numpy_helper
 
-from .axes import choose_axis
 from .errors import ModelError
 from .paths import external_data_path
 
@@ -401,11 +400,10 @@ def _tensor_shape(tensor: TensorProto) -> tuple[int, ...]:
     return tuple(int(d) for d in tensor.dims)
 
 
-def discover_weights(proto: ModelProto, choose_axes: bool = True) -> list[Weight]:
-    """Find every constant tensor, its consumers, and whether and how it can be compressed.
-
-    A weight no reader gives an axis gets the one that codes smallest (``choose_axes``, where
-    its data are loaded; else its axis stays None, as for a listing of the graph alone)."""
+def discover_weights(proto: ModelProto) -> list[Weight]:
+    """Find every constant tensor, its consumers, and whether and how it can be compressed, from
+    the graph alone. A weight no reader gives an axis keeps None until ``axes.choose_axes``
+    picks the one that codes smallest."""
     weights: list[Weight] = []
 
     def visit(graph: GraphProto, path: str, outer: dict[str, Weight]) -> None:
@@ -438,12 +436,6 @@ def discover_weights(proto: ModelProto, choose_axes: bool = True) -> list[Weight
     readers = _Readers(proto)
     for w in weights:
         _classify(w, nodes, readers)
-    if choose_axes:
-        for w in weights:
-            if w.compressible and w.channel_axis is None:
-                tensor = find_tensor(proto, w)
-                if tensor.data_location != TensorProto.EXTERNAL or tensor.HasField("raw_data"):
-                    w.channel_axis = choose_axis(tensor_array(tensor))
     return weights
 
 

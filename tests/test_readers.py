@@ -14,7 +14,7 @@ from onnx import helper, numpy_helper
 
 import genmodels
 from onnxl2 import compress, decompress
-from onnxl2.axes import axis_cost, choose_axis
+from onnxl2.axes import axis_cost, choose_axes, choose_axis
 from onnxl2.hessian import layer_hessians
 from onnxl2.model import discover_weights, iter_graphs
 
@@ -166,7 +166,10 @@ def test_lstm_weights_read_through_slices(make, reader, steps):
 
 def test_weight_read_by_two_operators_and_one_that_gives_no_axis():
     model = genmodels.two_readers_model()
-    weights = {w.name: w for w in discover_weights(model)}
+    found = discover_weights(model)
+    assert {w.name: w for w in found}["offset_w"].channel_axis is None  # the graph alone does not say
+    choose_axes(model, found)
+    weights = {w.name: w for w in found}
     assert weights["shared_w"].compressible and weights["shared_w"].axis_from == "MatMul"
     assert {c.op_type for c in weights["shared_w"].consumers} == {"MatMul", "Sigmoid"}
     offset = weights["offset_w"]
@@ -256,7 +259,9 @@ def test_plan_records_the_axes_chosen_by_size_and_replays_an_edited_one():
     feeds = {"x": np.random.default_rng(2).standard_normal((4, 24, 16)).astype(np.float32)}
     first = compress(model, feeds, bits=6, quiet=True, devices=("cpu",))
     plan = first.report["plan"]
-    assert plan["axes"] == {"offset_w": discover_weights(model)[2].channel_axis}
+    found = discover_weights(model)
+    choose_axes(model, found)
+    assert plan["axes"] == {"offset_w": found[2].channel_axis}
     assert set(plan["axes"]) == {"offset_w"}  # the readers decide the others
     same = compress(model, feeds, plan=plan, quiet=True, devices=("cpu",))
     assert same.files == first.files
@@ -267,7 +272,6 @@ def test_plan_records_the_axes_chosen_by_size_and_replays_an_edited_one():
     for bad in ({"offset_w": 2}, {"proj_w": 0}, {"offset_w": "0"}):
         with pytest.raises(OnnxL2Error, match="plan"):
             compress(model, feeds, plan={**plan, "axes": bad}, quiet=True, devices=("cpu",))
-
 
 
 def test_a_threshold_reader_inside_a_body_after_a_pass_through_keeps_the_weight_exact():

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from onnx import ModelProto
 
+from ..axes import choose_axes
 from ..data import DataSource, load_data, load_labels
 from ..errors import OnnxL2Error
 from ..model import LoadedModel, ModelSource, Weight, discover_weights, load_model
@@ -43,6 +44,7 @@ def load_inputs(model: ModelSource, data: DataSource | None, labels: Any, eval_d
         loaded = load_model(model)
         proto, folded = fold_batchnorm(loaded.proto) if options.fold else (loaded.proto, 0)
         weights = discover_weights(proto)
+        choose_axes(proto, weights)
         if labels is not None and data is None:
             raise OnnxL2Error("labels need data (--data) to go with them")
         if options.mode == "auto" and data is None:
