@@ -28,7 +28,7 @@ from .pipeline.inputs import load_inputs
 from .pipeline.lossless import run_lossless
 from .progress import Stages
 from .samples import sample_count
-from .storage import ModelFiles, check_model_files, files_to_model
+from .model_files import ModelFiles, check_model_files, files_to_model
 from .units import parse_size
 
 

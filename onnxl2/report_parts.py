@@ -14,6 +14,7 @@ from .candidates import FLOAT16, FLOAT32, Candidate, moved_bias_bytes, step_coun
 from .codec.container import CodedTensor, StoredFile
 from .codec.entropy import empirical_entropy_bits
 from .model import Weight
+from .sensitivity import Sensitivity
 from .transforms.quantize import container_type
 
 
@@ -54,8 +55,9 @@ class WeightRow:
 
 
 def weight_rows(weights: list[Weight], chosen: Mapping[str, Candidate], coded: Mapping[str, int],
-                sensitivities: Mapping[str, dict], positions: Mapping[str, float]) -> list[WeightRow]:
-    """A row per chosen weight, in the model's order; ``coded``: its bytes in the bitstream."""
+                sensitivities: Mapping[str, Sensitivity], positions: Mapping[str, float]) -> list[WeightRow]:
+    """A row per chosen weight, in the model's order; ``coded``: its bytes in the bitstream;
+    ``sensitivities``: the chosen candidates' sweep rows (the automatic mode)."""
     rows = []
     for w in weights:
         if w.key not in chosen:
@@ -70,9 +72,16 @@ def weight_rows(weights: list[Weight], chosen: Mapping[str, Candidate], coded: M
             cand.coded_bytes, sum(empirical_entropy_bits(t) for t in symbols) if symbols else None, step_count(cand),
             ({"values": int(cand.bias_values.size), "bytes": moved_bias_bytes(cand)}
              if cand.bias_values is not None else None),
-            coded.get(w.key) or cand.coded_bytes, sensitivities.get(w.key),
+            coded.get(w.key) or cand.coded_bytes, _sweep_facts(sensitivities.get(w.key)),
             (int(round(where * w.numel)), int(round(where * stored))) if where else None))
     return rows
+
+
+def _sweep_facts(row: Sensitivity | None) -> dict | None:
+    if row is None:
+        return None
+    return {"predicted_loss_change": row.predicted, "measured_loss_change": row.measured, "measured_se": row.se,
+            "within_noise": row.within_noise, "distortion": row.distortion}
 
 
 def coded_by_weight(stored: list[StoredFile], accounting: list[CodedTensor],
@@ -82,17 +91,6 @@ def coded_by_weight(stored: list[StoredFile], accounting: list[CodedTensor],
     coded = {c.name: c.coded_bytes for c in accounting}
     raw = {span.name: span.length for f in stored for span in f.spans}
     return {w.key: sum(coded.get(n, raw.get(n, 0)) for n in stored_as.get(w.key, (w.name,))) for w in weights}
-
-
-def chosen_sensitivities(chosen: Mapping[str, Candidate], table: Mapping[str, list[dict]]) -> dict[str, dict]:
-    """Per weight, the sweep row of the chosen candidate (for the report's weight table)."""
-    out = {}
-    for key, cand in chosen.items():
-        row = next(r for r in table[key] if r["label"] == cand.label)
-        out[key] = {"predicted_loss_change": row["predicted"], "measured_loss_change": row["measured"],
-                    "measured_se": row["se"], "within_noise": row["within_noise"],
-                    "distortion": row["distortion"]}
-    return out
 
 
 def sizes(original_bytes: int, blob: bytes, stored: list[StoredFile], rows: list[WeightRow],

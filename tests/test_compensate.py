@@ -431,7 +431,7 @@ def test_a_conv_bias_added_after_a_reshape_is_found_and_corrected(tmp_path, shap
 def test_report_prices_moved_biases_and_steps_as_the_bitstream_stores_them(tmp_path):
     from onnxl2.codec.container import _read_sections
     from onnxl2.codec.varint import varint_length
-    from onnxl2.codec.wire import tensor_spans
+    from onnxl2.codec.tensor_spans import tensor_spans
 
     model = _biased_model(5)
     result = compress(model, {"x": _biased_inputs(48, 6)}, bits=4, compensate=True, quiet=True, devices=("cpu",))

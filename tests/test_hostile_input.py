@@ -322,7 +322,7 @@ def test_malformed_manifests_raise_the_projects_error(tmp_path, damage):
 
 
 def test_a_decoded_model_naming_external_data_it_lacks_is_an_error():
-    from onnxl2.storage import files_to_model
+    from onnxl2.model_files import files_to_model
     model = genmodels.mixed_model()
     tensor = model.graph.initializer[0]
     onnx.external_data_helper.set_external_data(tensor, location="missing.bin", offset=0, length=16)

@@ -148,9 +148,9 @@ def test_lossy_loop_body_weight():
 
 def test_emitted_model_past_the_protobuf_limit_goes_to_external_data(monkeypatch, tmp_path):
     """Past 2 GB the compressed ONNX moves its tensors to NAME.data; shown here with a low limit."""
-    from onnxl2 import storage
+    from onnxl2 import model_files
 
-    monkeypatch.setattr(storage, "EXTERNAL_DATA_THRESHOLD", 2_000)
+    monkeypatch.setattr(model_files, "EXTERNAL_DATA_THRESHOLD", 2_000)
     feeds = genmodels.mixed_inputs()
     result = compress(genmodels.mixed_model(), feeds, bits=8, out_dir=tmp_path / "out", quiet=True,
                       devices=("cpu",))
@@ -172,7 +172,7 @@ def test_candidate_size_is_the_coded_size(tmp_path, bits):
     (each coded tensor's length as a varint) included."""
     from onnxl2.codec.container import _read_sections
     from onnxl2.codec.varint import varint_length
-    from onnxl2.codec.wire import tensor_spans
+    from onnxl2.codec.tensor_spans import tensor_spans
 
     path = _save(genmodels.big_matmul_model(96, 160, layers=2), tmp_path / "m.onnx")
     result = compress(path, bits=bits, out_dir=tmp_path / "out", quiet=True)

@@ -39,7 +39,7 @@ from .lzma_raw import compress as lzma_compress, decompress as lzma_decompress
 from .manifest import FileEntry, Manifest, parse_manifest
 from .payloads import decode_payload, encode_payload
 from .varint import encode_varints, varint_length
-from .wire import TensorSpan
+from .tensor_spans import TensorSpan
 
 MAGIC = b"ONNXL2B\x00"
 #: 2: integer tensors may be "classed" (row/column contexts; spans then carry their dims).

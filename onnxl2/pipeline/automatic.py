@@ -26,4 +26,4 @@ def run_automatic(inputs: RunInputs, options: CompressOptions, stages: Stages) -
                    original_bytes=loaded.file_bytes)
     fitted_on = {"holdout": rules.contract.holdout} if rules.form == "contract" else None
     return Outcome(found.chosen, Plan.of(found.chosen, weights, fitted_on), found.positions, found.report,
-                   [Plan.of(alt, weights, fitted_on) for alt in found.alternatives])
+                   [Plan.of(alt, weights, fitted_on) for alt in found.alternatives], found.sensitivities)

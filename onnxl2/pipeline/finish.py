@@ -22,8 +22,9 @@ from ..options import CompressOptions
 from ..progress import Stages
 from ..report import to_html, to_json
 from ..plans import Plan
-from ..report_parts import CompressReport, chosen_sensitivities, coded_by_weight, compute, sizes, weight_rows
-from ..storage import ModelFiles, files_to_model, model_files
+from ..report_parts import CompressReport, coded_by_weight, compute, sizes, weight_rows
+from ..sensitivity import Sensitivity
+from ..model_files import ModelFiles, files_to_model, model_files
 from .inputs import RunInputs
 
 
@@ -46,6 +47,7 @@ class Outcome:
     positions: dict[str, float] = field(default_factory=dict)  # output positions per sample, by layer
     allocation: dict | None = None
     alternatives: list[Plan] = field(default_factory=list)
+    sensitivities: dict[str, Sensitivity] = field(default_factory=dict)  # the chosen candidates' sweep rows
 
 
 def finish_lossy(inputs: RunInputs, options: CompressOptions, outcome: Outcome, out_dir, stages: Stages,
@@ -60,8 +62,7 @@ def finish_lossy(inputs: RunInputs, options: CompressOptions, outcome: Outcome, 
     blob, accounting, report.roundtrip = encode_and_verify(
         stored, container_meta(options.mode, options.bits, loaded.path), stages)
     coded = coded_by_weight(stored, accounting, stored_as, [w for w in weights if w.key in chosen])
-    sensitivities = chosen_sensitivities(chosen, outcome.allocation["candidates"]) if outcome.allocation else {}
-    report.weights = weight_rows(weights, chosen, coded, sensitivities, outcome.positions)
+    report.weights = weight_rows(weights, chosen, coded, outcome.sensitivities, outcome.positions)
     report.sizes = sizes(loaded.file_bytes, blob, stored, report.weights, stored_as, accounting)
     report.compute = compute(report.weights) if outcome.positions else None
     report.not_compressed = [{"name": w.name, "graph": w.graph, "bytes": w.nbytes, "reason": w.reason}

@@ -10,7 +10,7 @@ from onnx import ModelProto
 from ..model import ModelSource, model_stem
 from ..progress import Stages
 from ..report_parts import CompressReport
-from ..storage import original_files
+from ..model_files import original_files
 from .finish import CompressResult, container_meta, encode_and_verify, write_outputs
 
 

@@ -30,7 +30,8 @@ from ..model import Weight, linear_head_outputs, weight_array
 from ..progress import Stages
 from ..rules import SearchRules, allowed_bits, check_factorisable, parse_loss_bound, pinned_rank
 from ..samples import holdout_split, labelled_subset, sample_count, sweep_samples
-from ..sensitivity import Measurement, Probe, proxy_sweep, reference_candidate, sweep, terminal_progress
+from ..sensitivity import (Measurement, Probe, Sensitivity, proxy_sweep, reference_candidate, sweep,
+                           terminal_progress)
 from ..sweep_cache import SweepCache
 from ..workers import map_by_size
 
@@ -42,6 +43,7 @@ class SearchResult:
     positions: dict[str, float] = field(default_factory=dict)  # output positions per sample, by layer
     #: the contract form: plans of the next smaller frontier points (larger ratio), nearest first
     alternatives: list[dict[str, Candidate]] = field(default_factory=list)
+    sensitivities: dict[str, Sensitivity] = field(default_factory=dict)  # the chosen candidates' sweep rows
 
 
 @dataclass
@@ -92,7 +94,8 @@ def search(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.ndarr
         report["contract"] = {**rules.contract.to_dict(held_labels is not None), "held_back_samples": sample_count(held)}
         report["frontier"] = frontier.to_dict(original_bytes)
         alternatives = [_chosen(run, p.choice) for p in frontier.larger_ratio_neighbours()]
-    return SearchResult(_chosen(run, allocation.choice), report, output_positions(run.hessians), alternatives)
+    return SearchResult(_chosen(run, allocation.choice), report, output_positions(run.hessians), alternatives,
+                        {k: table[k][i] for k, i in allocation.choice.items()})
 
 
 def _checked_output(proto: ModelProto, output: str | None) -> str:

@@ -15,7 +15,7 @@ from onnx import ModelProto, TensorProto
 from pathlib import Path
 
 from .codec.container import StoredFile
-from .codec.wire import scan_model, tensor_spans
+from .codec.tensor_spans import scan_model, tensor_spans
 from .errors import BitstreamError, ModelError
 from .model import iter_model_tensors
 from .paths import external_data_path, plain_name_problem
