@@ -196,7 +196,7 @@ def test_candidate_size_is_the_coded_size(tmp_path, bits):
 #: at the last commit of each format): 1 order-0 payloads and a 12-byte entry and checksum per
 #: section, 2 the classed codec, 3 varint section lengths and one checksum, 4 steps as grid
 #: indices (5, spans without names and section numbers, is what the writer makes now).
-OLD_FORMATS = Path(__file__).parent / "data"
+OLD_FORMATS = Path(__file__).resolve().parents[1] / "data"
 
 
 @pytest.mark.parametrize("version", [1, 2, 3, 4])
