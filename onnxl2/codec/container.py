@@ -10,10 +10,10 @@ The *skeleton* is every file's bytes with the coded payloads cut out, concatenat
 says where each payload goes back, with which codec, and holds a sha256 per decoded file, so
 decoding either reproduces the files exactly or raises :class:`BitstreamError`.
 
-Format 3 replaced format 2's fixed 12-byte entry per section (u64 length, crc32 each) by a
-varint length and one checksum over all sections: a small model has a hundred or more coded
-tensors, and their entries were 2% of its bitstream, while the sha256 per decoded file already
-catches any damage a per-section checksum would. Formats 1-4 are still read (the writer makes 5).
+Each section has a varint length and one checksum covers them all: a small model has a hundred
+or more coded tensors, a fixed entry per section would be 2% of its bitstream, and the sha256
+per decoded file already catches any damage a per-section checksum would. Formats 1-4 are
+still read (the writer makes 5).
 
 A bitstream may have been crafted, checksums and all, so the reader trusts none of it: the
 manifest is checked field by field (``manifest.py``), what it declares must fit a limit tied to

@@ -228,8 +228,8 @@ def timed_sweep_pass(probe: Probe, candidates: Mapping[str, list[Candidate]]) ->
     built, fed and scored.
 
     The pass that computed the original outputs feeds only the originals and is the first run
-    of a fresh session; timing the budget on it alone undercounted the sweep by half on the
-    recogniser (a 300 s budget spent 434 s).
+    of a fresh session, so timing the budget on it alone undercounts the sweep (by half on the
+    recogniser).
     """
     sizes = {key: cands[0].original.size for key, cands in candidates.items() if key in probe.studied}
     if not sizes:
