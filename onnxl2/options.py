@@ -14,6 +14,7 @@ from .contract import Contract
 from .errors import OnnxL2Error
 from .losses import LOSS_KINDS
 from .rules import SearchRules
+from .runtime import check_devices
 from .transforms.quantize import INTEGER_BITS
 from .units import parse_size
 
@@ -73,9 +74,7 @@ class CompressOptions:
         if self.loss not in LOSS_KINDS:
             raise OnnxL2Error(f"unknown loss {self.loss!r} (choose from {', '.join(LOSS_KINDS)})")
         self.automatic()  # the automatic mode's own checks (bit choices, rates, sweep, pins, contract)
-        unknown = [d for d in self.devices if d not in ("cpu", "cuda")]
-        if unknown:
-            raise OnnxL2Error(f"devices are cpu and cuda; got {unknown}")
+        check_devices(self.devices)
 
     def _check_mode(self) -> None:
         targets = self.target_ratio is not None or self.target_size is not None

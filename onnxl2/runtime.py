@@ -5,6 +5,8 @@ from __future__ import annotations
 import onnxruntime as ort
 from onnx import ModelProto
 
+from .errors import OnnxL2Error
+
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
@@ -22,3 +24,13 @@ def cuda_status() -> tuple[bool, str]:
     if PROVIDERS["cuda"] not in ort.get_available_providers():
         return False, "onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
     return True, "available"
+
+
+def check_devices(devices: tuple[str, ...]) -> tuple[str, ...]:
+    """The devices asked for, each one this module knows (CUDA is skipped cleanly at run time
+    where it is absent)."""
+    devices = tuple(devices)
+    unknown = [d for d in devices if d not in PROVIDERS]
+    if unknown or not devices:
+        raise OnnxL2Error(f"devices are {' and '.join(PROVIDERS)}; got {list(devices)}")
+    return devices

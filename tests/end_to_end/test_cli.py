@@ -53,6 +53,26 @@ def test_inspect_compress_decompress_validate(workdir):
     assert json.loads((workdir / "v.json").read_text())["samples"] == 16
 
 
+def test_unknown_devices_are_one_line_in_compress_and_validate(workdir):
+    _assert_one_line_error(_invoke("compress", workdir / "m.onnx", "--bits", 4, "--devices", "gpu",
+                                   "-o", workdir / "o"), "devices are cpu and cuda")
+    assert not (workdir / "o").exists()
+    _assert_one_line_error(_invoke("validate", workdir / "m.onnx", workdir / "m.onnx", "--data",
+                                   workdir / "calib.npz", "--devices", "cpu,tpu"), "devices are cpu and cuda")
+
+
+def test_option_names_are_the_api_field_names():
+    """Every compress option that sets a CompressOptions field has that field's name."""
+    import dataclasses
+
+    from onnxl2 import CompressOptions
+    fields = {f.name for f in dataclasses.fields(CompressOptions)}
+    params = {p.name for p in main.commands["compress"].params}
+    data_and_contract = {"model", "data", "labels", "eval_data", "eval_labels", "out_dir", "agreement",
+                         "max_distance", "confidence", "metric_spec", "max_drop", "decisions", "holdout"}
+    assert params - data_and_contract == fields - {"contract", "pins"}  # pins come as --bits PATTERN=N
+
+
 def test_missing_model(workdir):
     _assert_one_line_error(_invoke("compress", workdir / "none.onnx", "--bits", 4, "-o", workdir / "o"),
                            "no such file")
