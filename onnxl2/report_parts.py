@@ -6,13 +6,15 @@ only place the document is assembled, in the order ``report.json`` shows it.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
 from .version import __version__
 from .candidates import FLOAT16, FLOAT32, Candidate, moved_bias_bytes, step_count, symbol_tensors
 from .codec.container import CodedTensor, StoredFile
 from .codec.entropy import empirical_entropy_bits
+from .budgets import Allocation
+from .evaluate import ValidationResult
 from .model import Weight
 from .sensitivity import Sensitivity
 from .transforms.quantize import container_type
@@ -93,14 +95,49 @@ def coded_by_weight(stored: list[StoredFile], accounting: list[CodedTensor],
     return {w.key: sum(coded.get(n, raw.get(n, 0)) for n in stored_as.get(w.key, (w.name,))) for w in weights}
 
 
-def sizes(original_bytes: int, blob: bytes, stored: list[StoredFile], rows: list[WeightRow],
-          stored_as: Mapping[str, tuple[str, ...]], accounting: list[CodedTensor]) -> dict:
+@dataclass
+class Sizes:
     """File ratio (the headline) and weight ratio (the papers' count); the coder against the
-    order-0 bound of the same symbols; moved biases."""
-    out = {"original_file_bytes": original_bytes, "bitstream_bytes": len(blob),
-           "file_ratio": original_bytes / len(blob), "compressed_onnx_bytes": sum(len(f.data) for f in stored)}
+    order-0 bound of the same symbols; moved biases. The lossless mode has the file counts only."""
+
+    original_file_bytes: int
+    bitstream_bytes: int
+    compressed_onnx_bytes: int | None = None
+    integer_weights: dict | None = None
+    moved_biases: dict | None = None
+    compressible_float32_bytes: int | None = None
+    coded_weight_bytes: int | None = None
+    coded_tensors: int | None = None  # the lossless mode: payloads coded apart from the skeleton
+
+    @property
+    def file_ratio(self) -> float:
+        return self.original_file_bytes / self.bitstream_bytes
+
+    @property
+    def weight_ratio(self) -> float | None:
+        return self.compressible_float32_bytes / self.coded_weight_bytes if self.coded_weight_bytes else None
+
+    def to_dict(self) -> dict:
+        doc = {"original_file_bytes": self.original_file_bytes, "bitstream_bytes": self.bitstream_bytes,
+               "file_ratio": self.file_ratio}
+        if self.coded_tensors is not None:
+            return {**doc, "coded_tensors": self.coded_tensors}
+        doc["compressed_onnx_bytes"] = self.compressed_onnx_bytes
+        for name in ("integer_weights", "moved_biases"):
+            if getattr(self, name) is not None:
+                doc[name] = getattr(self, name)
+        return {**doc, "compressible_float32_bytes": self.compressible_float32_bytes,
+                "coded_weight_bytes": self.coded_weight_bytes, "weight_ratio": self.weight_ratio}
+
+
+def sizes(original_bytes: int, blob: bytes, stored: list[StoredFile], rows: list[WeightRow],
+          stored_as: Mapping[str, tuple[str, ...]], accounting: list[CodedTensor]) -> Sizes:
+    """The sizes of a lossy run, from its weight rows and the container's accounting."""
     coded = {c.name: c.coded_bytes for c in accounting}
     raw = {span.name: span.length for f in stored for span in f.spans}
+    out = Sizes(original_bytes, len(blob), sum(len(f.data) for f in stored),
+                compressible_float32_bytes=sum(4 * r.params for r in rows),
+                coded_weight_bytes=sum(r.coded_bytes for r in rows))
     integer = [r for r in rows if r.order0_entropy_bits is not None]
     if integer:
         params = sum(r.stored_params for r in integer)  # symbols stored (factor pairs: both factors)
@@ -108,7 +145,7 @@ def sizes(original_bytes: int, blob: bytes, stored: list[StoredFile], rows: list
                            for r in integer for name in stored_as[r.key][:2 if r.rank else 1])
         step_bytes = sum(r.coded_bytes for r in integer) - symbol_bytes
         steps = sum(r.steps for r in integer)
-        out["integer_weights"] = {
+        out.integer_weights = {
             "params": params,
             "symbol_bits_per_weight": 8 * symbol_bytes / params,  # tables and classes included
             "order0_entropy_bits_per_weight": sum(r.order0_entropy_bits for r in integer) / params,
@@ -118,11 +155,7 @@ def sizes(original_bytes: int, blob: bytes, stored: list[StoredFile], rows: list
     moved = [r.moved_bias for r in rows if r.moved_bias]
     if moved:
         values, moved_bytes = sum(m["values"] for m in moved), sum(m["bytes"] for m in moved)
-        out["moved_biases"] = {"values": values, "bytes": moved_bytes, "bits_per_value": 8 * moved_bytes / values}
-    float32_bytes, coded_bytes = sum(4 * r.params for r in rows), sum(r.coded_bytes for r in rows)
-    out["compressible_float32_bytes"] = float32_bytes
-    out["coded_weight_bytes"] = coded_bytes
-    out["weight_ratio"] = float32_bytes / coded_bytes if coded_bytes else None
+        out.moved_biases = {"values": values, "bytes": moved_bytes, "bits_per_value": 8 * moved_bytes / values}
     return out
 
 
@@ -141,6 +174,47 @@ def compute(rows: list[WeightRow]) -> dict:
 
 
 @dataclass
+class AllocationReport:
+    """How the automatic mode chose: its loss, how the sweep ran, what was measured, every
+    candidate's sweep row, and under the contract the contract and the frontier."""
+
+    loss: str
+    output: str
+    calibration_samples: int
+    calibration_loss: float
+    form: str
+    sweep: str
+    taylor_terms: bool
+    sweep_cached: bool
+    seconds_per_pass: float
+    compensated_weights: int
+    factorisable_weights: int
+    max_loss_increase: float | None
+    noise_sigmas: float
+    target_bytes: int | None
+    measured_loss_change: float
+    measured_loss_change_se: float
+    measured_within_noise: bool
+    predicted_loss_change: float | None
+    summed_distortion: float
+    forward_passes: int
+    allocation: Allocation
+    candidates: dict[str, list[Sensitivity]]
+    contract: dict | None = None
+    frontier: dict | None = None
+
+    def to_dict(self) -> dict:
+        doc = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in ("allocation", "candidates", "contract", "frontier")}
+        doc.update(self.allocation.to_dict())
+        doc["candidates"] = {k: [s.to_dict() for s in rows] for k, rows in self.candidates.items()}
+        for name in ("contract", "frontier"):
+            if getattr(self, name) is not None:
+                doc[name] = getattr(self, name)
+        return doc
+
+
+@dataclass
 class CompressReport:
     """Everything a compress run reports; ``to_dict`` makes ``report.json``."""
 
@@ -148,28 +222,32 @@ class CompressReport:
     mode: str
     bits: int | None
     folded_batchnorm: int | None = None  # None: the lossless mode, which does not parse the graph
-    allocation: dict | None = None
+    allocation: AllocationReport | None = None
     plan: dict | None = None
     roundtrip: str = ""
-    sizes: dict = field(default_factory=dict)
+    sizes: Sizes | None = None
     weights: list[WeightRow] | None = None
     compute: dict | None = None
     not_compressed: list[dict] | None = None
-    validation: dict | None = None
+    validation: ValidationResult | None = None
+    validated_on: str = ""  # "--eval-data" or "--data"
     timings_s: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"onnxl2": __version__, "model": self.model, "mode": self.mode, "bits": self.bits}
         if self.folded_batchnorm is not None:
             doc["folded_batchnorm"] = self.folded_batchnorm
-        for name in ("allocation", "plan"):
-            if getattr(self, name) is not None:
-                doc[name] = getattr(self, name)
-        doc["roundtrip"], doc["sizes"] = self.roundtrip, self.sizes
+        if self.allocation is not None:
+            doc["allocation"] = self.allocation.to_dict()
+        if self.plan is not None:
+            doc["plan"] = self.plan
+        doc["roundtrip"], doc["sizes"] = self.roundtrip, self.sizes.to_dict()
         if self.weights is not None:
             doc["weights"] = [r.to_dict() for r in self.weights]
-        for name in ("compute", "not_compressed", "validation"):
+        for name in ("compute", "not_compressed"):
             if getattr(self, name) is not None:
                 doc[name] = getattr(self, name)
+        if self.validation is not None:
+            doc["validation"] = {"split": self.validated_on, **self.validation.to_dict()}
         doc["timings_s"] = self.timings_s
         return doc

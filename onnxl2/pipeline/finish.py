@@ -15,14 +15,14 @@ from ..candidates import FLOAT16, Candidate
 from ..codec.container import OUTPUT_RATIO, StoredFile, decode_container, default_output_limit, encode_container
 from ..emit import emit_quantized
 from ..errors import OnnxL2Error
-from ..evaluate import validate_models
+from ..evaluate import ValidationResult, validate_models
 from ..fileio import write_files_atomically
 from ..model import Weight
 from ..options import CompressOptions
 from ..progress import Stages
 from ..report import to_html, to_json
 from ..plans import Plan
-from ..report_parts import CompressReport, coded_by_weight, compute, sizes, weight_rows
+from ..report_parts import AllocationReport, CompressReport, coded_by_weight, compute, sizes, weight_rows
 from ..sensitivity import Sensitivity
 from ..model_files import ModelFiles, files_to_model, model_files
 from .inputs import RunInputs
@@ -45,7 +45,7 @@ class Outcome:
     chosen: dict[str, Candidate]
     plan: Plan
     positions: dict[str, float] = field(default_factory=dict)  # output positions per sample, by layer
-    allocation: dict | None = None
+    allocation: AllocationReport | None = None
     alternatives: list[Plan] = field(default_factory=list)
     sensitivities: dict[str, Sensitivity] = field(default_factory=dict)  # the chosen candidates' sweep rows
 
@@ -67,7 +67,7 @@ def finish_lossy(inputs: RunInputs, options: CompressOptions, outcome: Outcome, 
     report.compute = compute(report.weights) if outcome.positions else None
     report.not_compressed = [{"name": w.name, "graph": w.graph, "bytes": w.nbytes, "reason": w.reason}
                              for w in weights if not w.compressible]
-    report.validation = validate(inputs, stored, options, stages)
+    report.validation, report.validated_on = validate(inputs, stored, options, stages), inputs.judged_split
     extra = {"plan.json": report.plan}
     for rank, plan in enumerate(outcome.alternatives, start=1):  # for a user who would take a larger ratio
         extra[f"plan-next-{rank}.json"] = plan.document(inputs.model_name)
@@ -107,7 +107,8 @@ def encode_and_verify(stored: list[StoredFile], meta: dict, stages: Stages) -> t
     return blob, accounting, roundtrip
 
 
-def validate(inputs: RunInputs, stored: list[StoredFile], options: CompressOptions, stages: Stages) -> dict | None:
+def validate(inputs: RunInputs, stored: list[StoredFile], options: CompressOptions, stages: Stages
+             ) -> ValidationResult | None:
     """The compressed model against the original on the judging data (None without data)."""
     if inputs.judge_data is None:
         return None
@@ -118,7 +119,7 @@ def validate(inputs: RunInputs, stored: list[StoredFile], options: CompressOptio
                                  inputs.judge_labels, options.model_output, options.devices, spec_model=loaded.proto)
         result.original_bytes = loaded.file_bytes
         result.compressed_bytes = sum(len(f.data) for f in stored)
-    return {"split": inputs.judged_split, **result.to_dict()}
+    return result
 
 
 def write_outputs(report: CompressReport, blob: bytes, stored: list[StoredFile], out_dir, stem: str,

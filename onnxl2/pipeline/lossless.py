@@ -9,7 +9,7 @@ from onnx import ModelProto
 
 from ..model import ModelSource, model_stem
 from ..progress import Stages
-from ..report_parts import CompressReport
+from ..report_parts import CompressReport, Sizes
 from ..model_files import original_files
 from .finish import CompressResult, container_meta, encode_and_verify, write_outputs
 
@@ -22,8 +22,7 @@ def run_lossless(model: ModelSource, out_dir, stages: Stages) -> CompressResult:
     original_bytes = sum(len(f.data) for f in stored)
     report = CompressReport(str(path or "<ModelProto>"), "lossless", None)
     blob, accounting, report.roundtrip = encode_and_verify(stored, container_meta("lossless", None, path), stages)
-    report.sizes = {"original_file_bytes": original_bytes, "bitstream_bytes": len(blob),
-                    "file_ratio": original_bytes / len(blob), "coded_tensors": len(accounting)}
+    report.sizes = Sizes(original_bytes, len(blob), coded_tensors=len(accounting))
     protect = [path.parent / f.name for f in stored] if path else []
     return write_outputs(report, blob, stored, out_dir, model_stem(path), stages, started, protect,
                          write_model=False)

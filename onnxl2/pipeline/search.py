@@ -28,6 +28,7 @@ from ..layers.moments import LayerHessian, bias_weights, load_hessians, output_p
 from ..losses import Loss, make_loss
 from ..model import Weight, linear_head_outputs, weight_array
 from ..progress import Stages
+from ..report_parts import AllocationReport
 from ..rules import SearchRules, allowed_bits, check_factorisable, parse_loss_bound, pinned_rank
 from ..samples import holdout_split, labelled_subset, sample_count, sweep_samples
 from ..sensitivity import (Measurement, Probe, Sensitivity, proxy_sweep, reference_candidate, sweep,
@@ -39,7 +40,7 @@ from ..workers import map_by_size
 @dataclass
 class SearchResult:
     chosen: dict[str, Candidate]
-    report: dict
+    report: AllocationReport
     positions: dict[str, float] = field(default_factory=dict)  # output positions per sample, by layer
     #: the contract form: plans of the next smaller frontier points (larger ratio), nearest first
     alternatives: list[dict[str, Candidate]] = field(default_factory=list)
@@ -91,8 +92,8 @@ def search(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.ndarr
     report = _search_report(run, probe, loss, table, allocation, sweep_facts, bound, held_passes)
     alternatives = []
     if frontier is not None:
-        report["contract"] = {**rules.contract.to_dict(held_labels is not None), "held_back_samples": sample_count(held)}
-        report["frontier"] = frontier.to_dict(original_bytes)
+        report.contract = {**rules.contract.to_dict(held_labels is not None), "held_back_samples": sample_count(held)}
+        report.frontier = frontier.to_dict(original_bytes)
         alternatives = [_chosen(run, p.choice) for p in frontier.larger_ratio_neighbours()]
     return SearchResult(_chosen(run, allocation.choice), report, output_positions(run.hessians), alternatives,
                         {k: table[k][i] for k, i in allocation.choice.items()})
@@ -340,22 +341,18 @@ def _contract_allocation(frontier: Frontier, candidates: Mapping[str, list[Candi
 
 
 def _search_report(run: _Search, probe: Probe, loss: Loss, table: dict, allocation: Allocation, sweep_facts: dict,
-                   bound: float | None, held_passes: int) -> dict:
+                   bound: float | None, held_passes: int) -> AllocationReport:
     """The allocation part of the report: the loss, how the sweep ran, what was measured."""
     final, choice = allocation.final, allocation.choice
-    return {
-        "loss": loss.describe(), "output": run.output, "calibration_samples": int(probe.base.size),
-        "calibration_loss": float(probe.base.mean()), "form": run.rules.form, **sweep_facts,
-        "compensated_weights": len(run.hessians) if run.rules.compensate else 0,
-        "factorisable_weights": sum(any(c.factors is not None for c in cands) for cands in run.candidates.values()),
-        "max_loss_increase": bound, "noise_sigmas": run.rules.noise_sigmas, "target_bytes": run.rules.target_bytes,
-        "measured_loss_change": final.mean, "measured_loss_change_se": final.se,
-        "measured_within_noise": final.within_noise,
-        "predicted_loss_change": _sum_or_none(table[k][i].predicted for k, i in choice.items()),
-        "summed_distortion": float(sum(table[k][i].distortion for k, i in choice.items())),
-        "forward_passes": probe.passes + held_passes, **allocation.to_dict(),
-        "candidates": {k: [s.to_dict() for s in rows] for k, rows in table.items()},
-    }
+    return AllocationReport(
+        loss.describe(), run.output, int(probe.base.size), float(probe.base.mean()), run.rules.form,
+        **sweep_facts, compensated_weights=len(run.hessians) if run.rules.compensate else 0,
+        factorisable_weights=sum(any(c.factors is not None for c in cands) for cands in run.candidates.values()),
+        max_loss_increase=bound, noise_sigmas=run.rules.noise_sigmas, target_bytes=run.rules.target_bytes,
+        measured_loss_change=final.mean, measured_loss_change_se=final.se, measured_within_noise=final.within_noise,
+        predicted_loss_change=_sum_or_none(table[k][i].predicted for k, i in choice.items()),
+        summed_distortion=float(sum(table[k][i].distortion for k, i in choice.items())),
+        forward_passes=probe.passes + held_passes, allocation=allocation, candidates=table)
 
 
 def _sum_or_none(values) -> float | None:
