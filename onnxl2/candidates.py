@@ -34,7 +34,8 @@ ALLOWED_BITS = INTEGER_BITS + (FLOAT16, FLOAT32)
 DEFAULT_BITS_CHOICES = (2, 3, 4, 5, 6, 8, 10, 12, 16)
 #: Prices of a bit (in units of the squared rounding step) the automatic mode tries by default.
 DEFAULT_RATES = (0.0,)
-_LABEL = re.compile(r"^(?:float(?P<float>32|16)|int(?P<bits>1[0-2]|[2-9])(?P<gptq>\+gptq)?(?:\+r(?P<rate>[0-9.]+))?"
+_LABEL = re.compile(r"^(?:float(?P<float>32|16)|int(?P<bits>1[0-2]|[2-9])(?P<onestep>\+onestep)?(?P<gptq>\+gptq)?"
+                    r"(?:\+r(?P<rate>[0-9.]+))?"
                     r"(?:\+rank(?P<rank>[1-9][0-9]*))?)$")
 #: Extra bytes a factorised layer adds to the stored graph (a second DequantizeLinear, Reshape
 #: and compute node and their names, and a factor's few steps when they stay in the skeleton;
@@ -57,6 +58,7 @@ class Candidate:
     bias_key: str | None = None  # the layer's bias, moved to keep its mean output (bias correction)
     bias_values: np.ndarray | None = None
     factors: FactorPair | None = None  # low rank: two integer layers instead of one
+    one_step: bool = False  # one step for the whole layer instead of one per channel
 
     @property
     def rank(self) -> int | None:
@@ -68,10 +70,11 @@ class Candidate:
 
     @property
     def label(self) -> str:
-        """What a plan file says: float32, float16, int4, int4+gptq, int4+gptq+r0.3, ..."""
+        """What a plan file says: float32, float16, int4, int4+gptq, int4+onestep+gptq+r0.3, ..."""
         if self.bits in (FLOAT16, FLOAT32):
             return f"float{self.bits}"
-        return (f"int{self.bits}" + ("+gptq" if self.compensated else "") + (f"+r{self.rate:g}" if self.rate else "")
+        return (f"int{self.bits}" + ("+onestep" if self.one_step else "") + ("+gptq" if self.compensated else "")
+                + (f"+r{self.rate:g}" if self.rate else "")
                 + (f"+rank{self.rank}" if self.factors is not None else ""))
 
     def values(self) -> np.ndarray:
@@ -137,6 +140,7 @@ class Label:
     compensated: bool = False
     rate: float = 0.0
     rank: int | None = None
+    one_step: bool = False
 
 
 def parse_label(label: str) -> Label:
@@ -148,14 +152,15 @@ def parse_label(label: str) -> Label:
     if match["float"]:
         return Label(int(match["float"]))
     return Label(int(match["bits"]), bool(match["gptq"]), float(match["rate"] or 0.0),
-                 int(match["rank"]) if match["rank"] else None)
+                 int(match["rank"]) if match["rank"] else None, bool(match["onestep"]))
 
 
 def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple[int, ...],
                     always_float32: bool = True, hessian: LayerHessian | None = None,
                     rates: tuple[float, ...] = (0.0,), bias: np.ndarray | None = None,
                     ranks: tuple[int, ...] = (), full_rank: bool = True,
-                    moments: LayerHessian | None = None, merged: bool = False) -> list[Candidate]:
+                    moments: LayerHessian | None = None, merged: bool = False,
+                    step_kinds: tuple[bool, ...] = (False,)) -> list[Candidate]:
     """Every allowed way to store ``weight``; float32 (as it is) is among them unless a caller
     that fixes the choice says otherwise.
 
@@ -175,6 +180,8 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
     rank, with no unfactorised candidate). Factorising needs the layer's input moments:
     ``hessian``, or ``moments`` where the layer is not compensated. ``merged``: the channels
     run over every axis up to ``axis`` (a recurrent layer's directions and gate rows).
+    ``step_kinds``: integer candidates with a step per channel (False) and with one step for the
+    layer (True), each at every bit-width and rate; factor pairs keep a step per channel.
     """
     if not np.isfinite(weight).all():  # NaN or infinity: no step holds it, so it is kept exactly
         return [Candidate(key, 32, stored_size(weight.nbytes, len(encode_array(weight))), weight)]
@@ -188,7 +195,7 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
                    channel_spread(weight, centred) if correct else None)
         int_bits = sorted(b for b in set(bits_choices) if b in INTEGER_BITS)
         out = fit.finish(_unfactorised(key, weight, axis, bits_choices, int_bits, always_float32, hessian, rates,
-                                       merged) if full_rank else [])
+                                       merged, step_kinds) if full_rank else [])
         factor_bits = tuple(b for b in int_bits if b in FACTOR_BITS or not full_rank)
         if ranks and moments is not None and factor_bits:
             for rank, bits in _worth_factorising(weight, moments, centred, tuple(ranks), factor_bits, out):
@@ -200,16 +207,18 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
 
 def _unfactorised(key: str, weight: np.ndarray, axis: int, bits_choices: tuple[int, ...], int_bits: list[int],
                   always_float32: bool, hessian: LayerHessian | None, rates: tuple[float, ...],
-                  merged: bool) -> list[Candidate]:
-    """Float32, float16 and the integer candidates at full rank, one per bit-width and rate."""
-    bases = [quantize_per_channel(weight, bits, axis, key=key, merged=merged) for bits in int_bits]
-    rounded = {}  # (bits, rate) -> QuantizedWeight
-    for rate in rates:
-        if hessian is not None and bases:
-            made = compensated_round(weight, axis, bases, hessian, rate)
-        else:
-            made = [b if rate <= 0 else rate_aware_quantize(weight, axis, b, rate) for b in bases]
-        rounded.update({(q.bits, rate): q for q in made})
+                  merged: bool, step_kinds: tuple[bool, ...]) -> list[Candidate]:
+    """Float32, float16 and the integer candidates at full rank, one per bit-width, rate and
+    kind of step."""
+    rounded = {}  # (bits, rate, one step) -> QuantizedWeight
+    for one in step_kinds:  # a compensated pass per kind of step: its working memory grows with the bases
+        bases = [quantize_per_channel(weight, bits, axis, key=key, merged=merged, one_step=one) for bits in int_bits]
+        for rate in rates:
+            if hessian is not None and bases:
+                made = compensated_round(weight, axis, bases, hessian, rate)
+            else:
+                made = [b if rate <= 0 else rate_aware_quantize(weight, axis, b, rate) for b in bases]
+            rounded.update({(q.bits, rate, one): q for q in made})
     out = []
     for bits in sorted(set(bits_choices) | ({FLOAT32} if always_float32 else set())):
         if bits == FLOAT32:
@@ -220,8 +229,9 @@ def _unfactorised(key: str, weight: np.ndarray, axis: int, bits_choices: tuple[i
             half = weight.astype(np.float16)
             out.append(Candidate(key, 16, stored_size(half.nbytes, len(encode_array(half))), weight))
         else:
-            out += [Candidate(key, bits, integer_payload_bytes(rounded[bits, rate]), weight, rounded[bits, rate],
-                              compensated=hessian is not None, rate=float(rate)) for rate in rates]
+            out += [Candidate(key, bits, integer_payload_bytes(rounded[bits, rate, one]), weight,
+                              rounded[bits, rate, one], compensated=hessian is not None, rate=float(rate), one_step=one)
+                    for rate in rates for one in step_kinds]
     return out
 
 
@@ -275,7 +285,7 @@ def _worth_factorising(weight: np.ndarray, moments: LayerHessian, metric: LayerH
     if not sized:
         return [(rank, bits) for rank in ranks]
     outputs, inputs = to_rows(weight, moments.layout, 1)[0].shape
-    by_bits = {c.bits: c.coded_bytes for c in sized if c.quantized is not None and c.rate == 0}
+    by_bits = {c.bits: c.coded_bytes for c in sized if c.quantized is not None and c.rate == 0 and not c.one_step}
     made = []
     for rank in ranks:
         share = rank * (outputs + inputs) / (outputs * inputs)
@@ -301,7 +311,8 @@ def candidate_for(key: str, weight: np.ndarray, axis: int, label: Label, hessian
     ranks = (label.rank,) if label.rank else ()
     (cand,) = make_candidates(key, weight, axis, (label.bits,), always_float32=False,
                               hessian=hessian if label.compensated else None, rates=(label.rate,), bias=bias,
-                              ranks=ranks, full_rank=not ranks, moments=hessian, merged=merged)
+                              ranks=ranks, full_rank=not ranks, moments=hessian, merged=merged,
+                              step_kinds=(label.one_step,))
     return cand
 
 
@@ -317,7 +328,8 @@ def save_candidates(path: Path, candidates: Mapping[str, list[Candidate]]) -> No
         for c_index, cand in enumerate(cands):
             tag = f"{w_index}_{c_index}"
             row = {"key": key, "bits": cand.bits, "coded_bytes": cand.coded_bytes, "compensated": cand.compensated,
-                   "rate": cand.rate, "output_error": cand.output_error, "bias_key": cand.bias_key, "tag": tag}
+                   "rate": cand.rate, "output_error": cand.output_error, "bias_key": cand.bias_key, "tag": tag,
+                   "one_step": cand.one_step}
             if cand.quantized is not None:
                 arrays[f"{tag}_symbols"] = cand.quantized.symbols
                 arrays[f"{tag}_scales"] = cand.quantized.scales
@@ -359,5 +371,6 @@ def load_candidates(path: Path, originals: Mapping[str, np.ndarray]) -> dict[str
             bias = z[f"{row['tag']}_bias"] if f"{row['tag']}_bias" in z.files else None
             out.setdefault(row["key"], []).append(
                 Candidate(row["key"], row["bits"], row["coded_bytes"], originals[row["key"]], quantized,
-                          row["compensated"], row["rate"], row["output_error"], row["bias_key"], bias, factors))
+                          row["compensated"], row["rate"], row["output_error"], row["bias_key"], bias, factors,
+                          bool(row.get("one_step", False))))
     return out if set(out) == set(originals) else None

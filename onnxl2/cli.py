@@ -199,6 +199,9 @@ def _parse_rates(text: str) -> tuple[float, ...]:
 @click.option("--lowrank/--no-lowrank", default=True, show_default=True,
               help="Automatic mode: offer low-rank factorisations (MatMul, Gemm and ungrouped Conv layers get "
                    "factor pairs at a few ranks, chosen in the same knapsack as the bits).")
+@click.option("--layer-steps/--no-layer-steps", default=True, show_default=True,
+              help="Automatic mode: offer integer candidates with one step for the whole layer beside those with "
+                   "a step per channel (the knapsack picks per layer).")
 @click.option("--rank", "ranks", multiple=True, metavar="PATTERN=R",
               help="Factorise matching layers at rank R (repeatable); their bits are still chosen.")
 @click.option("-o", "--out-dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
@@ -211,7 +214,7 @@ def _parse_rates(text: str) -> tuple[float, ...]:
 def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_loss_increase, agreement, max_distance,
              confidence, metric_spec, max_drop, decisions, holdout, noise_sigmas, target_ratio,
              target_size, bits_choices, keep, loss, model_output, plan, taylor, sweep, sweep_budget,
-             sweep_cache, compensate, rates, lowrank, ranks, out_dir, devices, fold, quiet) -> None:
+             sweep_cache, compensate, rates, lowrank, layer_steps, ranks, out_dir, devices, fold, quiet) -> None:
     """Compress MODEL into a folder: NAME.l2b (bitstream), NAME.l2.onnx (runnable), plan.json, report.json/.html.
 
     Without --bits, --lossless or --plan it runs the automatic mode on --data: the smallest plan
@@ -228,8 +231,8 @@ def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_lo
         lossless=lossless, bits=uniform, plan=plan, target_ratio=target_ratio, target_size=target_size,
         max_loss_increase=max_loss_increase, contract=contract, model_output=model_output, loss=loss,
         bits_choices=_parse_choices(bits_choices), keep=keep, pins=pins, ranks=_parse_ranks(ranks),
-        compensate=compensate, rates=_parse_rates(rates), lowrank=lowrank, taylor=taylor, sweep=sweep,
-        sweep_budget=sweep_budget, sweep_cache=sweep_cache, noise_sigmas=noise_sigmas, fold=fold,
+        compensate=compensate, rates=_parse_rates(rates), lowrank=lowrank, layer_steps=layer_steps, taylor=taylor,
+        sweep=sweep, sweep_budget=sweep_budget, sweep_cache=sweep_cache, noise_sigmas=noise_sigmas, fold=fold,
         devices=_parse_devices(devices), quiet=quiet)
     result = api.compress(model, data, labels=labels, eval_data=eval_data, eval_labels=eval_labels,
                           out_dir=out_dir, options=options)

@@ -32,7 +32,9 @@ class CompressOptions:
     rounded through the layer's input Hessian (GPTQ, with bias correction); None: on in the
     automatic mode, off with ``bits`` (uniform bits stay the plain baseline). ``rates`` are prices
     of a bit in the rounding, in units of the squared step, one candidate each (0: nearest).
-    ``lowrank`` offers factor pairs fitted to the layers' inputs in the automatic mode. ``sweep``
+    ``lowrank`` offers factor pairs fitted to the layers' inputs in the automatic mode, and
+    ``layer_steps`` integer candidates with one step for the whole layer beside those with a
+    step per channel. ``sweep``
     "full" measures every candidate, "proxy" one per weight (the others scaled by their layer
     error), "auto" picks by ``sweep_budget`` (seconds) (the contract always takes the proxy);
     ``sweep_cache`` (a folder) keeps sweeps for reruns with other bounds or targets.
@@ -56,6 +58,7 @@ class CompressOptions:
     compensate: bool | None = None  # None: on in the automatic mode, off with bits
     rates: tuple[float, ...] = DEFAULT_RATES
     lowrank: bool = True
+    layer_steps: bool = True
     taylor: bool = True
     sweep: str = "auto"
     sweep_budget: float = 300.0  # seconds
@@ -103,7 +106,7 @@ class CompressOptions:
         return SearchRules(self.bits_choices, self.keep, self.pins, self.loss, self.model_output, self.max_loss_increase,
                             target_bytes, self.contract, self.taylor, self.sweep, self.sweep_budget,
                             self.mode == "auto" if self.compensate is None else self.compensate, self.rates,
-                            self.noise_sigmas, self.lowrank, self.ranks)
+                            self.noise_sigmas, self.lowrank, self.ranks, self.layer_steps)
 
     def target_bytes(self, original_bytes: int) -> int | None:
         """The size budget in bytes (None: no budget), from a ratio of ``original_bytes`` or a size."""

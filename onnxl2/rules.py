@@ -40,6 +40,7 @@ class SearchRules:
     noise_sigmas: float = 0.0  # neighbourhood: a change this many standard errors above the bound passes
     lowrank: bool = True  # offer factor pairs (transforms.lowrank) where a layer can have them
     ranks: dict[str, int] = field(default_factory=dict)  # pattern -> rank (a pinned factorisation)
+    layer_steps: bool = True  # offer integer candidates with one step for the layer beside a step per channel
 
     @property
     def form(self) -> str:

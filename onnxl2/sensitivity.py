@@ -175,7 +175,7 @@ def reference_candidate(cands: list[Candidate]) -> Candidate | None:
     if not ints:
         halves = [c for c in cands if c.bits == FLOAT16]
         return halves[0] if halves else None
-    return min(ints, key=lambda c: (abs(c.bits - 4), c.bits, c.rate))
+    return min(ints, key=lambda c: (abs(c.bits - 4), c.bits, c.rate, c.one_step))
 
 
 def _error_energy(cand: Candidate) -> float:

@@ -173,7 +173,8 @@ def weight_candidates(weight: Weight, values: np.ndarray, rules: SearchRules, he
     return make_candidates(weight.key, values, weight.channel_axis, allowed_bits(weight, rules),
                            hessian=hessian if rules.compensate else None, rates=rules.rates, bias=bias,
                            ranks=_ranks(weight, values, hessian, pinned, rules),
-                           full_rank=weight.key not in pinned, moments=hessian, merged=weight.merged_channels)
+                           full_rank=weight.key not in pinned, moments=hessian, merged=weight.merged_channels,
+                           step_kinds=(False, True) if rules.layer_steps else (False,))
 
 
 def _ranks(weight: Weight, values: np.ndarray, hessian: LayerHessian | None, pinned: Mapping[str, int],

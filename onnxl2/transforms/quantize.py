@@ -105,15 +105,23 @@ def _rounding_error(rows: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarra
 
 
 def quantize_per_channel(weight: np.ndarray, bits: int, axis: int, key: str = "",
-                         search_clip: bool = True, merged: bool = False) -> QuantizedWeight:
+                         search_clip: bool = True, merged: bool = False, one_step: bool = False) -> QuantizedWeight:
     """Quantize ``weight`` with one step per slice along ``axis`` (with ``merged``, per slice
-    along every axis up to ``axis``)."""
+    along every axis up to ``axis``); with ``one_step``, the same step for every slice, its clip
+    searched on the whole tensor.
+
+    One step spends the same error on every weight, which is what entropy-coded rounding wants
+    for a plain squared error (channels of small range then take few levels and code short);
+    a step per channel spends the same number of levels on each, which suits channels whose
+    outputs matter in proportion to their scale. Which one a layer takes is the knapsack's."""
     qmax = qmax_for(bits)
     store_dtype = weight.dtype if weight.dtype == np.float16 else np.dtype(np.float32)
     rows = np.asarray(weight, dtype=np.float32) if merged else np.moveaxis(np.asarray(weight, dtype=np.float32), axis, 0)
     moved_shape = rows.shape
     rows = rows.reshape(int(np.prod(moved_shape[:axis + 1])) if merged else moved_shape[0], -1)
     amax = np.abs(rows).max(axis=1)
+    if one_step:
+        amax = np.full_like(amax, amax.max(initial=0.0))
     amax = np.where(amax > 0, amax, 1.0).astype(np.float32)
     fractions = _CLIP_GRID[bits] if search_clip else np.ones(1)
     best_err = np.full(rows.shape[0], np.inf, dtype=np.float64)
@@ -126,6 +134,8 @@ def quantize_per_channel(weight: np.ndarray, bits: int, axis: int, key: str = ""
             continue  # the grid took this fraction to the steps already tried
         previous = scale
         err = _rounding_error(rows, scale, qmax)
+        if one_step:  # one clip for the tensor: its total error decides
+            err = np.full_like(err, err.sum())
         better = err < best_err
         best_err = np.where(better, err, best_err)
         best_scale = np.where(better, scale, best_scale)

@@ -52,7 +52,9 @@ def test_pins_are_honoured(calib):
     result = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), taylor=False,
                       keep=("conv_*",), pins={"emb_w": 3}, max_loss_increase="50%")
     choices = {w["name"]: w["choice"] for w in result.report["weights"]}
-    assert choices["conv_w"] == "float32" and choices["emb_w"] == "int3"
+    bits = {w["name"]: w["bits"] for w in result.report["weights"]}
+    assert choices["conv_w"] == "float32" and bits["emb_w"] == 3  # a pin fixes the width, not the step kind
+    assert {r["label"] for r in result.report["allocation"]["candidates"]["emb_w"]} == {"int3", "int3+onestep", "float32"}
     assert [r["label"] for r in result.report["allocation"]["candidates"]["conv_w"]] == ["float32"]
 
 

@@ -45,3 +45,32 @@ def test_widths_outside_the_integer_range_are_refused():
     for bits in (1, 13, 16):
         with pytest.raises(ValueError):
             qmax_for(bits)
+
+
+def test_one_step_for_the_layer_is_the_best_single_step_and_codes_small_channels_short():
+    """``one_step``: every channel gets the same step, the one of the clip grid with the least
+    total error; channels of small range then take few levels, so the symbols code shorter than
+    with a step per channel, at a larger error."""
+    from onnxl2.transforms.quantize import _CLIP_GRID, round_scale
+    w = _weights(3)
+    per_channel, one = quantize_per_channel(w, 4, 0), quantize_per_channel(w, 4, 0, one_step=True)
+    assert np.unique(one.scales).size == 1 and one.scales.size == w.shape[0]
+    error = float(np.square(one.reconstruct() - w).sum())
+    for fraction in _CLIP_GRID[4]:  # no single step of the grid does better
+        step = round_scale(np.array([np.abs(w).max() * fraction / qmax_for(4)], np.float32), np.float32)[0]
+        other = np.clip(np.rint(w / step), -7, 7) * step
+        assert error <= float(np.square(other - w).sum()) * (1 + 1e-6)
+    assert integer_payload_bytes(one) < integer_payload_bytes(per_channel)
+    assert error > float(np.square(per_channel.reconstruct() - w).sum())
+
+
+def test_one_step_candidates_have_their_own_label_and_replay_from_it():
+    from onnxl2.candidates import candidate_for, make_candidates
+    w = _weights(4).reshape(48, -1)
+    made = {c.label: c for c in make_candidates("w", w, 0, (4, 6), step_kinds=(False, True))}
+    assert set(made) == {"int4", "int4+onestep", "int6", "int6+onestep", "float32"}
+    label = parse_label("int4+onestep")
+    assert label.one_step and not parse_label("int4").one_step
+    again = candidate_for("w", w, 0, label, None)
+    assert again.label == "int4+onestep" and np.array_equal(again.quantized.symbols, made["int4+onestep"].quantized.symbols)
+    assert made["int4+onestep"].coded_bytes < made["int4"].coded_bytes
