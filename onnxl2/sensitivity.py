@@ -187,33 +187,48 @@ def _error_energy(cand: Candidate) -> float:
 
 def proxy_sweep(probe: Probe, candidates: Mapping[str, list[Candidate]], taylor: bool = True,
                 progress: Callable[[Iterable], Iterable] | None = None) -> dict[str, list[Sensitivity]]:
-    """One measured candidate per weight; the others' distortion scaled by their error energy.
+    """One measured candidate per weight and kind of step; the others' distortion scaled by
+    their error energy from the reference of their own kind.
 
     Output distortion is second order in the perturbation, so within one layer it grows with
     the squared error of the layer's output (of its weight where no Hessian is known); the
-    measured reference fixes the layer's own factor. Rows say
-    which values are measured and which are scaled; the final plan is always measured.
+    measured reference fixes the layer's own factor. That factor differs between a step per
+    channel and one step for the layer (how the error spreads over the output channels is not
+    the same, and the layers after weigh channels differently), so each kind has its own
+    reference. Rows say which values are measured and which are scaled; the final plan is
+    always measured.
     """
-    refs = {key: reference_candidate(cands) for key, cands in candidates.items()}
-    measured = sweep(probe, {key: [ref] for key, ref in refs.items() if ref is not None}, taylor, progress)
+    refs = {key: _references(cands) for key, cands in candidates.items()}
+    measured = sweep(probe, {key: list(kinds.values()) for key, kinds in refs.items() if kinds}, taylor, progress)
     results: dict[str, list[Sensitivity]] = {}
     for key, cands in candidates.items():
-        ref = refs[key]
-        ref_row = measured[key][0] if ref is not None else None
-        ref_energy = _error_energy(ref) if ref is not None else 0.0
+        kinds = refs[key]
+        rows_of = dict(zip(kinds, measured.get(key, [])))  # kind of step -> the reference's row
         rows = []
         for cand in cands:
-            if cand is ref:
-                rows.append(ref_row)
+            ref = kinds.get(cand.one_step)
+            if ref is not None and cand is ref:
+                rows.append(rows_of[cand.one_step])
             elif cand.bits == FLOAT32 or ref is None:
                 rows.append(Sensitivity(key, cand.label, cand.bits, cand.coded_bytes, 0.0, 0.0, 0.0,
                                         0.0 if cand.bits == FLOAT32 else None, 0.0 if cand.bits == FLOAT32 else None))
             else:
+                ref_energy = _error_energy(ref)
                 ratio = _error_energy(cand) / ref_energy if ref_energy > 0 else 0.0
                 rows.append(Sensitivity(key, cand.label, cand.bits, cand.coded_bytes, None, None,
-                                        ref_row.distortion * ratio, source="proxy"))
+                                        rows_of[cand.one_step].distortion * ratio, source="proxy"))
         results[key] = rows
     return results
+
+
+def _references(cands: list[Candidate]) -> dict[bool, Candidate]:
+    """The measured reference of each kind of step a weight's candidates have (by ``one_step``)."""
+    out = {}
+    for one in sorted({c.one_step for c in cands}):
+        ref = reference_candidate([c for c in cands if c.one_step == one])
+        if ref is not None:
+            out[one] = ref
+    return out
 
 
 def sweep(probe: Probe, candidates: Mapping[str, list[Candidate]], taylor: bool = True,

@@ -50,6 +50,7 @@ def main() -> int:
     parser.add_argument("--eval-data", type=Path, required=True)
     parser.add_argument("--eval-labels", type=Path)
     parser.add_argument("--splits", type=int, default=3)
+    parser.add_argument("--no-layer-steps", action="store_true", help="leave out one-step-per-layer candidates")
     args = parser.parse_args()
     ratios, first = [], None
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,14 +60,16 @@ def main() -> int:
             labels = _subset(args.labels, start, args.splits, folder, f"labels{start}") if args.labels else None
             began = time.perf_counter()
             result = onnxl2.compress(args.model, data, labels=labels, eval_data=args.eval_data,
-                                     eval_labels=args.eval_labels, devices=("cpu",), quiet=True)
+                                     eval_labels=args.eval_labels, devices=("cpu",), quiet=True,
+                                     layer_steps=not args.no_layer_steps)
             seconds = time.perf_counter() - began
             samples = result.report["allocation"]["contract"]["held_back_samples"]
             ratios.append(result.report["sizes"]["file_ratio"])
             print(f"subset {start} ({samples} held back): {ratios[-1]:.2f}x, {_figures(result.report)}, {seconds:.0f} s")
             if start == 0:
                 first = (data, labels, bytes(result.bitstream))
-        again = onnxl2.compress(args.model, first[0], labels=first[1], devices=("cpu",), quiet=True)
+        again = onnxl2.compress(args.model, first[0], labels=first[1], devices=("cpu",), quiet=True,
+                                layer_steps=not args.no_layer_steps)
         same = bytes(again.bitstream) == first[2]
     median = float(np.median(ratios))
     spread = max(abs(r / median - 1) for r in ratios)

@@ -129,16 +129,20 @@ def test_sweep_cache_is_reused(calib, tmp_path):
     assert second.report["allocation"]["candidates"] == first.report["allocation"]["candidates"]
 
 
-def test_proxy_sweep_measures_one_candidate_per_weight(calib):
+def test_proxy_sweep_measures_one_candidate_per_weight_and_kind_of_step(calib):
     result = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), sweep="proxy")
     alloc = result.report["allocation"]
     assert alloc["sweep"] == "proxy"
     for rows in alloc["candidates"].values():
-        sources = [r["source"] for r in rows if r["bits"] != 32]
-        assert sources.count("measured") == 1 and sources.count("proxy") == len(sources) - 1
-        int4 = next(r for r in rows if r["bits"] == 4 and r["rate"] == 0) if "rate" in rows[0] else \
-            next(r for r in rows if r["bits"] == 4)
-        assert int4["source"] == "measured" and int4["first_order"] is not None
+        for one_step in (False, True):  # int4 of each kind measured, the rest of that kind scaled from it
+            kind = [r for r in rows if r["bits"] != 32 and r["label"].startswith("int")
+                    and ("+onestep" in r["label"]) == one_step]
+            if not kind:
+                continue
+            assert [r["source"] for r in kind].count("measured") == 1
+            int4 = next(r for r in kind if r["bits"] == 4)
+            assert int4["source"] == "measured" and int4["first_order"] is not None
+            assert all(r["source"] == "proxy" for r in kind if r is not int4)
     chosen = alloc["frontier"]["points"][alloc["frontier"]["chosen"]]
     assert chosen["passed"] and len(result.bitstream) == chosen["bitstream_bytes"]
 
