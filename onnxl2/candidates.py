@@ -309,7 +309,8 @@ def candidate_for(key: str, weight: np.ndarray, axis: int, label: Label, hessian
     """The one candidate a plan's label names (compensated and factorised ones need the layer's
     Hessian, compensated ones its bias too)."""
     ranks = (label.rank,) if label.rank else ()
-    (cand,) = make_candidates(key, weight, axis, (label.bits,), always_float32=False,
+    bits = FLOAT32 if label.bits == FLOAT16 and weight.dtype == np.float16 else label.bits  # already float16: kept
+    (cand,) = make_candidates(key, weight, axis, (bits,), always_float32=False,
                               hessian=hessian if label.compensated else None, rates=(label.rate,), bias=bias,
                               ranks=ranks, full_rank=not ranks, moments=hessian, merged=merged,
                               step_kinds=(label.one_step,))

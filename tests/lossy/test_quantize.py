@@ -74,3 +74,23 @@ def test_one_step_candidates_have_their_own_label_and_replay_from_it():
     again = candidate_for("w", w, 0, label, None)
     assert again.label == "int4+onestep" and np.array_equal(again.quantized.symbols, made["int4+onestep"].quantized.symbols)
     assert made["int4+onestep"].coded_bytes < made["int4"].coded_bytes
+
+
+def test_a_float16_choice_for_a_weight_already_in_float16_keeps_it():
+    """A pin or plan that says float16 for a float16 weight keeps the weight as it is (it made
+    no candidate at all)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxl2 import compress
+    w = np.random.default_rng(0).standard_normal((32, 16)).astype(np.float16)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [None, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [None, 16])],
+                              [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    for choices in ({"bits": 4, "pins": {"w": 16}}, {"plan": {"choices": {"w": "float16"}}}):
+        result = compress(model, quiet=True, devices=("cpu",), **choices)
+        assert result.report["weights"][0]["choice"] == "float32"
+        stored = next(t for t in result.model.graph.initializer if t.name == "w")
+        assert np.array_equal(numpy_helper.to_array(stored), w)
