@@ -151,6 +151,8 @@ def parse_label(label: str) -> Label:
         raise ValueError(label)
     if match["float"]:
         return Label(int(match["float"]))
+    if match["onestep"] and match["rank"]:  # factor pairs keep a step per channel
+        raise ValueError(label)
     return Label(int(match["bits"]), bool(match["gptq"]), float(match["rate"] or 0.0),
                  int(match["rank"]) if match["rank"] else None, bool(match["onestep"]))
 

@@ -87,7 +87,11 @@ def _whitened_svd(weight: np.ndarray, hessian: LayerHessian) -> tuple[np.ndarray
         lower = np.linalg.cholesky(shrunk_hessian(hessian)[0])
         u, s, vt = np.linalg.svd(to_rows(weight, hessian.layout, 1)[0] @ lower, full_matrices=False)
         return u, s, vt, lower
-    return hessian.derived(("svd", id(weight)), make)  # the spectrum, then the factors, of one weight
+    cached = hessian.derived("svd", lambda: (weight, make()))  # the spectrum, then the factors, of one weight
+    if cached[0] is not weight:
+        cached = (weight, make())
+        hessian._derived["svd"] = cached
+    return cached[1]
 
 
 def _truncate(svd, rank: int) -> tuple[np.ndarray, np.ndarray]:
