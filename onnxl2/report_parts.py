@@ -86,13 +86,18 @@ def _sweep_facts(row: Sensitivity | None) -> dict | None:
             "within_noise": row.within_noise, "distortion": row.distortion}
 
 
-def coded_by_weight(stored: list[StoredFile], accounting: list[CodedTensor],
-                    stored_as: Mapping[str, tuple[str, ...]], weights: list[Weight]) -> dict[str, int]:
+def tensor_bytes(stored: list[StoredFile], accounting: list[CodedTensor]) -> dict[str, int]:
+    """Bytes each stored tensor takes in the bitstream: its coded payload, or its raw bytes where
+    the payload stayed in the skeleton."""
+    raw = {span.name: span.length for f in stored for span in f.spans}
+    return {**raw, **{c.name: c.coded_bytes for c in accounting}}
+
+
+def coded_by_weight(tensors: Mapping[str, int], stored_as: Mapping[str, tuple[str, ...]],
+                    weights: list[Weight]) -> dict[str, int]:
     """Bytes each weight takes in the bitstream: its tensors' coded payloads (or raw bytes where
     a payload stayed in the skeleton)."""
-    coded = {c.name: c.coded_bytes for c in accounting}
-    raw = {span.name: span.length for f in stored for span in f.spans}
-    return {w.key: sum(coded.get(n, raw.get(n, 0)) for n in stored_as.get(w.key, (w.name,))) for w in weights}
+    return {w.key: sum(tensors.get(n, 0) for n in stored_as.get(w.key, (w.name,))) for w in weights}
 
 
 @dataclass
@@ -131,17 +136,15 @@ class Sizes:
 
 
 def sizes(original_bytes: int, blob: bytes, stored: list[StoredFile], rows: list[WeightRow],
-          stored_as: Mapping[str, tuple[str, ...]], accounting: list[CodedTensor]) -> Sizes:
+          stored_as: Mapping[str, tuple[str, ...]], tensors: Mapping[str, int]) -> Sizes:
     """The sizes of a lossy run, from its weight rows and the container's accounting."""
-    coded = {c.name: c.coded_bytes for c in accounting}
-    raw = {span.name: span.length for f in stored for span in f.spans}
     out = Sizes(original_bytes, len(blob), sum(len(f.data) for f in stored),
                 compressible_float32_bytes=sum(4 * r.params for r in rows),
                 coded_weight_bytes=sum(r.coded_bytes for r in rows))
     integer = [r for r in rows if r.order0_entropy_bits is not None]
     if integer:
         params = sum(r.stored_params for r in integer)  # symbols stored (factor pairs: both factors)
-        symbol_bytes = sum(coded.get(name, raw.get(name, 0))
+        symbol_bytes = sum(tensors.get(name, 0)
                            for r in integer for name in stored_as[r.key][:2 if r.rank else 1])
         step_bytes = sum(r.coded_bytes for r in integer) - symbol_bytes
         steps = sum(r.steps for r in integer)

@@ -198,7 +198,7 @@ def proxy_sweep(probe: Probe, candidates: Mapping[str, list[Candidate]], taylor:
     reference. Rows say which values are measured and which are scaled; the final plan is
     always measured.
     """
-    refs = {key: _references(cands) for key, cands in candidates.items()}
+    refs = {key: references(cands) for key, cands in candidates.items()}
     measured = sweep(probe, {key: list(kinds.values()) for key, kinds in refs.items() if kinds}, taylor, progress)
     results: dict[str, list[Sensitivity]] = {}
     for key, cands in candidates.items():
@@ -221,7 +221,7 @@ def proxy_sweep(probe: Probe, candidates: Mapping[str, list[Candidate]], taylor:
     return results
 
 
-def _references(cands: list[Candidate]) -> dict[bool, Candidate]:
+def references(cands: list[Candidate]) -> dict[bool, Candidate]:
     """The measured reference of each kind of step a weight's candidates have (by ``one_step``)."""
     out = {}
     for one in sorted({c.one_step for c in cands}):

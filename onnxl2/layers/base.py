@@ -14,6 +14,7 @@ import onnx
 
 from ..errors import ModelError
 from ..model import Weight
+from .layouts import layout
 
 
 @dataclass
@@ -80,8 +81,7 @@ class LayerKind:
     def input_rows(self, site: Site, x: np.ndarray, max_rows: int, rng: np.random.Generator,
                    initial: np.ndarray | None) -> tuple[np.ndarray, int]:
         """A matrix operand's rows: the activation's last axis is K (first with transA)."""
-        k = site.weight.shape[1] if site.layout == "nk" else site.weight.shape[0]
-        rows = (x.T if site.transposed else x).reshape(-1, 1, k)
+        rows = (x.T if site.transposed else x).reshape(-1, 1, layout(site.layout).inputs(site.weight.shape))
         return sampled(rows, max_rows, rng)
 
     def split(self, graph: onnx.GraphProto, index: int, node: onnx.NodeProto, w: Weight, first: str, second: str,

@@ -24,6 +24,10 @@ class Layout:
         """Output channels of a weight of ``shape``."""
         return shape[0]
 
+    def inputs(self, shape: tuple[int, ...]) -> int:
+        """Inputs each output channel multiplies (K), ungrouped."""
+        return int(np.prod(shape)) // self.outputs(shape)
+
     def factor_shapes(self, shape: tuple[int, ...], rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         raise ValueError(f"a {self.name} weight cannot be factorised")
 

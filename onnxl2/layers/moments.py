@@ -38,6 +38,7 @@ class LayerHessian:
     #: which with the output channels give the layer's multiply-adds per sample
     positions: float | None = None
     _derived: dict = field(default_factory=dict, repr=False, compare=False)
+    _open: int = field(default=0, repr=False, compare=False)  # reusing() blocks open
 
     def centred(self) -> "LayerHessian":
         """``X^T X - n mu mu^T``: the output error that remains once a bias has absorbed the
@@ -49,7 +50,11 @@ class LayerHessian:
     def derived(self, name: str, make: Callable[[], object]) -> object:
         """A factor derived from ``matrix`` (shrunk form, inverse Cholesky factor, whitened SVD),
         made once and reused while :meth:`reusing` is open: each bit-width, rate and rank of one
-        weight's candidates needs the same ones, and they are K x K, too large to keep past it."""
+        weight's candidates needs the same ones, and they are K x K, too large to keep past it.
+        Outside such a block nothing is kept (a factor keyed by an object's id could otherwise
+        outlive the object)."""
+        if not self._open:
+            return make()
         if name not in self._derived:
             self._derived[name] = make()
         return self._derived[name]
@@ -57,10 +62,13 @@ class LayerHessian:
     @contextmanager
     def reusing(self) -> Iterator["LayerHessian"]:
         """Derived factors live until this block ends."""
+        self._open += 1
         try:
             yield self
         finally:
-            self._derived.clear()
+            self._open -= 1
+            if not self._open:
+                self._derived.clear()
 
 
 def save_hessians(path: Path, hessians: Mapping[str, LayerHessian]) -> None:

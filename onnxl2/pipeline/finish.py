@@ -22,7 +22,8 @@ from ..options import CompressOptions
 from ..progress import Stages
 from ..report import to_html, to_json
 from ..plans import Plan
-from ..report_parts import AllocationReport, CompressReport, coded_by_weight, compute, sizes, weight_rows
+from ..report_parts import (AllocationReport, CompressReport, coded_by_weight, compute, sizes, tensor_bytes,
+                            weight_rows)
 from ..sensitivity import Sensitivity
 from ..model_files import ModelFiles, files_to_model, model_files
 from .inputs import RunInputs
@@ -61,9 +62,10 @@ def finish_lossy(inputs: RunInputs, options: CompressOptions, outcome: Outcome, 
                             outcome.plan.document(inputs.model_name))
     blob, accounting, report.roundtrip = encode_and_verify(
         stored, container_meta(options.mode, options.bits, loaded.path), stages)
-    coded = coded_by_weight(stored, accounting, stored_as, [w for w in weights if w.key in chosen])
+    tensors = tensor_bytes(stored, accounting)
+    coded = coded_by_weight(tensors, stored_as, [w for w in weights if w.key in chosen])
     report.weights = weight_rows(weights, chosen, coded, outcome.sensitivities, outcome.positions)
-    report.sizes = sizes(loaded.file_bytes, blob, stored, report.weights, stored_as, accounting)
+    report.sizes = sizes(loaded.file_bytes, blob, stored, report.weights, stored_as, tensors)
     report.compute = compute(report.weights) if outcome.positions else None
     report.not_compressed = [{"name": w.name, "graph": w.graph, "bytes": w.nbytes, "reason": w.reason}
                              for w in weights if not w.compressible]

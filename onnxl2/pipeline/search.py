@@ -31,7 +31,7 @@ from ..progress import Stages
 from ..report_parts import AllocationReport
 from ..rules import SearchRules, allowed_bits, check_factorisable, parse_loss_bound, pinned_rank
 from ..samples import holdout_split, labelled_subset, sample_count, sweep_samples
-from ..sensitivity import (Measurement, Probe, Sensitivity, proxy_sweep, reference_candidate, sweep,
+from ..sensitivity import (Measurement, Probe, Sensitivity, proxy_sweep, reference_candidate, references, sweep,
                            terminal_progress)
 from ..sweep_cache import SweepCache
 from ..workers import map_by_size
@@ -217,7 +217,7 @@ def sweep_mode(rules: SearchRules, candidates: Mapping[str, list[Candidate]],
     if rules.form == "contract":  # measured passes go to the frontier, where the decision is taken
         return "proxy", False
     passes = sum(c.bits != FLOAT32 for cands in candidates.values() for c in cands)
-    measured = sum(any(c.bits != FLOAT32 for c in cands) for cands in candidates.values())
+    measured = sum(len(references(cands)) for cands in candidates.values())  # what proxy_sweep measures
     for mode, count in (("full", passes), ("proxy", measured)):
         for taylor in ((True, False) if rules.taylor else (False,)):
             if (3 if taylor else 1) * count * pass_seconds <= rules.sweep_budget:

@@ -68,8 +68,7 @@ def candidate_ranks(shape: tuple[int, ...], layout: str, groups: int,
     """Ranks whose factor pair holds about ``fractions`` of the weight's parameters."""
     if layout not in FACTORISABLE or groups != 1 or len(shape) < 2:
         return []
-    outputs = layout_named(layout).outputs(shape)
-    inputs = int(np.prod(shape)) // outputs
+    outputs, inputs = layout_named(layout).outputs(shape), layout_named(layout).inputs(shape)
     if min(outputs, inputs) < MIN_SIDE:
         return []
     ranks = []
@@ -87,11 +86,7 @@ def _whitened_svd(weight: np.ndarray, hessian: LayerHessian) -> tuple[np.ndarray
         lower = np.linalg.cholesky(shrunk_hessian(hessian)[0])
         u, s, vt = np.linalg.svd(to_rows(weight, hessian.layout, 1)[0] @ lower, full_matrices=False)
         return u, s, vt, lower
-    cached = hessian.derived("svd", lambda: (weight, make()))  # the spectrum, then the factors, of one weight
-    if cached[0] is not weight:
-        cached = (weight, make())
-        hessian._derived["svd"] = cached
-    return cached[1]
+    return hessian.derived(("svd", id(weight)), make)  # the spectrum, then the factors, of one weight
 
 
 def _truncate(svd, rank: int) -> tuple[np.ndarray, np.ndarray]:
