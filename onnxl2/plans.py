@@ -134,6 +134,8 @@ def replayed_labels(weights: list[Weight], plan: Plan, gather: Gather
     for key in studied:
         text = plan.choices.get(key, "float32")
         try:
+            if not isinstance(text, str):
+                raise ValueError(text)
             labels[key] = parse_label(text)
         except ValueError:
             raise OnnxL2Error(f"plan: unknown choice {text!r} for {key} (use float32, float16, int2..int12, "

@@ -245,3 +245,11 @@ def test_auto_sweep_drops_taylor_terms_before_measuring_fewer_candidates():
     assert sweep_mode(options, cands, 5.0) == ("proxy", False)  # 50 s
     assert sweep_mode(options, cands, 50.0) == ("proxy", False)  # nothing fits: the cheapest
     assert sweep_mode(SearchRules(sweep="full"), cands, 50.0) == ("full", True)  # asked for: as asked
+
+
+def test_plan_choices_that_are_not_labels_are_one_error(calib):
+    """A plan file is input: a choice that is no string, or one-step with low rank, is refused."""
+    from onnxl2 import OnnxL2Error
+    for bad in (4, None, ["int4"], "int4+onestep+rank4"):
+        with pytest.raises(OnnxL2Error, match="unknown choice"):
+            compress(genmodels.mixed_model(), calib, plan={"choices": {"conv_w": bad}}, quiet=True, devices=("cpu",))
