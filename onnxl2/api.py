@@ -19,7 +19,7 @@ from .errors import BitstreamError, OnnxL2Error
 from .evaluate import ValidationResult, validate_models
 from .fileio import write_files_atomically
 from .emit import default_opset
-from .model import ModelSource, Weight, discover_weights, load_model
+from .model import ModelSource, Weight, checked_output, discover_weights, load_model
 from .options import CompressOptions
 from .pipeline.automatic import run_automatic
 from .pipeline.finish import CompressResult, finish_lossy
@@ -187,6 +187,8 @@ def validate(original: ModelSource, compressed: ModelSource | bytes, data: DataS
     orig_src, orig_proto = _as_session_source(original)
     comp_src, _ = _as_session_source(compressed)
     arrays = load_data(data, orig_proto)
+    if labels is not None:
+        model_output = checked_output(orig_proto, model_output)
     label_array = load_labels(labels, sample_count(arrays)) if labels is not None else None
     result = validate_models(orig_src, comp_src, arrays, label_array, model_output, devices,
                              spec_model=orig_proto)

@@ -35,7 +35,7 @@ DEFAULT_BITS_CHOICES = (2, 3, 4, 5, 6, 8, 10, 12, 16)
 #: Prices of a bit (in units of the squared rounding step) the automatic mode tries by default.
 DEFAULT_RATES = (0.0,)
 _LABEL = re.compile(r"^(?:float(?P<float>32|16)|int(?P<bits>1[0-2]|[2-9])(?P<onestep>\+onestep)?(?P<gptq>\+gptq)?"
-                    r"(?:\+r(?P<rate>[0-9.]+))?"
+                    r"(?:\+r(?P<rate>[0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?))?"
                     r"(?:\+rank(?P<rank>[1-9][0-9]*))?)$")
 #: Extra bytes a factorised layer adds to the stored graph (a second DequantizeLinear, Reshape
 #: and compute node and their names, and a factor's few steps when they stay in the skeleton;
@@ -74,7 +74,7 @@ class Candidate:
         if self.bits in (FLOAT16, FLOAT32):
             return f"float{self.bits}"
         return (f"int{self.bits}" + ("+onestep" if self.one_step else "") + ("+gptq" if self.compensated else "")
-                + (f"+r{self.rate:g}" if self.rate else "")
+                + (f"+r{_exact_text(self.rate)}" if self.rate else "")
                 + (f"+rank{self.rank}" if self.factors is not None else ""))
 
     def values(self) -> np.ndarray:
@@ -130,6 +130,12 @@ def moved_bias_bytes(cand: Candidate) -> int:
 def factor_payload_bytes(pair: FactorPair) -> int:
     """Bytes of both factors (symbols and scales) and of the extra nodes in the graph."""
     return integer_payload_bytes(pair.first) + integer_payload_bytes(pair.second) + LOWRANK_GRAPH_BYTES
+
+
+def _exact_text(value: float) -> str:
+    """The shortest text that reads back as ``value`` (``:g`` where it does, as for 0.3)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,9 @@ def _elem_types(proto: ModelProto) -> dict[str, int]:
 def layer_hessians(proto: ModelProto, studied: list[Weight], every: list[Weight], data: Mapping[str, np.ndarray],
                    batch: int, device: str = "cpu", seed: int = 0) -> dict[str, LayerHessian]:
     """``X^T X`` per supported weight of ``studied`` (key -> LayerHessian), from one pass over
-    ``data``; ``every`` is the model's full weight list (where the layers' biases are found)."""
+    ``data``; ``every`` is the model's full weight list (where the layers' biases are found).
+    A layer whose inputs hold NaN or infinity gets none: no compensation or factors can be
+    fitted to them, and it is rounded as a layer without moments is."""
     sites = _sites(proto, studied, every)
     if not sites:
         return {}
@@ -91,7 +93,7 @@ def layer_hessians(proto: ModelProto, studied: list[Weight], every: list[Weight]
                                        counts[s.weight.key], totals[s.weight.key] / max(counts[s.weight.key], 1),
                                        s.bias.key if s.bias is not None else None,
                                        positions[s.weight.key] / max(samples, 1))
-            for s in sites if s.weight.key in sums}
+            for s in sites if s.weight.key in sums and np.isfinite(sums[s.weight.key]).all()}
 
 
 def _name_hidden_outputs(proto: ModelProto, probe: ModelProto, sites: list[Site]) -> None:

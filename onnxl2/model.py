@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto, GraphProto, TensorProto, numpy_helper
 
-from .errors import ModelError
+from .errors import ModelError, OnnxL2Error
 from .paths import external_data_path
 
 ModelSource = Union[str, os.PathLike, ModelProto]
@@ -545,3 +545,13 @@ def linear_head_outputs(proto: ModelProto) -> dict[str, int]:
                 break
             name = varying[0] if node.op_type == "Add" else node.input[0]
     return heads
+
+
+def checked_output(proto: ModelProto, output: str | None) -> str:
+    """The model output the loss and the labels refer to (the first by default), checked to
+    exist before any work starts."""
+    output = output or proto.graph.output[0].name
+    if output not in [o.name for o in proto.graph.output]:
+        raise OnnxL2Error(f"the model has no output '{output}' "
+                          f"(outputs: {', '.join(o.name for o in proto.graph.output)})")
+    return output

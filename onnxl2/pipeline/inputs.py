@@ -11,7 +11,7 @@ from onnx import ModelProto
 from ..axes import choose_axes
 from ..data import DataSource, load_data, load_labels
 from ..errors import OnnxL2Error
-from ..model import LoadedModel, ModelSource, Weight, discover_weights, load_model
+from ..model import LoadedModel, ModelSource, Weight, checked_output, discover_weights, load_model
 from ..options import CompressOptions
 from ..progress import Stages
 from ..samples import sample_count
@@ -50,6 +50,7 @@ def load_inputs(model: ModelSource, data: DataSource | None, labels: Any, eval_d
         if options.mode == "auto" and data is None:
             raise OnnxL2Error("the automatic mode needs calibration data (--data); "
                               "or give --bits N for uniform quantization")
+        checked_output(proto, options.model_output)
         arrays = load_data(data, loaded.proto) if data is not None else None
         label_array = load_labels(labels, sample_count(arrays)) if labels is not None else None
         judge = (load_data(eval_data, loaded.proto), None) if eval_data is not None else (arrays, label_array)

@@ -26,7 +26,7 @@ from ..frontier import Frontier, search_frontier
 from ..hessian import layer_hessians
 from ..layers.moments import LayerHessian, bias_weights, load_hessians, output_positions, save_hessians
 from ..losses import Loss, make_loss
-from ..model import Weight, linear_head_outputs, weight_array
+from ..model import Weight, checked_output, linear_head_outputs, weight_array
 from ..progress import Stages
 from ..report_parts import AllocationReport
 from ..rules import SearchRules, allowed_bits, check_factorisable, parse_loss_bound, pinned_rank
@@ -75,7 +75,7 @@ def search(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.ndarr
     if not studied:
         raise OnnxL2Error("no weight of this model can be compressed (`onnxl2 inspect` says why for each); "
                           "--lossless codes the model as it is")
-    output = _checked_output(proto, rules.output)
+    output = checked_output(proto, rules.output)
     held = held_labels = None
     if rules.form == "contract":
         fit_index, held_index = holdout_split(sample_count(data), rules.contract.holdout,
@@ -97,15 +97,6 @@ def search(proto: ModelProto, weights: list[Weight], data: Mapping[str, np.ndarr
         alternatives = [_chosen(run, p.choice) for p in frontier.larger_ratio_neighbours()]
     return SearchResult(_chosen(run, allocation.choice), report, output_positions(run.hessians), alternatives,
                         {k: table[k][i] for k, i in allocation.choice.items()})
-
-
-def _checked_output(proto: ModelProto, output: str | None) -> str:
-    """The model output the loss reads (the first by default), checked to exist."""
-    output = output or proto.graph.output[0].name
-    if output not in [o.name for o in proto.graph.output]:
-        raise OnnxL2Error(f"the model has no output '{output}' "
-                          f"(outputs: {', '.join(o.name for o in proto.graph.output)})")
-    return output
 
 
 def _chosen(run: _Search, choice: Mapping[str, int]) -> dict[str, Candidate]:
@@ -148,12 +139,23 @@ def _calibration_probe(run: _Search, data: Mapping[str, np.ndarray], labels: np.
         started = time.perf_counter()
         original_output = probe.outputs({})
         pass_seconds = time.perf_counter() - started
+        _check_finite(original_output, run.output, sample_count(data))
         loss = make_loss(run.rules.loss, run.output, original_output, labels)
         if run.rules.form == "contract" and original_output.dtype.kind == "f":
             loss = replace(loss, scale=OutputScale.of(original_output))  # rank plans as they are judged
         _check_distance_bound(loss.kind, run.rules)
         probe.set_loss(loss, original_output)
     return probe, loss, pass_seconds
+
+
+def _check_finite(original_output: np.ndarray, name: str, samples: int) -> None:
+    """Every change is measured against the original's output: where that is NaN or infinite
+    no plan can be ranked or judged."""
+    if original_output.dtype.kind == "f" and not np.isfinite(original_output).all():
+        bad = ~np.isfinite(original_output.reshape(len(original_output), -1)).all(axis=1)
+        raise OnnxL2Error(f"the original model's output '{name}' is NaN or infinite on the calibration data "
+                          f"({int(bad.sum())} of {len(bad)} rows, {samples} samples), so no change from it can be "
+                          "measured; check the model and the data, or give --bits N or --lossless")
 
 
 def _check_distance_bound(kind: str, rules: SearchRules) -> None:

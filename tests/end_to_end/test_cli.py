@@ -61,6 +61,49 @@ def test_unknown_devices_are_one_line_in_compress_and_validate(workdir):
                                    workdir / "calib.npz", "--devices", "cpu,tpu"), "devices are cpu and cuda")
 
 
+@pytest.mark.skipif(__import__("onnxl2.runtime", fromlist=["cuda_status"]).cuda_status()[0],
+                    reason="CUDA is usable here: a run on it alone validates something")
+def test_cuda_alone_without_cuda_is_one_line_not_an_empty_validation(workdir):
+    _assert_one_line_error(_invoke("compress", workdir / "m.onnx", "--bits", 4, "--devices", "cuda",
+                                   "-o", workdir / "o"), "would validate on nothing")
+    assert not (workdir / "o").exists()
+    _assert_one_line_error(_invoke("validate", workdir / "m.onnx", workdir / "m.onnx", "--data",
+                                   workdir / "calib.npz", "--devices", "cuda"), "would validate on nothing")
+
+
+def test_labels_for_an_output_the_model_lacks_are_one_line(workdir):
+    """Checked before any work: neither compress nor validate gets as far as reading outputs."""
+    labels = workdir / "y.npy"
+    np.save(labels, np.zeros(16, dtype=np.int64))
+    _assert_one_line_error(_invoke("compress", workdir / "m.onnx", "--bits", 4, "--data", workdir / "calib.npz",
+                                   "--labels", labels, "--model-output", "nope", "-o", workdir / "o"),
+                           "has no output 'nope'")
+    assert not (workdir / "o").exists()
+    _assert_one_line_error(_invoke("validate", workdir / "m.onnx", workdir / "m.onnx", "--data",
+                                   workdir / "calib.npz", "--labels", labels, "--model-output", "nope"),
+                           "has no output 'nope'")
+
+
+def test_a_weight_holding_nan_is_one_line_in_the_automatic_mode_and_kept_exactly_at_fixed_bits(workdir):
+    """NaN reaching the output leaves nothing to measure changes against; at fixed bits the
+    layer it feeds has no moments to fit (rounded plainly) and the NaN weight is kept as it is."""
+    from onnx import numpy_helper
+    model = onnx.load(workdir / "m.onnx")
+    init = next(i for i in model.graph.initializer if len(i.dims) >= 2 and np.prod(i.dims) >= 128)
+    values = numpy_helper.to_array(init).copy()
+    values.flat[3] = np.nan
+    init.CopyFrom(numpy_helper.from_array(values, init.name))
+    onnx.save_model(model, workdir / "nan.onnx")
+    _assert_one_line_error(_invoke("compress", workdir / "nan.onnx", "--data", workdir / "calib.npz",
+                                   "-o", workdir / "auto"), "NaN or infinite on the calibration data")
+    assert not (workdir / "auto").exists()
+    result = _invoke("compress", workdir / "nan.onnx", "--bits", 4, "--data", workdir / "calib.npz",
+                     "-o", workdir / "fixed")
+    assert result.exit_code == 0, result.output
+    plan = json.loads((workdir / "fixed" / "plan.json").read_text())
+    assert plan["choices"][init.name] == "float32"
+
+
 def test_option_names_are_the_api_field_names():
     """Every compress option that sets a CompressOptions field has that field's name."""
     import dataclasses

@@ -76,6 +76,21 @@ def test_one_step_candidates_have_their_own_label_and_replay_from_it():
     assert made["int4+onestep"].coded_bytes < made["int4"].coded_bytes
 
 
+@pytest.mark.parametrize("rate", [0.3, 2.0, 1e-05, 0.1234567, 3e-07])
+def test_a_rate_label_reads_back_as_the_rate_it_was_made_with(rate):
+    """A plan must replay the candidate it names: ``:g`` writes 1e-05 (which the label syntax
+    must read) and 0.123457 for 0.1234567 (which would replay another rounding)."""
+    from onnxl2.candidates import Candidate
+    label = Candidate("w", 4, 0, np.zeros(1, np.float32), compensated=True, rate=rate).label
+    assert parse_label(label).rate == rate and parse_label(label).compensated
+
+
+@pytest.mark.parametrize("text", ["int4+r1e", "int4+r.", "int4+re5", "int4+r1e-", "int4+r1.2.3", "int4+r-1"])
+def test_malformed_rates_are_not_labels(text):
+    with pytest.raises(ValueError):
+        parse_label(text)
+
+
 def test_a_float16_choice_for_a_weight_already_in_float16_keeps_it():
     """A pin or plan that says float16 for a float16 weight keeps the weight as it is (it made
     no candidate at all)."""
