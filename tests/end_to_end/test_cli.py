@@ -53,35 +53,27 @@ def test_inspect_compress_decompress_validate(workdir):
     assert json.loads((workdir / "v.json").read_text())["samples"] == 16
 
 
-def test_unknown_devices_are_one_line_in_compress_and_validate(workdir):
-    _assert_one_line_error(_invoke("compress", workdir / "m.onnx", "--bits", 4, "--devices", "gpu",
-                                   "-o", workdir / "o"), "devices are cpu and cuda")
-    assert not (workdir / "o").exists()
-    _assert_one_line_error(_invoke("validate", workdir / "m.onnx", workdir / "m.onnx", "--data",
-                                   workdir / "calib.npz", "--devices", "cpu,tpu"), "devices are cpu and cuda")
+_CUDA_USABLE = __import__("onnxl2.runtime", fromlist=["cuda_status"]).cuda_status()[0]
 
 
-@pytest.mark.skipif(__import__("onnxl2.runtime", fromlist=["cuda_status"]).cuda_status()[0],
-                    reason="CUDA is usable here: a run on it alone validates something")
-def test_cuda_alone_without_cuda_is_one_line_not_an_empty_validation(workdir):
-    _assert_one_line_error(_invoke("compress", workdir / "m.onnx", "--bits", 4, "--devices", "cuda",
-                                   "-o", workdir / "o"), "would validate on nothing")
-    assert not (workdir / "o").exists()
-    _assert_one_line_error(_invoke("validate", workdir / "m.onnx", workdir / "m.onnx", "--data",
-                                   workdir / "calib.npz", "--devices", "cuda"), "would validate on nothing")
-
-
-def test_labels_for_an_output_the_model_lacks_are_one_line(workdir):
-    """Checked before any work: neither compress nor validate gets as far as reading outputs."""
+@pytest.mark.parametrize("compress_args, validate_args, needle", [
+    (["--devices", "gpu"], ["--devices", "cpu,tpu"], "devices are cpu and cuda"),
+    pytest.param(["--devices", "cuda"], ["--devices", "cuda"], "would validate on nothing",
+                 marks=pytest.mark.skipif(_CUDA_USABLE, reason="CUDA is usable here: a run on it alone validates")),
+    (["--data", "{calib}", "--labels", "{labels}", "--model-output", "nope"],
+     ["--labels", "{labels}", "--model-output", "nope"], "has no output 'nope'"),
+], ids=["unknown device", "cuda alone without cuda", "labels for a missing output"])
+def test_bad_options_are_one_line_in_compress_and_validate_before_any_work(workdir, compress_args, validate_args,
+                                                                         needle):
     labels = workdir / "y.npy"
     np.save(labels, np.zeros(16, dtype=np.int64))
-    _assert_one_line_error(_invoke("compress", workdir / "m.onnx", "--bits", 4, "--data", workdir / "calib.npz",
-                                   "--labels", labels, "--model-output", "nope", "-o", workdir / "o"),
-                           "has no output 'nope'")
+    paths = {"calib": workdir / "calib.npz", "labels": labels}
+    fill = lambda args: [str(a).format(**paths) for a in args]  # noqa: E731
+    _assert_one_line_error(_invoke("compress", workdir / "m.onnx", "--bits", 4, *fill(compress_args),
+                                   "-o", workdir / "o"), needle)
     assert not (workdir / "o").exists()
     _assert_one_line_error(_invoke("validate", workdir / "m.onnx", workdir / "m.onnx", "--data",
-                                   workdir / "calib.npz", "--labels", labels, "--model-output", "nope"),
-                           "has no output 'nope'")
+                                   workdir / "calib.npz", *fill(validate_args)), needle)
 
 
 def test_a_weight_holding_nan_is_one_line_in_the_automatic_mode_and_kept_exactly_at_fixed_bits(workdir):
