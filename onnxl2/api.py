@@ -27,7 +27,7 @@ from .pipeline.fixed import run_fixed
 from .pipeline.inputs import load_inputs
 from .pipeline.lossless import run_lossless
 from .progress import Stages
-from .runtime import check_devices
+from .runtime import check_devices, check_validation_devices
 from .samples import sample_count
 from .model_files import ModelFiles, check_model_files, files_to_model
 from .units import parse_size
@@ -184,6 +184,7 @@ def validate(original: ModelSource, compressed: ModelSource | bytes, data: DataS
              devices: tuple[str, ...] = ("cpu", "cuda")) -> ValidationResult:
     """Compare a compressed model with its original on the same data, on CPU (and CUDA)."""
     devices = check_devices(devices)
+    check_validation_devices(devices)
     orig_src, orig_proto = _as_session_source(original)
     comp_src, _ = _as_session_source(compressed)
     arrays = load_data(data, orig_proto)

@@ -34,6 +34,8 @@ ALLOWED_BITS = INTEGER_BITS + (FLOAT16, FLOAT32)
 DEFAULT_BITS_CHOICES = (2, 3, 4, 5, 6, 8, 10, 12, 16)
 #: Prices of a bit (in units of the squared rounding step) the automatic mode tries by default.
 DEFAULT_RATES = (0.0,)
+#: The largest price of a bit rate-aware rounding takes (a rate in a plan or in ``rates``).
+MAX_RATE = 10.0
 _LABEL = re.compile(r"^(?:float(?P<float>32|16)|int(?P<bits>1[0-2]|[2-9])(?P<onestep>\+onestep)?(?P<gptq>\+gptq)?"
                     r"(?:\+r(?P<rate>[0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?))?"
                     r"(?:\+rank(?P<rank>[1-9][0-9]*))?)$")
@@ -159,7 +161,12 @@ def parse_label(label: str) -> Label:
         return Label(int(match["float"]))
     if match["onestep"] and match["rank"]:  # factor pairs keep a step per channel
         raise ValueError(label)
-    return Label(int(match["bits"]), bool(match["gptq"]), float(match["rate"] or 0.0),
+    text = match["rate"] or "0"
+    rate = float(text)
+    underflow = rate == 0.0 and any(d in "123456789" for d in text.split("e")[0])
+    if not 0.0 <= rate <= MAX_RATE or underflow:  # a plan written from it would not read back
+        raise ValueError(label)
+    return Label(int(match["bits"]), bool(match["gptq"]), rate,
                  int(match["rank"]) if match["rank"] else None, bool(match["onestep"]))
 
 

@@ -16,6 +16,7 @@ from onnx import ModelProto
 
 from .contract import OutputScale, is_decision, sample_agreement
 from .data import batch_size_for, input_specs, iter_batches
+from .errors import OnnxL2Error
 from .losses import is_sequence_labels, sequence_correct
 from .model import linear_head_outputs
 from .runtime import cuda_status, make_session
@@ -92,7 +93,8 @@ def correctness(output: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return sequence_correct(output, labels).astype(np.float64)
     pred = output.argmax(axis=-1)
     if pred.shape != labels.shape:
-        raise ValueError(f"labels of shape {labels.shape} do not fit predictions of shape {pred.shape}")
+        raise OnnxL2Error(f"labels of shape {labels.shape} do not fit the predictions of shape {pred.shape} "
+                          "(the arg-max of the labelled output; --model-output names another)")
     return (pred == labels).reshape(len(pred), -1).mean(axis=1)
 
 

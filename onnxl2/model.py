@@ -550,6 +550,8 @@ def linear_head_outputs(proto: ModelProto) -> dict[str, int]:
 def checked_output(proto: ModelProto, output: str | None) -> str:
     """The model output the loss and the labels refer to (the first by default), checked to
     exist before any work starts."""
+    if not proto.graph.output:
+        raise OnnxL2Error("the model has no outputs: nothing it computes can be kept or judged")
     output = output or proto.graph.output[0].name
     if output not in [o.name for o in proto.graph.output]:
         raise OnnxL2Error(f"the model has no output '{output}' "

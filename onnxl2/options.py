@@ -77,7 +77,7 @@ class CompressOptions:
         if self.loss not in LOSS_KINDS:
             raise OnnxL2Error(f"unknown loss {self.loss!r} (choose from {', '.join(LOSS_KINDS)})")
         self.automatic()  # the automatic mode's own checks (bit choices, rates, sweep, pins, contract)
-        check_devices(self.devices)
+        object.__setattr__(self, "devices", check_devices(self.devices))  # each device once
 
     def _check_mode(self) -> None:
         targets = self.target_ratio is not None or self.target_size is not None

@@ -10,7 +10,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from .candidates import ALLOWED_BITS, DEFAULT_BITS_CHOICES, DEFAULT_RATES, FLOAT32
+from .candidates import ALLOWED_BITS, DEFAULT_BITS_CHOICES, DEFAULT_RATES, FLOAT32, MAX_RATE
 from .contract import Contract
 from .errors import OnnxL2Error
 from .layers.moments import LayerHessian
@@ -55,8 +55,8 @@ class SearchRules:
         bad = [b for b in self.bits_choices if b not in ALLOWED_BITS]
         if bad or not self.bits_choices:
             raise OnnxL2Error(f"bit choices must be among {', '.join(map(str, ALLOWED_BITS))}; got {bad or 'none'}")
-        if not self.rates or any(not 0 <= r <= 10 for r in self.rates):
-            raise OnnxL2Error(f"rates must be between 0 and 10; got {list(self.rates)}")
+        if not self.rates or any(not 0 <= r <= MAX_RATE for r in self.rates):
+            raise OnnxL2Error(f"rates must be between 0 and {MAX_RATE:g}; got {list(self.rates)}")
         if self.sweep not in ("auto", "full", "proxy"):
             raise OnnxL2Error(f"sweep must be auto, full or proxy; got {self.sweep!r}")
         for pattern, bits in self.pins.items():

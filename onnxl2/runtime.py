@@ -27,16 +27,20 @@ def cuda_status() -> tuple[bool, str]:
 
 
 def check_devices(devices: tuple[str, ...]) -> tuple[str, ...]:
-    """The devices asked for, each one this module knows. CUDA is skipped cleanly at run time
-    where it is absent, as long as something else is asked for: a run on CUDA alone where it
-    cannot run would validate nothing and must say so instead of succeeding."""
-    devices = tuple(devices)
+    """The devices asked for, each one this module knows, each once (CUDA is skipped cleanly
+    at run time where it is absent)."""
+    devices = tuple(dict.fromkeys(devices))
     unknown = [d for d in devices if d not in PROVIDERS]
     if unknown or not devices:
         raise OnnxL2Error(f"devices are {' and '.join(PROVIDERS)}; got {list(devices)}")
+    return devices
+
+
+def check_validation_devices(devices: tuple[str, ...]) -> None:
+    """Where a run validates, something it asked for must be able to run: CUDA alone where it
+    cannot would validate nothing and succeed."""
     if "cpu" not in devices:
         usable, why = cuda_status()
         if not usable:
             raise OnnxL2Error(f"--devices {','.join(devices)} would validate on nothing: {why} "
                               "(add cpu to validate there)")
-    return devices

@@ -14,6 +14,7 @@ from ..errors import OnnxL2Error
 from ..model import LoadedModel, ModelSource, Weight, checked_output, discover_weights, load_model
 from ..options import CompressOptions
 from ..progress import Stages
+from ..runtime import check_validation_devices
 from ..samples import sample_count
 from ..transforms.fold import fold_batchnorm
 
@@ -56,5 +57,7 @@ def load_inputs(model: ModelSource, data: DataSource | None, labels: Any, eval_d
         judge = (load_data(eval_data, loaded.proto), None) if eval_data is not None else (arrays, label_array)
         if eval_labels is not None:
             judge = (judge[0], load_labels(eval_labels, sample_count(judge[0])))
+        if judge[0] is not None:
+            check_validation_devices(options.devices)
     return RunInputs(loaded, proto, folded, weights, arrays, label_array, judge[0], judge[1],
                      "--eval-data" if eval_data is not None else "--data")

@@ -139,7 +139,7 @@ def _calibration_probe(run: _Search, data: Mapping[str, np.ndarray], labels: np.
         started = time.perf_counter()
         original_output = probe.outputs({})
         pass_seconds = time.perf_counter() - started
-        _check_finite(original_output, run.output, sample_count(data))
+        _check_finite({run.output: original_output}, f"{sample_count(data)} calibration samples the sweep runs on")
         loss = make_loss(run.rules.loss, run.output, original_output, labels)
         if run.rules.form == "contract" and original_output.dtype.kind == "f":
             loss = replace(loss, scale=OutputScale.of(original_output))  # rank plans as they are judged
@@ -148,14 +148,15 @@ def _calibration_probe(run: _Search, data: Mapping[str, np.ndarray], labels: np.
     return probe, loss, pass_seconds
 
 
-def _check_finite(original_output: np.ndarray, name: str, samples: int) -> None:
-    """Every change is measured against the original's output: where that is NaN or infinite
-    no plan can be ranked or judged."""
-    if original_output.dtype.kind == "f" and not np.isfinite(original_output).all():
-        bad = ~np.isfinite(original_output.reshape(len(original_output), -1)).all(axis=1)
-        raise OnnxL2Error(f"the original model's output '{name}' is NaN or infinite on the calibration data "
-                          f"({int(bad.sum())} of {len(bad)} rows, {samples} samples), so no change from it can be "
-                          "measured; check the model and the data, or give --bits N or --lossless")
+def _check_finite(outputs: Mapping[str, np.ndarray], where: str) -> None:
+    """Every change is measured against the original's outputs: where one is NaN or infinite
+    no plan can be ranked or judged (and every plan would fail the contract)."""
+    for name, values in outputs.items():
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+            raise OnnxL2Error(f"the original model's output '{name}' is NaN or infinite on the {where} "
+                              f"({int(bad.sum())} of its {len(bad)} rows), so no change from it can be measured; "
+                              "check the model and the data, or give --bits N or --lossless")
 
 
 def _check_distance_bound(kind: str, rules: SearchRules) -> None:
@@ -313,7 +314,9 @@ def _contract_frontier(run: _Search, probe: Probe, table: dict, measure_size, ov
     specs = input_specs(run.proto)
     held_batch = batch_size_for(held, specs)
     judged = probe.on(held, held_batch)
-    judge = _judge(run.rules.contract, judged.all_outputs({}), held_labels, run.output, run.rules.loss,
+    reference = judged.all_outputs({})
+    _check_finite(reference, f"{sample_count(held)} calibration samples held back to judge")
+    judge = _judge(run.rules.contract, reference, held_labels, run.output, run.rules.loss,
                    linear_head_outputs(run.proto), sample_count(held), held_batch)
     frontier = search_frontier(table, measure_size, lambda choice: judge.criteria(judged.all_outputs(
         overrides(choice))), terminal_progress(run.stages.verbose, "frontier"))

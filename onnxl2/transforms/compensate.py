@@ -17,7 +17,8 @@ per group; embeddings and weights without a Hessian are rounded without compensa
 "Hessian" is diagonal: nothing to spread onto).
 
 Column loops are over one column of all rows and all groups at a time, in blocks whose
-cross-block update is one matrix product, so a layer costs K small vector steps plus K/B GEMMs.
+cross-block update is one matrix product, so a layer costs K small vector steps plus one
+matrix product per ``BLOCK`` columns.
 """
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ DAMPING = 0.01
 #: Columns a sweep rounds before it updates the rest with one matrix product (measured: 64
 #: is about twice as fast as 128 on 384..2304 columns, the results equal).
 BLOCK = 64
+#: Triangular factors up to this size are inverted in one batched call (depthwise kernels give
+#: thousands of tiny ones); larger ones by LAPACK's triangular inverse, one group at a time.
+BATCHED_INVERSE_MAX = 64
 #: Passes of (rounding, re-estimated symbol model) when rate > 0; the first model is the
 #: histogram of plain rounding.
 MODEL_PASSES = 2
@@ -101,8 +105,8 @@ def _upper_inverse_factor(hessian: LayerHessian, by_energy: bool = True) -> np.n
     columns in :func:`column_order` (computed once per Hessian object).
 
     With J the reversal of rows and columns, ``J H J = L L^T`` gives ``H^-1 = U^T U`` for the
-    upper triangular ``U = J L^-1 J``: one Cholesky factor and one triangular inverse, instead
-    of inverting H and factoring the inverse."""
+    upper triangular ``U = J L^-1 J``: one Cholesky factor and one triangular inverse, the
+    least cubic work that gives the factor."""
     def make() -> np.ndarray:
         order = column_order(hessian, by_energy)
         groups = np.arange(order.shape[0])[:, None, None]
@@ -115,7 +119,7 @@ def _upper_inverse_factor(hessian: LayerHessian, by_energy: bool = True) -> np.n
 def _lower_inverse(lower: np.ndarray) -> np.ndarray:
     """The inverse of each lower triangular [K, K] matrix of a [G, K, K] stack (LAPACK's
     triangular inverse for large K; small ones, as depthwise kernels give, in one batched call)."""
-    if lower.shape[-1] <= 64:
+    if lower.shape[-1] <= BATCHED_INVERSE_MAX:
         return np.tril(np.linalg.inv(lower))
     from scipy.linalg.lapack import dtrtri
     out = np.empty_like(lower)

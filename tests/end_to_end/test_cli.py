@@ -12,6 +12,7 @@ from click.testing import CliRunner
 import genmodels
 from onnxl2.cli import main
 from onnxl2.codec.container import FORMAT_VERSION, MAGIC
+from onnxl2.runtime import cuda_status
 
 
 @pytest.fixture()
@@ -53,12 +54,12 @@ def test_inspect_compress_decompress_validate(workdir):
     assert json.loads((workdir / "v.json").read_text())["samples"] == 16
 
 
-_CUDA_USABLE = __import__("onnxl2.runtime", fromlist=["cuda_status"]).cuda_status()[0]
+_CUDA_USABLE = cuda_status()[0]
 
 
 @pytest.mark.parametrize("compress_args, validate_args, needle", [
     (["--devices", "gpu"], ["--devices", "cpu,tpu"], "devices are cpu and cuda"),
-    pytest.param(["--devices", "cuda"], ["--devices", "cuda"], "would validate on nothing",
+    pytest.param(["--data", "{calib}", "--devices", "cuda"], ["--devices", "cuda"], "would validate on nothing",
                  marks=pytest.mark.skipif(_CUDA_USABLE, reason="CUDA is usable here: a run on it alone validates")),
     (["--data", "{calib}", "--labels", "{labels}", "--model-output", "nope"],
      ["--labels", "{labels}", "--model-output", "nope"], "has no output 'nope'"),
@@ -68,7 +69,10 @@ def test_bad_options_are_one_line_in_compress_and_validate_before_any_work(workd
     labels = workdir / "y.npy"
     np.save(labels, np.zeros(16, dtype=np.int64))
     paths = {"calib": workdir / "calib.npz", "labels": labels}
-    fill = lambda args: [str(a).format(**paths) for a in args]  # noqa: E731
+
+    def fill(args: list[str]) -> list[str]:
+        return [a.format(**paths) for a in args]
+
     _assert_one_line_error(_invoke("compress", workdir / "m.onnx", "--bits", 4, *fill(compress_args),
                                    "-o", workdir / "o"), needle)
     assert not (workdir / "o").exists()
@@ -76,9 +80,7 @@ def test_bad_options_are_one_line_in_compress_and_validate_before_any_work(workd
                                    workdir / "calib.npz", *fill(validate_args)), needle)
 
 
-def test_a_weight_holding_nan_is_one_line_in_the_automatic_mode_and_kept_exactly_at_fixed_bits(workdir):
-    """NaN reaching the output leaves nothing to measure changes against; at fixed bits the
-    layer it feeds has no moments to fit (rounded plainly) and the NaN weight is kept as it is."""
+def _with_nan_weight(workdir) -> str:
     from onnx import numpy_helper
     model = onnx.load(workdir / "m.onnx")
     init = next(i for i in model.graph.initializer if len(i.dims) >= 2 and np.prod(i.dims) >= 128)
@@ -86,14 +88,50 @@ def test_a_weight_holding_nan_is_one_line_in_the_automatic_mode_and_kept_exactly
     values.flat[3] = np.nan
     init.CopyFrom(numpy_helper.from_array(values, init.name))
     onnx.save_model(model, workdir / "nan.onnx")
+    return init.name
+
+
+def test_cuda_alone_is_refused_only_where_something_would_be_validated(workdir):
+    """A lossless run validates nothing, so the devices it names cannot leave it empty."""
+    result = _invoke("compress", workdir / "m.onnx", "--lossless", "--devices", "cuda", "-o", workdir / "o")
+    assert result.exit_code == 0, result.output
+
+
+def test_a_weight_holding_nan_is_one_line_in_the_automatic_mode_and_kept_exactly_at_fixed_bits(workdir):
+    """NaN reaching the output leaves nothing to measure changes against; at fixed bits with
+    compensation the layers fed NaN get no moments (rounded plainly, not compensated through
+    a NaN matrix) and the NaN weight is kept as it is."""
+    name = _with_nan_weight(workdir)
     _assert_one_line_error(_invoke("compress", workdir / "nan.onnx", "--data", workdir / "calib.npz",
-                                   "-o", workdir / "auto"), "NaN or infinite on the calibration data")
+                                   "-o", workdir / "auto"), "NaN or infinite")
     assert not (workdir / "auto").exists()
-    result = _invoke("compress", workdir / "nan.onnx", "--bits", 4, "--data", workdir / "calib.npz",
+    result = _invoke("compress", workdir / "nan.onnx", "--bits", 4, "--compensate", "--data", workdir / "calib.npz",
                      "-o", workdir / "fixed")
     assert result.exit_code == 0, result.output
-    plan = json.loads((workdir / "fixed" / "plan.json").read_text())
-    assert plan["choices"][init.name] == "float32"
+    choices = json.loads((workdir / "fixed" / "plan.json").read_text())["choices"]
+    clean = _invoke("compress", workdir / "m.onnx", "--bits", 4, "--compensate", "--data", workdir / "calib.npz",
+                    "-o", workdir / "clean")
+    assert clean.exit_code == 0
+    clean_choices = json.loads((workdir / "clean" / "plan.json").read_text())["choices"]
+    assert choices[name] == "float32"
+    after = [k for k, v in clean_choices.items()
+             if k != name and v.endswith("+gptq") and not choices[k].endswith("+gptq")]
+    assert after, (choices, clean_choices)  # a layer compensated on clean inputs is not on NaN ones
+
+
+def test_nan_only_in_a_held_back_sample_is_one_line(workdir):
+    """The held-back samples judge every plan: an original NaN there would fail them all."""
+    from onnxl2.data import fixed_batch, input_specs
+    from onnxl2.samples import holdout_split
+    from onnxl2.contract import Contract
+    inputs = dict(np.load(workdir / "calib.npz"))
+    _, held = holdout_split(16, Contract().holdout, fixed_batch(input_specs(onnx.load(workdir / "m.onnx"))))
+    inputs["x"] = inputs["x"].copy()
+    inputs["x"][held[0]] = np.nan
+    np.savez(workdir / "nan_calib.npz", **inputs)
+    _assert_one_line_error(_invoke("compress", workdir / "m.onnx", "--data", workdir / "nan_calib.npz",
+                                   "-o", workdir / "auto"), "held back to judge")
+    assert not (workdir / "auto").exists()
 
 
 def test_option_names_are_the_api_field_names():
