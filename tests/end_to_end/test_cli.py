@@ -64,8 +64,15 @@ _CUDA_USABLE = cuda_status()[0]
     (["--data", "{calib}", "--labels", "{labels}", "--model-output", "nope"],
      ["--labels", "{labels}", "--model-output", "nope"], "has no output 'nope'"),
 ], ids=["unknown device", "cuda alone without cuda", "labels for a missing output"])
-def test_bad_options_are_one_line_in_compress_and_validate_before_any_work(workdir, compress_args, validate_args,
-                                                                         needle):
+def test_bad_options_are_one_line_in_compress_and_validate_before_any_work(workdir, monkeypatch, compress_args,
+                                                                         validate_args, needle):
+    """Refused while the inputs are read: neither the compression nor a validation run starts."""
+    import onnxl2.api
+
+    def started(*args, **kwargs):
+        raise AssertionError("work started before the options were refused")
+    monkeypatch.setattr(onnxl2.api, "run_fixed", started)
+    monkeypatch.setattr(onnxl2.api, "validate_models", started)
     labels = workdir / "y.npy"
     np.save(labels, np.zeros(16, dtype=np.int64))
     paths = {"calib": workdir / "calib.npz", "labels": labels}
