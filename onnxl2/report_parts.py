@@ -205,6 +205,7 @@ class AllocationReport:
     candidates: dict[str, list[Sensitivity]]
     contract: dict | None = None
     frontier: dict | None = None
+    sweep_cuts: int = 0  # places the sweep's passes started from cached activations (``suffixes``)
 
     def to_dict(self) -> dict:
         doc = {f.name: getattr(self, f.name) for f in fields(self)

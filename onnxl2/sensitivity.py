@@ -27,6 +27,7 @@ from .runtime import make_session
 from .losses import Loss
 from .model import Weight, iter_graphs, remove_constants, weight_array
 from .stats import mean_and_se
+from .suffixes import Suffixes
 
 #: A change smaller than this many standard errors counts as zero.
 NOISE_SIGMAS = 2.0
@@ -81,7 +82,10 @@ class Probe:
         self.originals = {w.key: originals[w.key] if originals else weight_array(proto, w)
                           for w in self.weights}
         self.studied = {w.key for w in self.weights}
-        self.session = make_session(probe_model(proto, self.weights), device)
+        self.model = probe_model(proto, self.weights)
+        self.device = device
+        self.session = make_session(self.model, device)
+        self.suffixes: Suffixes | None = None
         self.batches = list(iter_batches(data, batch))
         self.output = output
         self.passes = 0
@@ -93,7 +97,19 @@ class Probe:
         second copy of the probe model, no second session."""
         other = copy.copy(self)
         other.batches, other.passes, other.loss, other.base = list(iter_batches(data, batch)), 0, None, np.zeros(0)
+        other.suffixes = None
         return other
+
+    def cut(self, costs: Mapping[str, float]) -> None:
+        """Cut the model for passes that change one weight at a time (``costs``: weight key -> the
+        work of its passes, see :mod:`suffixes`): such a pass then starts from cached activations
+        at the latest cut before the weight's first reader. :meth:`uncut` frees the caches."""
+        self.suffixes = Suffixes(self.model, self.output, {w.key: w.name for w in self.weights}, self.device)
+        originals = {w.name: self.originals[w.key] for w in self.weights}
+        self.suffixes.build(costs, [{**batch, **originals} for batch in self.batches])
+
+    def uncut(self) -> None:
+        self.suffixes = None
 
     def set_loss(self, loss: Loss, original_output: np.ndarray) -> None:
         """Fix the loss (its targets may come from the original output) and the baseline."""
@@ -103,8 +119,15 @@ class Probe:
     def outputs(self, overrides: Mapping[str, np.ndarray]) -> np.ndarray:
         """The studied output with ``overrides`` (weight key -> values) in place of the originals."""
         feeds_w = {w.name: overrides.get(w.key, self.originals[w.key]) for w in self.weights}
-        parts = [self.session.run([self.output], {**batch, **feeds_w})[0] for batch in self.batches]
+        cut = self.suffixes.cut_for(set(overrides)) if self.suffixes is not None else None
         self.passes += 1
+        if cut is None:
+            parts = [self.session.run([self.output], {**batch, **feeds_w})[0] for batch in self.batches]
+            return np.concatenate(parts, axis=0)
+        weights = {name: values for name, values in feeds_w.items() if name in cut.weights}
+        parts = [cut.session.run([self.output], {**{k: v for k, v in batch.items() if k in cut.inputs},
+                                                 **cached, **weights})[0]
+                 for batch, cached in zip(self.batches, cut.cache)]
         return np.concatenate(parts, axis=0)
 
     def all_outputs(self, overrides: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

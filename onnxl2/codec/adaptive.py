@@ -24,7 +24,7 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
-from .entropy import CodecError, narrow_int_dtype, quantize_frequencies, read_varints
+from .entropy import CodecError, narrow_int_dtype, quantize_frequency_rows, read_varints
 from .varint import encode_varints, unzigzag, zigzag
 
 FIRST_BLOCK = 16
@@ -50,20 +50,24 @@ def _precision(span: int) -> int:
 
 def _model(seen: np.ndarray, low: int, symmetric: bool, precision: int) -> np.ndarray:
     """Integer frequencies of the next block from the counts ``seen`` so far (one per slot)."""
+    return _models_of_seen(seen[None, :], low, symmetric, precision)[0]
+
+
+def _models_of_seen(seen: np.ndarray, low: int, symmetric: bool, precision: int) -> np.ndarray:
+    """:func:`_model` of every row of ``seen`` (blocks, span), in one pass."""
     if symmetric:
-        values = low + np.arange(seen.size)
+        values = low + np.arange(seen.shape[1])
         mirror = -values - low
-        inside = (mirror >= 0) & (mirror < seen.size)
+        inside = (mirror >= 0) & (mirror < seen.shape[1])
         pooled = seen.copy()
-        pooled[inside] += seen[mirror[inside]]
+        pooled[:, inside] += seen[:, mirror[inside]]
         seen = pooled
-    return quantize_frequencies(2 * seen + 1, precision)  # half a count of prior per value
+    return quantize_frequency_rows(2 * seen + 1, np.full(seen.shape[0], precision))  # half a count of prior
 
 
 def _models(history: np.ndarray, low: int, symmetric: bool, precision: int) -> np.ndarray:
     """Frequencies (blocks, span) of every block, from the block histograms ``history``."""
-    seen = np.cumsum(history, axis=0) - history  # counts of all earlier blocks
-    return np.stack([_model(row, low, symmetric, precision) for row in seen])
+    return _models_of_seen(np.cumsum(history, axis=0) - history, low, symmetric, precision)  # earlier blocks
 
 
 def _block_histograms(offsets: np.ndarray, bounds: np.ndarray, span: int) -> np.ndarray:

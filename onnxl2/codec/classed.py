@@ -35,9 +35,9 @@ import numpy as np
 
 from .adaptive import MAX_SPAN, decode_adaptive, encode_adaptive
 from .entropy import (CodecError, decode_symbols, encode_symbols, estimate_bits,
-                      estimate_bits_of_histogram, read_varints)
+                      quick_estimate_bits_of_histograms, read_varints)
 from .memo import memoized
-from .varint import encode_varints, varint_length
+from .varint import encode_varints, varint_length, varint_lengths
 
 #: Tensors with fewer symbols keep one table: extra tables cannot pay for themselves.
 MIN_CLASSED_SYMBOLS = 1024
@@ -79,14 +79,22 @@ def stream_estimate_bits(values: np.ndarray, counts: np.ndarray) -> float:
 
     The adaptive code costs the entropy plus about half log2(n) bits per value in use.
     """
-    present = counts > 0
-    n = int(counts.sum())
-    table = estimate_bits_of_histogram(values, counts, quick=True)
-    if n == 0 or n > MAX_ADAPTIVE_SYMBOLS:
-        return 8.0 + table
-    c = counts[present].astype(np.float64)
-    adaptive = float((c * np.log2(n / c)).sum()) + 0.5 * (c.size - 1) * np.log2(n) + 32.0
-    return 8.0 + min(table - 8 * varint_length(n), adaptive)
+    return float(stream_estimate_rows(values, np.asarray(counts)[None, :])[0])
+
+
+def stream_estimate_rows(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """:func:`stream_estimate_bits` of every row of ``counts`` (rows, n) over the same sorted
+    ``values``, in one pass (a class search sizes every context of every split it tries)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    n = counts.sum(axis=1)
+    table = quick_estimate_bits_of_histograms(values, counts)
+    c = counts.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = np.where(counts > 0, c * np.log2(n[:, None] / c), 0.0).sum(axis=1)
+    k = (counts > 0).sum(axis=1)
+    adaptive = entropy + 0.5 * (k - 1) * np.log2(np.maximum(n, 1)) + 32.0
+    short = (n > 0) & (n <= MAX_ADAPTIVE_SYMBOLS)
+    return 8.0 + np.where(short, np.minimum(table - 8 * varint_lengths(n), adaptive), table)
 
 
 def _matrix(symbols: np.ndarray) -> np.ndarray:
@@ -154,6 +162,7 @@ class _Search:
         levels = np.abs(np.arange(nb) - _ASSIGN_CLIP)
         self.row_stat = self.row_hist @ levels / max(self.cols, 1)
         self.col_stat = self.col_hist @ levels / max(self.rows, 1)
+        self._per_column_class: tuple[int, np.ndarray, np.ndarray] | None = None
 
     @staticmethod
     def _quantile_classes(stat: np.ndarray, k: int) -> np.ndarray:
@@ -187,16 +196,32 @@ class _Search:
         row and scaled by s: the choice between splits needs their differences, not the last
         byte, and the search tries several.
         """
-        step = max(1, -(-self.rows * self.cols // _ESTIMATE_SYMBOLS))
-        rows = np.arange(0, self.rows, step)
-        ctx = (rc[rows, None] * kc + cc[None, :]).reshape(-1)
-        offset = self.offset.reshape(self.rows, self.cols)[rows].reshape(-1)
-        joint = step * np.bincount(ctx * self.span + offset,
-                                   minlength=kr * kc * self.span).reshape(kr * kc, self.span)
         values = np.arange(self.span, dtype=np.int64) + self.low
         streams = [estimate_bits(classes) + 8 for classes, k in ((rc, kr), (cc, kc)) if k > 1]
-        streams += [stream_estimate_bits(values, row) for row in joint]
+        streams += list(stream_estimate_rows(values, self._joint(kr, kc, rc, cc)))
         return 8.0 + sum(streams) + sum(8 * varint_length(np.ceil(bits / 8)) for bits in streams[:-1])
+
+    def _joint(self, kr: int, kc: int, rc: np.ndarray, cc: np.ndarray) -> np.ndarray:
+        """Histograms (kr * kc, span) of the contexts, on the sampled rows, scaled to all rows.
+
+        Column classes depend on kc alone and the search tries each kc with several kr, so the
+        sampled rows' histograms per column class are kept for the last kc (where they are no
+        larger than the rows themselves) and each split then only sums them by row class.
+        """
+        step = max(1, -(-self.rows * self.cols // _ESTIMATE_SYMBOLS))
+        rows = np.arange(0, self.rows, step)
+        offset = self.offset.reshape(self.rows, self.cols)[rows]
+        if kc * self.span > self.cols:  # per-row histograms would outgrow the rows: count directly
+            ctx = (rc[rows, None] * kc + cc[None, :]).reshape(-1)
+            return step * np.bincount(ctx * self.span + offset.reshape(-1),
+                                      minlength=kr * kc * self.span).reshape(kr * kc, self.span)
+        kept = self._per_column_class
+        if kept is None or kept[0] != kc or not np.array_equal(kept[1], cc):
+            width = kc * self.span
+            keys = (np.arange(rows.size)[:, None] * width + cc[None, :] * self.span + offset).reshape(-1)
+            kept = (kc, cc, np.bincount(keys, minlength=rows.size * width).reshape(rows.size, width))
+            self._per_column_class = kept
+        return step * _sum_by_class(kept[2], rc[rows], kr).reshape(kr * kc, self.span)
 
 
 def choose_classes(symbols: np.ndarray) -> tuple[int, int, np.ndarray, np.ndarray]:

@@ -100,14 +100,33 @@ def quantize_frequencies(counts: np.ndarray, precision: int) -> np.ndarray:
     Largest-remainder rounding: floor the exact shares, then hand the missing units to the
     largest fractional parts; that is near the cross-entropy optimum for all but tiny counts.
     """
-    total = 1 << precision
-    exact = counts.astype(np.float64) * total / counts.sum()
-    freqs = np.maximum(1, np.floor(exact)).astype(np.int64)
-    short = total - int(freqs.sum())
-    if short > 0:  # hand the remainder to the largest fractional parts
-        order = np.argsort(-(exact - np.floor(exact)), kind="stable")
-        freqs[order[:short]] += 1
-    while short < 0:  # forced ones overshot: take from the largest that can give
+    return quantize_frequency_rows(np.asarray(counts)[None, :], np.array([precision]))[0]
+
+
+def quantize_frequency_rows(counts: np.ndarray, precisions: np.ndarray) -> np.ndarray:
+    """:func:`quantize_frequencies` of every row of ``counts`` (rows, n) at its own precision,
+    in one pass: a stream's table tries several precisions and the adaptive coder rebuilds a
+    model per block, and one call per row was most of what sizing candidates cost. Each row's
+    result equals the one-row call's (same float operations, a stable sort per row)."""
+    counts = np.asarray(counts)
+    totals = np.left_shift(1, np.asarray(precisions, dtype=np.int64))
+    exact = counts.astype(np.float64) * totals[:, None] / counts.sum(axis=1, keepdims=True)
+    floor = np.floor(exact)
+    freqs = np.maximum(1, floor).astype(np.int64)
+    short = totals - freqs.sum(axis=1)
+    if (short > 0).any():  # hand the remainder to the largest fractional parts
+        order = np.argsort(-(exact - floor), axis=1, kind="stable")
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.broadcast_to(np.arange(counts.shape[1]), order.shape), axis=1)
+        freqs += rank < np.maximum(short, 0)[:, None]
+    for row in np.flatnonzero(short < 0):  # forced ones overshot: take from the largest that can give
+        freqs[row] = _give_back(freqs[row], int(short[row]))
+    return freqs
+
+
+def _give_back(freqs: np.ndarray, short: int) -> np.ndarray:
+    freqs = freqs.copy()
+    while short < 0:
         order = np.argsort(-freqs, kind="stable")
         give = order[freqs[order] > 1][: -short]
         freqs[give] -= 1
@@ -115,37 +134,31 @@ def quantize_frequencies(counts: np.ndarray, precision: int) -> np.ndarray:
     return freqs
 
 
-def _layout_bytes(values: np.ndarray, freqs: np.ndarray) -> tuple[int, int]:
-    """Table bytes (excluding the shared zigzag start and P byte) of the sparse and dense layouts."""
-    gaps = np.diff(values) - 1
-    sparse = varint_length(values.size) + int(varint_lengths(gaps).sum())
-    sparse += int(varint_lengths(freqs - 1).sum())
-    span = int(values[-1]) - int(values[0]) + 1
-    if span > MAX_ALPHABET:
-        return sparse, 1 << 62
-    dense = 1 + varint_length(span) + int(varint_lengths(freqs).sum())
-    return sparse, dense + (span - values.size)  # absent slots: one zero byte each
-
-
 def _cost_bits(counts: np.ndarray, freqs: np.ndarray, precision: int) -> float:
     """Ideal payload bits of symbols with ``counts`` under ``freqs / 2**precision``."""
     return float(np.sum(counts * (precision - np.log2(freqs))))
 
 
-def _choose_table(values: np.ndarray, counts: np.ndarray, precisions: tuple[int, ...] = _PRECISIONS) -> _Table:
-    """The precision and layout that minimise table bytes plus (ideal) payload bits."""
-    best: tuple[float, _Table] | None = None
-    for precision in precisions:
-        if (1 << precision) < counts.size:
-            continue
-        freqs = quantize_frequencies(counts, precision)
-        sparse, dense = _layout_bytes(values, freqs)
-        bits = _cost_bits(counts, freqs, precision) + 8 * min(sparse, dense)
-        if best is None or bits < best[0]:
-            best = (bits, _table(values, freqs, precision, dense < sparse))
-    if best is None:
+def _choose_table(values: np.ndarray, counts: np.ndarray, precisions: tuple[int, ...] = _PRECISIONS
+                  ) -> tuple[_Table, int]:
+    """The precision and layout that minimise table bytes plus (ideal) payload bits (the first
+    such precision on a tie), and the table's bytes in that layout."""
+    usable = np.array([p for p in precisions if (1 << p) >= counts.size], dtype=np.int64)
+    if usable.size == 0:
         raise ValueError(f"{counts.size} distinct symbols exceed the coder's table")
-    return best[1]
+    freqs = quantize_frequency_rows(np.broadcast_to(counts, (usable.size, counts.size)), usable)
+    gaps = np.diff(values) - 1
+    sparse = varint_length(values.size) + int(varint_lengths(gaps).sum()) + varint_lengths(freqs - 1).sum(axis=1)
+    span = int(values[-1]) - int(values[0]) + 1
+    if span > MAX_ALPHABET:
+        dense = np.full(usable.size, 1 << 62, dtype=np.int64)
+    else:
+        dense = 1 + varint_length(span) + varint_lengths(freqs).sum(axis=1) + (span - values.size)
+    payload = np.sum(counts * (usable[:, None] - np.log2(freqs)), axis=1)
+    bits = payload + 8 * np.minimum(sparse, dense)
+    best = int(np.argmin(bits))
+    table = _table(values, freqs[best], int(usable[best]), bool(dense[best] < sparse[best]))
+    return table, int(min(sparse[best], dense[best]))
 
 
 def _table(values: np.ndarray, freqs: np.ndarray, precision: int, dense: bool) -> _Table:
@@ -210,6 +223,7 @@ class _Plan:
     table: _Table | None
     values: np.ndarray
     counts: np.ndarray
+    layout_bytes: int = 0  # the table's, past its start value and precision byte
 
     def head(self) -> bytes:
         head = encode_varints(np.array([self.count]))
@@ -227,9 +241,7 @@ class _Plan:
         start = varint_length(zigzag(self.values[:1])[0])
         if self.table is None:
             return size + 1 + start
-        present = self.table.freqs > 0
-        sparse, dense = _layout_bytes(self.table.values[present], self.table.freqs[present])
-        return size + start + 1 + (dense if self.table.dense else sparse)
+        return size + start + 1 + self.layout_bytes
 
 
 def _plan(flat: np.ndarray) -> _Plan:
@@ -249,7 +261,8 @@ def _plan_of_histogram(values: np.ndarray, counts: np.ndarray, quick: bool = Fal
     if quick:  # one precision: the smallest that gives every value room and 1/16 of the mass
         need = max(values.size * 16, 1 << 12)
         precisions = (next((p for p in _PRECISIONS if 1 << p >= need), _PRECISIONS[-1]),)
-    return _Plan(count, _choose_table(values, counts, precisions), values, counts)
+    table, layout_bytes = _choose_table(values, counts, precisions)
+    return _Plan(count, table, values, counts, layout_bytes)
 
 
 def encode_symbols(symbols: np.ndarray) -> bytes:
@@ -297,6 +310,62 @@ def estimate_bits_of_histogram(values: np.ndarray, counts: np.ndarray, quick: bo
     present = np.asarray(counts) > 0
     return _plan_bits(_plan_of_histogram(np.asarray(values, np.int64)[present],
                                          np.asarray(counts, np.int64)[present], quick))
+
+
+def quick_estimate_bits_of_histograms(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``estimate_bits_of_histogram(values, row, quick=True)`` for every row of ``counts``
+    (rows, n) over the same sorted ``values``, in one pass: a class search sizes every context
+    of every split it tries, and one call per context was most of its time. Absent values take
+    no table entry and no share, as in the one-row call; sums may differ from it in the last
+    bits only (their order)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    values = np.asarray(values, dtype=np.int64)
+    present = counts > 0
+    k = present.sum(axis=1)
+    n = counts.sum(axis=1)
+    head = varint_lengths(n).astype(np.float64)  # the count; all a stream of nothing holds
+    first = np.argmax(present, axis=1)
+    last = counts.shape[1] - 1 - np.argmax(present[:, ::-1], axis=1)
+    head += np.where(k > 0, varint_lengths(zigzag(values[first])), 0)
+    single = k == 1
+    head += single  # a constant: its value follows the count, no payload
+    bits = 8 * head
+    many = np.flatnonzero(k > 1)
+    if many.size == 0:
+        return bits
+    if (k[many] > MAX_ALPHABET).any():
+        raise ValueError(f"{int(k.max())} distinct symbols: too many for an order-0 table (limit {MAX_ALPHABET})")
+    c, m, kk = counts[many], present[many], k[many]
+    need = np.maximum(kk * 16, 1 << 12)
+    grid = np.array(_PRECISIONS, dtype=np.int64)
+    precision = grid[np.minimum(np.searchsorted(1 << grid, need), grid.size - 1)]
+    total = np.left_shift(1, precision)
+    exact = c.astype(np.float64) * total[:, None] / n[many, None]
+    floor = np.floor(exact)
+    freqs = np.where(m, np.maximum(1, floor), 0).astype(np.int64)
+    short = total - freqs.sum(axis=1)
+    if (short > 0).any():  # the largest fractional parts among the present values, as one row's
+        fraction = np.where(m, exact - floor, -1.0)
+        order = np.argsort(-fraction, axis=1, kind="stable")
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.broadcast_to(np.arange(c.shape[1]), order.shape), axis=1)
+        freqs += (rank < np.maximum(short, 0)[:, None]) & m
+    for row in np.flatnonzero(short < 0):
+        freqs[row, m[row]] = _give_back(freqs[row, m[row]], int(short[row]))
+    position = np.cumsum(m, axis=1)  # gaps between consecutive present values
+    previous = np.maximum.accumulate(np.where(m, np.arange(c.shape[1]), -1), axis=1)
+    before = np.concatenate((np.full((c.shape[0], 1), -1), previous[:, :-1]), axis=1)
+    gaps = np.where(m & (position > 1), values[None, :] - values[np.maximum(before, 0)] - 1, 0)
+    gap_bytes = np.where(m & (position > 1), varint_lengths(gaps.reshape(-1)).reshape(gaps.shape), 0).sum(axis=1)
+    sparse = varint_lengths(kk) + gap_bytes + np.where(m, varint_lengths(np.maximum(freqs - 1, 0).reshape(-1))
+                                                       .reshape(freqs.shape), 0).sum(axis=1)
+    span = values[last[many]] - values[first[many]] + 1
+    dense = (1 + varint_lengths(span) + np.where(m, varint_lengths(freqs.reshape(-1)).reshape(freqs.shape), 0)
+             .sum(axis=1) + (span - kk))
+    dense = np.where(span > MAX_ALPHABET, 1 << 62, dense)
+    payload = np.sum(np.where(m, c * (precision[:, None] - np.log2(np.maximum(freqs, 1))), 0.0), axis=1)
+    bits[many] += 8 * (1 + np.minimum(sparse, dense)) + payload
+    return bits
 
 
 def _plan_bits(plan: _Plan) -> float:

@@ -14,8 +14,10 @@ from typing import Callable
 
 import numpy as np
 
-#: Coded bytes kept at most, over all kinds.
-LIMIT_BYTES = 256 << 20
+#: Coded bytes kept at most, over all kinds: room for every candidate of a model of some 100 MB
+#: (MiniLM's overflowed 256 MiB, and the frontier coded the evicted ones again for every plan
+#: it sized), and less than the candidates' own uncoded symbols hold.
+LIMIT_BYTES = 1 << 30
 
 _items: OrderedDict[tuple, bytes] = OrderedDict()
 _used = 0

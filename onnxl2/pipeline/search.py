@@ -228,6 +228,17 @@ def sweep_mode(rules: SearchRules, candidates: Mapping[str, list[Candidate]],
     return "proxy", False
 
 
+def sweep_work(run: _Search, mode: str, taylor: bool) -> dict[str, float]:
+    """Per weight, the multiply-adds of all the sweep's passes that change it: its layer's (output
+    positions times weights) times how many passes measure it; where that is unknown, 0."""
+    work = {}
+    for key, cands in run.candidates.items():
+        h = run.hessians.get(key)
+        passes = len(references(cands)) if mode == "proxy" else sum(c.bits != FLOAT32 for c in cands)
+        work[key] = (h.positions or 0.0) * cands[0].original.size * passes * (3 if taylor else 1) if h else 0.0
+    return work
+
+
 def timed_sweep_pass(probe: Probe, candidates: Mapping[str, list[Candidate]]) -> float:
     """Seconds of one sweep pass as the sweep runs it: the largest weight's reference candidate
     built, fed and scored.
@@ -252,7 +263,7 @@ def _sensitivities(run: _Search, probe: Probe, labels: np.ndarray | None, pass_s
     """The sweep's table (each candidate's measured or proxied loss change) and how it was made."""
     with run.stages.stage("sensitivity"):
         table = run.cache.load_sweep(labels, run.rules, run.output, run.candidates)
-        cached = table is not None
+        cached, cuts = table is not None, 0
         if table is not None:  # how the cached sweep was made, from its rows
             rows = [r for v in table.values() for r in v if r.bits != FLOAT32]
             mode = "proxy" if any(r.source == "proxy" for r in rows) else "full"
@@ -261,10 +272,16 @@ def _sensitivities(run: _Search, probe: Probe, labels: np.ndarray | None, pass_s
             pass_seconds = max(pass_seconds, timed_sweep_pass(probe, run.candidates))
             mode, taylor = sweep_mode(run.rules, run.candidates, pass_seconds)
             progress = terminal_progress(run.stages.verbose, f"sensitivity ({mode})")
-            table = (sweep if mode == "full" else proxy_sweep)(probe, run.candidates, taylor=taylor,
-                                                               progress=progress)
+            probe.cut(sweep_work(run, mode, taylor))
+            cuts = len(probe.suffixes.cuts)
+            try:
+                table = (sweep if mode == "full" else proxy_sweep)(probe, run.candidates, taylor=taylor,
+                                                                   progress=progress)
+            finally:
+                probe.uncut()
             run.cache.store_sweep(labels, run.rules, run.output, table)
-    return table, {"sweep": mode, "taylor_terms": taylor, "sweep_cached": cached, "seconds_per_pass": pass_seconds}
+    return table, {"sweep": mode, "taylor_terms": taylor, "sweep_cached": cached, "seconds_per_pass": pass_seconds,
+                   "sweep_cuts": cuts}
 
 
 def _allocate(run: _Search, probe: Probe, table: dict, bitstream_bytes: Callable[[dict[str, Candidate]], int],

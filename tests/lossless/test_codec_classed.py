@@ -77,3 +77,22 @@ def test_memo_codes_equal_arrays_once_and_tells_shapes_and_dtypes_apart():
     memoized("test", a.astype(np.int16), code)
     memoized("other", a, code)
     assert len(calls) == 4
+
+
+def test_context_estimates_in_one_pass_equal_one_at_a_time():
+    from onnxl2.codec.classed import MAX_ADAPTIVE_SYMBOLS, stream_estimate_rows
+    from onnxl2.codec.entropy import estimate_bits_of_histogram
+    from onnxl2.codec.varint import varint_length
+    values = np.arange(-8, 8)
+    joint = np.stack([RNG.poisson(RNG.random(16) * scale) for scale in (3, 40, 900, 70000, 0)]
+                     + [np.eye(16, dtype=np.int64)[3] * 100])
+    expected = []
+    for row in joint:  # a stored table, or the adaptive code's entropy plus half log2(n) a value
+        n, c = int(row.sum()), row[row > 0].astype(np.float64)
+        table = estimate_bits_of_histogram(values, row, quick=True)
+        if n == 0 or n > MAX_ADAPTIVE_SYMBOLS:
+            expected.append(8 + table)
+            continue
+        adaptive = (c * np.log2(n / c)).sum() + 0.5 * (c.size - 1) * np.log2(n) + 32
+        expected.append(8 + min(table - 8 * varint_length(n), adaptive))
+    np.testing.assert_allclose(stream_estimate_rows(values, joint), expected, rtol=1e-12)

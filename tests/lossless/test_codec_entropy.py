@@ -134,3 +134,52 @@ def test_expected_count_is_checked():
 
 def test_codec_error_is_a_value_error():
     assert issubclass(CodecError, ValueError)
+
+
+def _largest_remainder(counts: np.ndarray, precision: int) -> np.ndarray:
+    """One row's frequencies the plain way: floor the shares (at least 1), hand the missing
+    units to the largest fractional parts (first on ties), take overshoot from the largest."""
+    total = 1 << precision
+    exact = counts * total / counts.sum()
+    freqs = np.maximum(1, np.floor(exact)).astype(np.int64)
+    fraction = exact - np.floor(exact)
+    for _ in range(total - int(freqs.sum())):
+        i = int(np.argmax(fraction))
+        freqs[i] += 1
+        fraction[i] = -1.0
+    while freqs.sum() > total:
+        freqs[int(np.argmax(freqs))] -= 1
+    return freqs
+
+
+def test_frequency_rows_equal_one_row_at_a_time():
+    rows = [RNG.integers(1, 50, 40), RNG.integers(1, 3, 300), (RNG.pareto(1.0, 60) * 1000).astype(np.int64) + 1,
+            np.array([1, 1, 10**9]), np.ones(256, np.int64)]
+    for precision in (8, 12, 16):
+        for counts in (r for r in rows if r.size <= 1 << precision):  # the coder's tables give each a unit
+            batched = entropy.quantize_frequency_rows(np.stack([counts, counts]), np.array([precision, 20]))
+            assert batched[0].sum() == 1 << precision and batched[0].min() >= 1
+            assert np.array_equal(batched[0], entropy.quantize_frequencies(counts, precision))
+            assert np.array_equal(batched[1], entropy.quantize_frequencies(counts, 20))
+            if counts.size * 2 <= 1 << precision:
+                assert np.array_equal(batched[0], _largest_remainder(counts, precision))
+
+
+def test_table_choice_is_the_best_single_precision():
+    for counts in ((RNG.pareto(1.2, 90) * 500).astype(np.int64) + 1, RNG.integers(1, 4, 700), np.array([5, 10**6])):
+        values = np.cumsum(RNG.integers(1, 4, counts.size))
+        best = entropy._plan_bits(entropy._plan_of_histogram(values, counts))
+        singles = []
+        for precision in (p for p in entropy._PRECISIONS if 1 << p >= counts.size):
+            table, layout = entropy._choose_table(values, counts, (precision,))
+            singles.append(entropy._plan_bits(entropy._Plan(int(counts.sum()), table, values, counts, layout)))
+        assert best == min(singles)
+
+
+def test_quick_estimates_of_many_histograms_equal_one_at_a_time():
+    values = np.arange(-40, 40)
+    hist = np.stack([RNG.poisson(RNG.random(80) * 50) * (RNG.random(80) < 0.6) for _ in range(30)]
+                    + [np.zeros(80, np.int64), np.eye(80, dtype=np.int64)[7] * 9])
+    rows = entropy.quick_estimate_bits_of_histograms(values, hist)
+    one = [entropy.estimate_bits_of_histogram(values, h, quick=True) for h in hist]
+    np.testing.assert_allclose(rows, one, rtol=1e-12)
