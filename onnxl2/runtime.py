@@ -14,8 +14,8 @@ def make_session(model: ModelProto | bytes | str, device: str = "cpu", arena: bo
     """One ONNX Runtime session; quiet logging, the provider asked for and nothing else.
 
     ``arena=False``: activations are freed after each run instead of kept in the session's
-    memory arena at their peak, for sessions that live beside others (the sweep's parts after
-    each cut: with an arena each they took the detector's run from 1.0 to 2.7 GB).
+    memory arena at their peak, for a session that runs a few times beside others (the pass
+    that caches the activations at the sweep's cuts).
     """
     options = ort.SessionOptions()
     options.log_severity_level = 3

@@ -125,7 +125,8 @@ class Probe:
             parts = [self.session.run([self.output], {**batch, **feeds_w})[0] for batch in self.batches]
             return np.concatenate(parts, axis=0)
         weights = {name: values for name, values in feeds_w.items() if name in cut.weights}
-        parts = [cut.session.run([self.output], {**{k: v for k, v in batch.items() if k in cut.inputs},
+        session = self.suffixes.session(cut)
+        parts = [session.run([self.output], {**{k: v for k, v in batch.items() if k in cut.inputs},
                                                  **cached, **weights})[0]
                  for batch, cached in zip(self.batches, cut.cache)]
         return np.concatenate(parts, axis=0)
@@ -258,6 +259,8 @@ def sweep(probe: Probe, candidates: Mapping[str, list[Candidate]], taylor: bool 
           progress: Callable[[Iterable], Iterable] | None = None) -> dict[str, list[Sensitivity]]:
     """Measure every candidate of every studied weight (float32 costs nothing and is not run)."""
     jobs = [(key, c) for key, cands in candidates.items() for c in cands]
+    if probe.suffixes is not None:  # passes from one cut together: one cut session open at a time
+        jobs.sort(key=lambda job: probe.suffixes.start(job[0]))
     results: dict[str, list[Sensitivity]] = {key: [] for key in candidates}
     iterator = progress(jobs) if progress else jobs
     base = probe.base

@@ -11,6 +11,10 @@ Cuts are chosen to minimise the work of all the passes: a weight's pass costs th
 of the layers from its cut on (``costs``), and a cut must save at least ``CUT_PRICE`` full
 passes' worth (its session and the activation pass that fills its cache are not free). The
 cached activations stay under ``CACHE_BYTES``; past it the cuts that hold most are dropped.
+One cut's session is open at a time and the sweep takes its passes in cut order: each session
+keeps a memory arena at its peak (four open at once took the detector's run from 1.0 to 2.7
+GB), and without arenas the detector's large buffers, allocated afresh each run, cost the time
+the cuts save.
 """
 from __future__ import annotations
 
@@ -112,7 +116,8 @@ class Suffix:
     position: int
     frontier: list[str]
     weights: set[str]  # names of the fed weights the suffix reads
-    session: InferenceSession | None = None
+    session: InferenceSession | None = None  # open while its passes run (see Suffixes.session)
+    model: bytes = b""
     inputs: set[str] = field(default_factory=set)
     cache: list[dict[str, np.ndarray]] = field(default_factory=list)
 
@@ -192,15 +197,32 @@ class Suffixes:
         del session, tapped
         for cut in cuts:
             model = suffix_model(self.proto, self.cone, cut.position, cut.frontier, arrays[0], self.output)
+            cut.model = model.SerializeToString()
             try:
-                cut.session = make_session(model, self.device, arena=False)
+                session = make_session(cut.model, self.device)  # checked now, opened again when used
             except Exception:  # noqa: BLE001 - as above: that cut's weights run whole
                 continue
-            cut.inputs = {i.name for i in cut.session.get_inputs()}
+            cut.inputs = {i.name for i in session.get_inputs()}
+            del session
             cut.weights = cut.inputs & self.fed
             cut.cache = [{n: a[n] for n in cut.frontier} for a in arrays]
             self.cuts.append(cut)
         self.cuts.sort(key=lambda c: c.position)
+
+    def session(self, cut: Suffix) -> InferenceSession:
+        """The cut's session, opened on first use; the previously used cut's is closed. Each
+        session keeps a memory arena at its peak, so one open at a time holds the memory of one
+        (the sweep takes its passes in cut order, see :meth:`start`)."""
+        if cut.session is None:
+            for other in self.cuts:
+                other.session = None
+            cut.session = make_session(cut.model, self.device)
+        return cut.session
+
+    def start(self, key: str) -> int:
+        """Where a pass changing weight ``key`` starts: its cut's position, 0 for the whole model."""
+        cut = self.cut_for({key})
+        return cut.position if cut is not None else 0
 
     def cut_for(self, changed: set[str]) -> Suffix | None:
         """The latest cut before every reader of the ``changed`` weight keys, if any."""

@@ -30,6 +30,7 @@ def _same_outputs_with_cuts(probe: Probe, costs: dict[str, float]) -> int:
     for key, values in changed.items():
         np.testing.assert_allclose(probe.outputs({key: values}), whole[key], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(probe.outputs({}), probe.outputs({}), rtol=0)
+    assert sum(c.session is not None for c in probe.suffixes.cuts) <= 1  # one cut's arena at a time
     probe.uncut()
     assert probe.suffixes is None
     return from_cut
