@@ -120,12 +120,12 @@ class Probe:
         """The studied output with ``overrides`` (weight key -> values) in place of the originals."""
         feeds_w = {w.name: overrides.get(w.key, self.originals[w.key]) for w in self.weights}
         cut = self.suffixes.cut_for(set(overrides)) if self.suffixes is not None else None
+        session = self.suffixes.session(cut) if cut is not None else None
         self.passes += 1
-        if cut is None:
+        if session is None:
             parts = [self.session.run([self.output], {**batch, **feeds_w})[0] for batch in self.batches]
             return np.concatenate(parts, axis=0)
         weights = {name: values for name, values in feeds_w.items() if name in cut.weights}
-        session = self.suffixes.session(cut)
         parts = [session.run([self.output], {**{k: v for k, v in batch.items() if k in cut.inputs},
                                                  **cached, **weights})[0]
                  for batch, cached in zip(self.batches, cut.cache)]

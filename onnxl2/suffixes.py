@@ -122,21 +122,21 @@ class Suffix:
     cache: list[dict[str, np.ndarray]] = field(default_factory=list)
 
 
-def frontier_at(cone: list[NodeProto], position: int, fed: set[str]) -> list[str]:
+def frontier_at(cone: list[NodeProto], reads_of: list[set[str]], position: int, fed: set[str]) -> list[str]:
     """Names produced before ``position`` and read from it on (graph inputs and weights are fed
-    anyway; initializers stay in the model)."""
+    anyway; initializers stay in the model); ``reads_of``: each cone node's :func:`outer_reads`."""
     produced_after = {name for node in cone[position:] for name in node.output if name}
-    reads = set().union(*(outer_reads(node) for node in cone[position:])) - produced_after
+    reads = set().union(*reads_of[position:]) - produced_after
     produced_before = {name for node in cone[:position] for name in node.output if name}
     return sorted((reads & produced_before) - fed)
 
 
-def suffix_model(proto: ModelProto, cone: list[NodeProto], position: int, frontier: list[str],
-                 arrays: Mapping[str, np.ndarray], output: str) -> ModelProto:
+def suffix_model(proto: ModelProto, cone: list[NodeProto], reads_of: list[set[str]], position: int,
+                 frontier: list[str], arrays: Mapping[str, np.ndarray], output: str) -> ModelProto:
     """The model from ``cone[position]`` on, the ``frontier`` activations as inputs (typed from
     the cached ``arrays``), ``output`` its only output."""
     nodes = cone[position:]
-    reads = set().union(*(outer_reads(node) for node in nodes))
+    reads = set().union(*reads_of[position:])
     graph = proto.graph
     inputs = [i for i in graph.input if i.name in reads]
     inputs += [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(arrays[name].dtype),
@@ -158,10 +158,11 @@ class Suffixes:
         self.proto, self.output, self.device = proto, output, device
         self.names = dict(weight_names)  # weight key -> the graph input that feeds it
         self.cone = output_cone(proto.graph, output)
+        self.reads_of = [outer_reads(node) for node in self.cone]
         self.first: dict[str, int] = {}
         fed = set(self.names.values())
-        for k, node in enumerate(self.cone):
-            for name in outer_reads(node) & fed:
+        for k, reads in enumerate(self.reads_of):
+            for name in reads & fed:
                 self.first.setdefault(name, k)
         self.fed = fed
         self.cuts: list[Suffix] = []
@@ -169,9 +170,9 @@ class Suffixes:
     def build(self, costs: Mapping[str, float], feeds: list[dict[str, np.ndarray]]) -> None:
         """Choose the cuts for weights of these ``costs`` (key -> work of all their passes), fill
         their caches from one pass of the whole model on each batch's ``feeds`` (data and
-        original weights), and open a session per cut."""
+        original weights), and keep each cut's model (its session opens when first used)."""
         first = {key: self.first[name] for key, name in self.names.items() if name in self.first}
-        cuts = [Suffix(p, frontier_at(self.cone, p, self.fed), set()) for p in choose_cuts(first, costs)]
+        cuts = [Suffix(p, frontier_at(self.cone, self.reads_of, p, self.fed), set()) for p in choose_cuts(first, costs)]
         cuts = [c for c in cuts if c.frontier]
         if not cuts or not feeds:
             return
@@ -196,27 +197,28 @@ class Suffixes:
         arrays = [{n: first_batch[n] for n in names}] + [dict(zip(names, session.run(names, f))) for f in feeds[1:]]
         del session, tapped
         for cut in cuts:
-            model = suffix_model(self.proto, self.cone, cut.position, cut.frontier, arrays[0], self.output)
+            model = suffix_model(self.proto, self.cone, self.reads_of, cut.position, cut.frontier, arrays[0],
+                                 self.output)
             cut.model = model.SerializeToString()
-            try:
-                session = make_session(cut.model, self.device)  # checked now, opened again when used
-            except Exception:  # noqa: BLE001 - as above: that cut's weights run whole
-                continue
-            cut.inputs = {i.name for i in session.get_inputs()}
-            del session
+            cut.inputs = {i.name for i in model.graph.input}
             cut.weights = cut.inputs & self.fed
             cut.cache = [{n: a[n] for n in cut.frontier} for a in arrays]
             self.cuts.append(cut)
         self.cuts.sort(key=lambda c: c.position)
 
-    def session(self, cut: Suffix) -> InferenceSession:
+    def session(self, cut: Suffix) -> InferenceSession | None:
         """The cut's session, opened on first use; the previously used cut's is closed. Each
         session keeps a memory arena at its peak, so one open at a time holds the memory of one
-        (the sweep takes its passes in cut order, see :meth:`start`)."""
+        (the sweep takes its passes in cut order, see :meth:`start`). None, and the cut is
+        dropped, where ONNX Runtime refuses its model: its passes then run whole."""
         if cut.session is None:
             for other in self.cuts:
                 other.session = None
-            cut.session = make_session(cut.model, self.device)
+            try:
+                cut.session = make_session(cut.model, self.device)
+            except Exception:  # noqa: BLE001 - as for the caching pass
+                self.cuts.remove(cut)
+                return None
         return cut.session
 
     def start(self, key: str) -> int:

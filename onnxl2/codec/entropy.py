@@ -105,20 +105,23 @@ def quantize_frequencies(counts: np.ndarray, precision: int) -> np.ndarray:
 
 def quantize_frequency_rows(counts: np.ndarray, precisions: np.ndarray) -> np.ndarray:
     """:func:`quantize_frequencies` of every row of ``counts`` (rows, n) at its own precision,
-    in one pass: a stream's table tries several precisions and the adaptive coder rebuilds a
-    model per block, and one call per row was most of what sizing candidates cost. Each row's
-    result equals the one-row call's (same float operations, a stable sort per row)."""
+    in one pass: a stream's table tries several precisions, the adaptive coder rebuilds a model
+    per block and the class search sizes every context of a split, and one call per row was
+    most of what sizing candidates cost. A zero count is a value the row does not have: it gets
+    no frequency and no share. Each row's result equals the one-row call on its present values
+    (same float operations, a stable sort per row)."""
     counts = np.asarray(counts)
+    present = counts > 0
     totals = np.left_shift(1, np.asarray(precisions, dtype=np.int64))
-    exact = counts.astype(np.float64) * totals[:, None] / counts.sum(axis=1, keepdims=True)
+    exact = counts.astype(np.float64) * totals[:, None] / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     floor = np.floor(exact)
-    freqs = np.maximum(1, floor).astype(np.int64)
+    freqs = np.where(present, np.maximum(1, floor), 0).astype(np.int64)
     short = totals - freqs.sum(axis=1)
     if (short > 0).any():  # hand the remainder to the largest fractional parts
-        order = np.argsort(-(exact - floor), axis=1, kind="stable")
+        order = np.argsort(-np.where(present, exact - floor, -1.0), axis=1, kind="stable")
         rank = np.empty_like(order)
         np.put_along_axis(rank, order, np.broadcast_to(np.arange(counts.shape[1]), order.shape), axis=1)
-        freqs += rank < np.maximum(short, 0)[:, None]
+        freqs += (rank < np.maximum(short, 0)[:, None]) & present
     for row in np.flatnonzero(short < 0):  # forced ones overshot: take from the largest that can give
         freqs[row] = _give_back(freqs[row], int(short[row]))
     return freqs
@@ -139,6 +142,35 @@ def _cost_bits(counts: np.ndarray, freqs: np.ndarray, precision: int) -> float:
     return float(np.sum(counts * (precision - np.log2(freqs))))
 
 
+def _table_costs(values: np.ndarray, counts: np.ndarray, freqs: np.ndarray, precisions: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of ``counts`` (rows, n; zero: the value is absent) over the sorted ``values``,
+    coded with ``freqs`` at ``precisions``: the table's bytes in the sparse and in the dense
+    layout (past the start value and the precision byte) and the payload's ideal bits."""
+    m = counts > 0
+    k = m.sum(axis=1)
+    position = np.cumsum(m, axis=1)  # gaps between consecutive present values
+    previous = np.maximum.accumulate(np.where(m, np.arange(counts.shape[1]), -1), axis=1)
+    before = np.concatenate((np.full((counts.shape[0], 1), -1), previous[:, :-1]), axis=1)
+    later = m & (position > 1)
+    gaps = np.where(later, values[None, :] - values[np.maximum(before, 0)] - 1, 0)
+
+    def masked_bytes(numbers: np.ndarray, where: np.ndarray) -> np.ndarray:
+        # non-negative where it counts; int64 differences of extreme values wrap, and their
+        # unsigned reading (what varint_lengths takes) is exact
+        return np.where(where, varint_lengths(numbers.reshape(-1)).reshape(numbers.shape), 0).sum(axis=1)
+
+    sparse = varint_lengths(k) + masked_bytes(gaps, later) + masked_bytes(freqs - 1, m)
+    first = np.argmax(m, axis=1)
+    last = counts.shape[1] - 1 - np.argmax(m[:, ::-1], axis=1)
+    reach = (values[last] - values[first]).astype(np.uint64)  # exact, as above
+    wide = reach >= MAX_ALPHABET
+    span = np.where(wide, 0, reach).astype(np.int64) + 1
+    dense = np.where(wide, 1 << 62, 1 + varint_lengths(span) + masked_bytes(freqs, m) + (span - k))
+    payload = np.sum(np.where(m, counts * (precisions[:, None] - np.log2(np.maximum(freqs, 1))), 0.0), axis=1)
+    return sparse, dense, payload
+
+
 def _choose_table(values: np.ndarray, counts: np.ndarray, precisions: tuple[int, ...] = _PRECISIONS
                   ) -> tuple[_Table, int]:
     """The precision and layout that minimise table bytes plus (ideal) payload bits (the first
@@ -146,17 +178,10 @@ def _choose_table(values: np.ndarray, counts: np.ndarray, precisions: tuple[int,
     usable = np.array([p for p in precisions if (1 << p) >= counts.size], dtype=np.int64)
     if usable.size == 0:
         raise ValueError(f"{counts.size} distinct symbols exceed the coder's table")
-    freqs = quantize_frequency_rows(np.broadcast_to(counts, (usable.size, counts.size)), usable)
-    gaps = np.diff(values) - 1
-    sparse = varint_length(values.size) + int(varint_lengths(gaps).sum()) + varint_lengths(freqs - 1).sum(axis=1)
-    span = int(values[-1]) - int(values[0]) + 1
-    if span > MAX_ALPHABET:
-        dense = np.full(usable.size, 1 << 62, dtype=np.int64)
-    else:
-        dense = 1 + varint_length(span) + varint_lengths(freqs).sum(axis=1) + (span - values.size)
-    payload = np.sum(counts * (usable[:, None] - np.log2(freqs)), axis=1)
-    bits = payload + 8 * np.minimum(sparse, dense)
-    best = int(np.argmin(bits))
+    rows = np.broadcast_to(counts, (usable.size, counts.size))
+    freqs = quantize_frequency_rows(rows, usable)
+    sparse, dense, payload = _table_costs(values, rows, freqs, usable)
+    best = int(np.argmin(payload + 8 * np.minimum(sparse, dense)))
     table = _table(values, freqs[best], int(usable[best]), bool(dense[best] < sparse[best]))
     return table, int(min(sparse[best], dense[best]))
 
@@ -250,6 +275,13 @@ def _plan(flat: np.ndarray) -> _Plan:
     return _plan_of_histogram(*_histogram(flat))
 
 
+def _quick_precision(distinct: int) -> int:
+    """The one precision a quick estimate tries: the smallest that gives every value room and
+    1/16 of the mass."""
+    need = max(distinct * 16, 1 << 12)
+    return next((p for p in _PRECISIONS if 1 << p >= need), _PRECISIONS[-1])
+
+
 def _plan_of_histogram(values: np.ndarray, counts: np.ndarray, quick: bool = False) -> _Plan:
     count = int(counts.sum())
     if values.size <= 1:
@@ -257,10 +289,7 @@ def _plan_of_histogram(values: np.ndarray, counts: np.ndarray, quick: bool = Fal
     if values.size > MAX_ALPHABET:
         raise ValueError(f"{values.size} distinct symbols: too many for an order-0 table "
                          f"(limit {MAX_ALPHABET})")
-    precisions = _PRECISIONS
-    if quick:  # one precision: the smallest that gives every value room and 1/16 of the mass
-        need = max(values.size * 16, 1 << 12)
-        precisions = (next((p for p in _PRECISIONS if 1 << p >= need), _PRECISIONS[-1]),)
+    precisions = (_quick_precision(values.size),) if quick else _PRECISIONS
     table, layout_bytes = _choose_table(values, counts, precisions)
     return _Plan(count, table, values, counts, layout_bytes)
 
@@ -325,7 +354,6 @@ def quick_estimate_bits_of_histograms(values: np.ndarray, counts: np.ndarray) ->
     n = counts.sum(axis=1)
     head = varint_lengths(n).astype(np.float64)  # the count; all a stream of nothing holds
     first = np.argmax(present, axis=1)
-    last = counts.shape[1] - 1 - np.argmax(present[:, ::-1], axis=1)
     head += np.where(k > 0, varint_lengths(zigzag(values[first])), 0)
     single = k == 1
     head += single  # a constant: its value follows the count, no payload
@@ -335,35 +363,9 @@ def quick_estimate_bits_of_histograms(values: np.ndarray, counts: np.ndarray) ->
         return bits
     if (k[many] > MAX_ALPHABET).any():
         raise ValueError(f"{int(k.max())} distinct symbols: too many for an order-0 table (limit {MAX_ALPHABET})")
-    c, m, kk = counts[many], present[many], k[many]
-    need = np.maximum(kk * 16, 1 << 12)
-    grid = np.array(_PRECISIONS, dtype=np.int64)
-    precision = grid[np.minimum(np.searchsorted(1 << grid, need), grid.size - 1)]
-    total = np.left_shift(1, precision)
-    exact = c.astype(np.float64) * total[:, None] / n[many, None]
-    floor = np.floor(exact)
-    freqs = np.where(m, np.maximum(1, floor), 0).astype(np.int64)
-    short = total - freqs.sum(axis=1)
-    if (short > 0).any():  # the largest fractional parts among the present values, as one row's
-        fraction = np.where(m, exact - floor, -1.0)
-        order = np.argsort(-fraction, axis=1, kind="stable")
-        rank = np.empty_like(order)
-        np.put_along_axis(rank, order, np.broadcast_to(np.arange(c.shape[1]), order.shape), axis=1)
-        freqs += (rank < np.maximum(short, 0)[:, None]) & m
-    for row in np.flatnonzero(short < 0):
-        freqs[row, m[row]] = _give_back(freqs[row, m[row]], int(short[row]))
-    position = np.cumsum(m, axis=1)  # gaps between consecutive present values
-    previous = np.maximum.accumulate(np.where(m, np.arange(c.shape[1]), -1), axis=1)
-    before = np.concatenate((np.full((c.shape[0], 1), -1), previous[:, :-1]), axis=1)
-    gaps = np.where(m & (position > 1), values[None, :] - values[np.maximum(before, 0)] - 1, 0)
-    gap_bytes = np.where(m & (position > 1), varint_lengths(gaps.reshape(-1)).reshape(gaps.shape), 0).sum(axis=1)
-    sparse = varint_lengths(kk) + gap_bytes + np.where(m, varint_lengths(np.maximum(freqs - 1, 0).reshape(-1))
-                                                       .reshape(freqs.shape), 0).sum(axis=1)
-    span = values[last[many]] - values[first[many]] + 1
-    dense = (1 + varint_lengths(span) + np.where(m, varint_lengths(freqs.reshape(-1)).reshape(freqs.shape), 0)
-             .sum(axis=1) + (span - kk))
-    dense = np.where(span > MAX_ALPHABET, 1 << 62, dense)
-    payload = np.sum(np.where(m, c * (precision[:, None] - np.log2(np.maximum(freqs, 1))), 0.0), axis=1)
+    c = counts[many]
+    precision = np.array([_quick_precision(int(distinct)) for distinct in k[many]], dtype=np.int64)
+    sparse, dense, payload = _table_costs(values, c, quantize_frequency_rows(c, precision), precision)
     bits[many] += 8 * (1 + np.minimum(sparse, dense)) + payload
     return bits
 

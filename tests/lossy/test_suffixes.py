@@ -85,3 +85,23 @@ def test_the_price_of_a_cut_decides(monkeypatch, price):
     many = {f"w{i}": i for i in range(20)}
     cuts = choose_cuts(many, {k: 1.0 for k in many})
     assert (cuts == []) == (price > 0)
+
+
+def test_a_cut_the_runtime_refuses_falls_back_to_whole_passes(monkeypatch):
+    proto = big_matmul_model(32, 32, layers=8)
+    probe = _probe(proto, {"x": np.random.default_rng(2).standard_normal((8, 32)).astype(np.float32)})
+    changed = _perturbed(probe)
+    whole = {k: probe.outputs({k: v}) for k, v in changed.items()}
+    opened = suffixes.make_session
+
+    def refuse_cut_models(model, device="cpu", arena=True):
+        if isinstance(model, bytes):  # a cut's serialised model; the caching pass takes a proto
+            raise RuntimeError("refused")
+        return opened(model, device, arena)
+
+    monkeypatch.setattr(suffixes, "make_session", refuse_cut_models)
+    probe.cut({k: 1.0 for k in probe.originals})
+    assert probe.suffixes.cuts
+    for key, values in changed.items():
+        np.testing.assert_allclose(probe.outputs({key: values}), whole[key], rtol=1e-5, atol=1e-6)
+    assert probe.suffixes.cuts == []
