@@ -3,15 +3,20 @@
 Why threads and not processes: threads share every weight and Hessian without copying them,
 and start no interpreter that would re-import the caller's script. They overlap only what runs
 with the GIL released (numpy's large array operations, the factorisations, constriction's rANS
-passes); much of coding candidates for their size is Python between small numpy calls, so on
-two cores they gain about 10% (``tools/candidate_timing.py``). Small models stay on one thread:
-their work is shorter than the coordination.
+passes). Small models stay on one thread: their work is shorter than the coordination.
+
+While the threads run, the BLAS library gets the cores they leave it (one each when there are
+as many threads as cores): each thread's matrix products would otherwise start a BLAS thread
+per core, and the two kinds of threads then take turns on the same cores (MiniLM's candidates
+on 2 cores: 130 s with BLAS threads per product, 94 s with one).
 """
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, TypeVar
+
+from threadpoolctl import threadpool_limits
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -44,7 +49,9 @@ def map_by_size(fn: Callable[[T], R], items: Sequence[T], sizes: Sequence[int]) 
         return [fn(item) for item in items]
     order = sorted(range(len(items)), key=lambda i: -sizes[i])
     results: list = [None] * len(items)
-    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+    workers = min(workers, len(items))
+    with threadpool_limits(limits=max(1, available_cpus() // workers), user_api="blas"), \
+            ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {i: pool.submit(fn, items[i]) for i in order}
         for i in order:
             results[i] = futures[i].result()

@@ -121,26 +121,33 @@ def _assign_bins(symbols: np.ndarray, low: int, span: int) -> np.ndarray:
     else:
         level = np.minimum(np.ceil(2 * np.log2(1 + np.abs(values))), _ASSIGN_CLIP).astype(np.int64)
         bins = np.sign(values) * level + _ASSIGN_CLIP
-    return bins[symbols - low]
+    return _lookup(bins.astype(np.uint8), symbols, low)
 
 
-def _members_in_order(ctx: np.ndarray) -> np.ndarray:
-    """Indices of ``ctx`` grouped by context (< 256 of them), in their own order within each:
-    a stable sort on one byte, which numpy does as a radix sort (several times faster than on
-    int64 keys; this runs once per candidate of every large tensor)."""
-    return np.argsort(ctx.astype(np.uint8), kind="stable")
+def _lookup(table: np.ndarray, symbols: np.ndarray, low: int) -> np.ndarray:
+    """``table[symbols - low]``; for 8- and 16-bit symbols of a tensor larger than their code
+    space through their raw bits, so that no int64 copy of a large tensor is made."""
+    codes = 1 << (8 * symbols.dtype.itemsize)
+    if symbols.dtype.itemsize <= 2 and symbols.dtype.kind in "iu" and symbols.size >= codes:
+        raw = symbols.view(np.dtype(f"u{symbols.dtype.itemsize}"))
+        as_values = np.arange(codes).astype(raw.dtype).view(symbols.dtype).astype(np.int64)  # each code's value
+        inside = (as_values >= low) & (as_values < low + table.size)
+        by_code = np.zeros(codes, dtype=table.dtype)
+        by_code[inside] = table[as_values[inside] - low]
+        return by_code[raw]
+    return table[symbols.astype(np.int64) - low]
 
 
 def _sum_by_class(histograms: np.ndarray, classes: np.ndarray, k: int) -> np.ndarray:
-    """Histograms (n, ...) summed over the members of each of ``k`` classes: (k, ...)."""
-    order = _members_in_order(classes)
-    sizes = np.bincount(classes, minlength=k)
+    """Histograms (n, ...) summed over the members of each of ``k`` classes: (k, ...).
+
+    As one product with the classes' indicator matrix, in float64: counts stay integers well
+    below 2^53, so the sums are exact, and the product runs several times faster than a sort
+    and a segmented sum."""
     flat = histograms.reshape(classes.size, -1)
-    out = np.zeros((k, flat.shape[1]), dtype=np.int64)
-    present = np.flatnonzero(sizes)
-    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))[present]
-    out[present] = np.add.reduceat(flat[order], starts, axis=0)
-    return out.reshape((k,) + histograms.shape[1:])
+    members = (classes[None, :] == np.arange(k)[:, None]).astype(np.float64)
+    sums = (members @ flat.astype(np.float64, copy=False)).astype(np.int64)
+    return sums.reshape((k,) + histograms.shape[1:])
 
 
 class _Search:
@@ -148,12 +155,11 @@ class _Search:
 
     def __init__(self, matrix: np.ndarray):
         self.rows, self.cols = matrix.shape
-        wide = matrix.astype(np.int64)
-        self.low = int(wide.min())
-        self.offset = (wide - self.low).reshape(-1)
-        self.span = int(self.offset.max()) + 1
+        self.matrix = matrix
+        self.low = int(matrix.min())
+        self.span = int(matrix.max()) - self.low + 1
         nb = 2 * _ASSIGN_CLIP + 1
-        bins = _assign_bins(wide, self.low, self.span)
+        bins = _assign_bins(matrix, self.low, self.span)
         # every row's and every column's histogram, once: classes are fitted to these marginals
         self.row_hist = np.bincount((np.arange(self.rows)[:, None] * nb + bins).reshape(-1),
                                     minlength=self.rows * nb).reshape(self.rows, nb)
@@ -162,7 +168,10 @@ class _Search:
         levels = np.abs(np.arange(nb) - _ASSIGN_CLIP)
         self.row_stat = self.row_hist @ levels / max(self.cols, 1)
         self.col_stat = self.col_hist @ levels / max(self.rows, 1)
+        self._row_hist_f = self.row_hist.astype(np.float64)  # for the products of the refinement
+        self._col_hist_f = self.col_hist.astype(np.float64)
         self._per_column_class: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._sampled_offset: np.ndarray | None = None
 
     @staticmethod
     def _quantile_classes(stat: np.ndarray, k: int) -> np.ndarray:
@@ -184,9 +193,9 @@ class _Search:
         rc = self._quantile_classes(self.row_stat, kr)
         cc = self._quantile_classes(self.col_stat, kc)
         if kr > 1:
-            rc = self._refine(self.row_hist, rc, kr)
+            rc = self._refine(self._row_hist_f, rc, kr)
         if kc > 1:
-            cc = self._refine(self.col_hist, cc, kc)
+            cc = self._refine(self._col_hist_f, cc, kc)
         return rc, cc
 
     def estimate(self, kr: int, kc: int, rc: np.ndarray, cc: np.ndarray) -> float:
@@ -210,7 +219,9 @@ class _Search:
         """
         step = max(1, -(-self.rows * self.cols // _ESTIMATE_SYMBOLS))
         rows = np.arange(0, self.rows, step)
-        offset = self.offset.reshape(self.rows, self.cols)[rows]
+        if self._sampled_offset is None:  # the sampled rows' symbols less the least one, once
+            self._sampled_offset = self.matrix[rows].astype(np.int64) - self.low
+        offset = self._sampled_offset
         if kc * self.span > self.cols:  # per-row histograms would outgrow the rows: count directly
             ctx = (rc[rows, None] * kc + cc[None, :]).reshape(-1)
             return step * np.bincount(ctx * self.span + offset.reshape(-1),
@@ -219,7 +230,8 @@ class _Search:
         if kept is None or kept[0] != kc or not np.array_equal(kept[1], cc):
             width = kc * self.span
             keys = (np.arange(rows.size)[:, None] * width + cc[None, :] * self.span + offset).reshape(-1)
-            kept = (kc, cc, np.bincount(keys, minlength=rows.size * width).reshape(rows.size, width))
+            kept = (kc, cc, np.bincount(keys, minlength=rows.size * width).reshape(rows.size, width)
+                    .astype(np.float64))
             self._per_column_class = kept
         return step * _sum_by_class(kept[2], rc[rows], kr).reshape(kr * kc, self.span)
 
@@ -271,12 +283,11 @@ def _encode_classed(arr: np.ndarray) -> bytes:
     if kr == 1 and kc == 1:
         return plain
     matrix = _matrix(arr)
-    ctx = (rc.astype(np.uint8)[:, None] * np.uint8(kc) + cc.astype(np.uint8)[None, :]).reshape(-1)
     parts = [encode_stream(classes) for classes, k in ((rc, kr), (cc, kc)) if k > 1]
-    flat = matrix.reshape(-1)
-    order = _members_in_order(ctx)
-    bounds = np.concatenate(([0], np.cumsum(np.bincount(ctx, minlength=kr * kc))))
-    parts += [encode_stream(flat[order[bounds[k]:bounds[k + 1]]]) for k in range(kr * kc)]
+    columns = [np.flatnonzero(cc == j) for j in range(kc)]
+    for i in range(kr):  # context (i, j): row class i's rows by column class j's columns, row-major
+        rows = matrix[np.flatnonzero(rc == i)]
+        parts += [encode_stream(rows[:, cols]) for cols in columns]
     out = bytearray(head)
     for part in parts[:-1]:
         out += encode_varints(np.array([len(part)])) + part

@@ -4,11 +4,23 @@ from __future__ import annotations
 import numpy as np
 
 
+#: Arrays up to this many values are encoded one value at a time.
+_SHORT = 16
+
+
 def encode_varints(values: np.ndarray) -> bytes:
     """Unsigned LEB128 of every value, concatenated; vectorised over the array."""
     v = np.asarray(values, dtype=np.uint64).reshape(-1)
     if v.size == 0:
         return b""
+    if v.size <= _SHORT:  # a stream's few header numbers: plain Python beats a dozen array passes
+        out = bytearray()
+        for x in v.tolist():
+            while x >= 0x80:
+                out.append(x & 0x7F | 0x80)
+                x >>= 7
+            out.append(x)
+        return bytes(out)
     groups = np.ones(v.size, dtype=np.int64)
     rest = v >> np.uint64(7)
     while rest.any():

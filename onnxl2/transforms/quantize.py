@@ -94,14 +94,33 @@ def symbol_dtype(bits: int) -> np.dtype:
     return np.dtype(np.int16) if container_type(bits) == "int16" else np.dtype(np.int8)
 
 
+#: Elements of the rows one pass of the clip search holds at a time: its intermediates stay in
+#: cache instead of streaming the whole weight through memory four times per trial step.
+_ERROR_BLOCK = 1 << 18
+
+
 def _rounding_error(rows: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarray:
     """Per row, the squared error of nearest rounding (clipped) at these steps:
-    ``s^2 * sum (clip(rint(x / s)) - x / s)^2``, in a few in-place passes over the rows."""
-    u = rows * (np.float32(1.0) / scale)[:, None]
-    q = np.rint(u)
-    np.clip(q, -qmax, qmax, out=q)
-    q -= u
-    return np.einsum("ij,ij->i", q, q).astype(np.float64) * np.square(scale.astype(np.float64))
+    ``s^2 * sum (clip(rint(x / s)) - x / s)^2``, a block of rows at a time."""
+    inverse = np.float32(1.0) / scale
+    n_rows, n_cols = rows.shape
+    # never a block of one row out of several: einsum sums a lone long row in another order
+    per = max(2, _ERROR_BLOCK // max(n_cols, 1))
+    starts = list(range(0, n_rows, per))
+    if len(starts) > 1 and n_rows - starts[-1] == 1:
+        starts.pop()
+    ends = starts[1:] + [n_rows]
+    sums = np.empty(n_rows, dtype=np.float64)
+    u_block = np.empty((min(per + 1, n_rows), n_cols), dtype=np.float32)
+    q_block = np.empty_like(u_block)
+    for start, end in zip(starts, ends):
+        u, q = u_block[:end - start], q_block[:end - start]
+        np.multiply(rows[start:end], inverse[start:end, None], out=u)
+        np.rint(u, out=q)
+        np.clip(q, -qmax, qmax, out=q)
+        q -= u
+        sums[start:end] = np.einsum("ij,ij->i", q, q)
+    return sums * np.square(scale.astype(np.float64))
 
 
 def quantize_per_channel(weight: np.ndarray, bits: int, axis: int, key: str = "",

@@ -96,3 +96,26 @@ def test_context_estimates_in_one_pass_equal_one_at_a_time():
         adaptive = (c * np.log2(n / c)).sum() + 0.5 * (c.size - 1) * np.log2(n) + 32
         expected.append(8 + min(table - 8 * varint_length(n), adaptive))
     np.testing.assert_allclose(stream_estimate_rows(values, joint), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.int64])
+def test_class_bins_by_raw_bits_equal_those_by_value(dtype):
+    """8- and 16-bit symbols find their class-fitting bins through their raw bits; every dtype
+    must land in the bins its values give."""
+    from onnxl2.codec.classed import _assign_bins
+    info = np.iinfo(dtype)
+    low, high = max(int(info.min), -3000), min(int(info.max), 3000)
+    symbols = RNG.integers(low, high + 1, (400, 200)).astype(dtype)  # past 16-bit codes: the raw-bits path
+    symbols.flat[:2] = low, high
+    lo, span = int(symbols.min()), int(symbols.max()) - int(symbols.min()) + 1
+    by_value = _assign_bins(symbols.astype(np.int64), lo, span)  # the int64 path: a direct lookup
+    np.testing.assert_array_equal(_assign_bins(symbols, lo, span), by_value)
+
+
+def test_class_sums_equal_a_sum_per_class():
+    from onnxl2.codec.classed import _sum_by_class
+    hist = RNG.integers(0, 1 << 40, (300, 4, 7))
+    classes = RNG.integers(0, 5, 300)
+    classes[classes == 3] = 4  # a class without members sums to zeros
+    expected = np.stack([hist[classes == k].sum(axis=0) for k in range(6)])
+    np.testing.assert_array_equal(_sum_by_class(hist, classes, 6), expected)

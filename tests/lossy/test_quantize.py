@@ -111,3 +111,16 @@ def test_a_float16_choice_for_a_weight_already_in_float16_keeps_it():
         assert result.report["weights"][0]["choice"] == "float32"
         stored = next(t for t in result.model.graph.initializer if t.name == "w")
         assert np.array_equal(numpy_helper.to_array(stored), w)
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (1, 5), (700, 384), (683, 768), (2, 300_000), (3, 200_000), (1, 300_000)])
+def test_clip_search_error_by_blocks_equals_the_whole_array_at_once(shape):
+    """The clip search sizes its rounding error a block of rows at a time; the sums must be
+    those of one pass over the whole weight (the choice of step depends on them)."""
+    from onnxl2.transforms.quantize import _rounding_error
+    rows = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    scale = (np.abs(rows).max(axis=1) / 7 * 0.8).astype(np.float32)
+    u = rows * (np.float32(1.0) / scale)[:, None]
+    q = np.clip(np.rint(u), -7, 7) - u
+    whole = np.einsum("ij,ij->i", q, q).astype(np.float64) * np.square(scale.astype(np.float64))
+    np.testing.assert_array_equal(_rounding_error(rows, scale, 7), whole)

@@ -47,3 +47,21 @@ def test_threads_follow_the_cpus_the_process_may_use(monkeypatch):
     monkeypatch.setattr(workers.os, "cpu_count", lambda: 64)
     assert workers.available_cpus() == 1
     assert workers.worker_count(10) == 1
+
+
+def test_blas_gets_the_cores_the_threads_leave_while_they_run(monkeypatch):
+    """Each worker's matrix products must not start a BLAS thread per core on top of the
+    workers (they would take turns on the same cores); afterwards BLAS has its threads back."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+    if not before:
+        pytest.skip("numpy runs no BLAS library that threadpoolctl can see")
+    monkeypatch.setattr(workers, "MIN_PARALLEL_ELEMENTS", 0)
+    monkeypatch.setattr(workers, "available_cpus", lambda: 2)
+
+    def blas_threads(_: int) -> list[int]:
+        return [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+
+    seen = workers.map_by_size(blas_threads, [1, 2], [1, 1])  # two threads on two cores: one each
+    assert all(n == [1] * len(before) for n in seen)
+    assert blas_threads(0) == before
