@@ -161,15 +161,14 @@ class _Search:
         nb = 2 * _ASSIGN_CLIP + 1
         bins = _assign_bins(matrix, self.low, self.span)
         # every row's and every column's histogram, once: classes are fitted to these marginals
+        # (as float64, exact for counts, since the refinement multiplies them by bit costs)
         self.row_hist = np.bincount((np.arange(self.rows)[:, None] * nb + bins).reshape(-1),
-                                    minlength=self.rows * nb).reshape(self.rows, nb)
+                                    minlength=self.rows * nb).reshape(self.rows, nb).astype(np.float64)
         self.col_hist = np.bincount((np.arange(self.cols)[None, :] * nb + bins).reshape(-1),
-                                    minlength=self.cols * nb).reshape(self.cols, nb)
+                                    minlength=self.cols * nb).reshape(self.cols, nb).astype(np.float64)
         levels = np.abs(np.arange(nb) - _ASSIGN_CLIP)
         self.row_stat = self.row_hist @ levels / max(self.cols, 1)
         self.col_stat = self.col_hist @ levels / max(self.rows, 1)
-        self._row_hist_f = self.row_hist.astype(np.float64)  # for the products of the refinement
-        self._col_hist_f = self.col_hist.astype(np.float64)
         self._per_column_class: tuple[int, np.ndarray, np.ndarray] | None = None
         self._sampled_offset: np.ndarray | None = None
 
@@ -193,9 +192,9 @@ class _Search:
         rc = self._quantile_classes(self.row_stat, kr)
         cc = self._quantile_classes(self.col_stat, kc)
         if kr > 1:
-            rc = self._refine(self._row_hist_f, rc, kr)
+            rc = self._refine(self.row_hist, rc, kr)
         if kc > 1:
-            cc = self._refine(self._col_hist_f, cc, kc)
+            cc = self._refine(self.col_hist, cc, kc)
         return rc, cc
 
     def estimate(self, kr: int, kc: int, rc: np.ndarray, cc: np.ndarray) -> float:

@@ -98,7 +98,7 @@ def test_context_estimates_in_one_pass_equal_one_at_a_time():
     np.testing.assert_allclose(stream_estimate_rows(values, joint), expected, rtol=1e-12)
 
 
-@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.int64])
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.uint16])
 def test_class_bins_by_raw_bits_equal_those_by_value(dtype):
     """8- and 16-bit symbols find their class-fitting bins through their raw bits; every dtype
     must land in the bins its values give."""
