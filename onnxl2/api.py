@@ -104,6 +104,9 @@ def compress(model: ModelSource, data: DataSource | None = None, *, labels: Any 
     opts = (options or CompressOptions()).with_fields(**fields) if fields else (options or CompressOptions())
     stages = Stages(None if not opts.quiet else False)
     if opts.mode == "lossless":
+        if any(x is not None for x in (data, labels, eval_data, eval_labels)):
+            raise OnnxL2Error("--lossless takes no --data, --labels, --eval-data or --eval-labels: the file "
+                              "decodes byte for byte, so there is nothing to fit or validate")
         return run_lossless(model, out_dir, stages)
     started = time.perf_counter()
     inputs = load_inputs(model, data, labels, eval_data, eval_labels, opts, stages)
@@ -188,7 +191,7 @@ def validate(original: ModelSource, compressed: ModelSource | bytes, data: DataS
     orig_src, orig_proto = _as_session_source(original)
     comp_src, _ = _as_session_source(compressed)
     arrays = load_data(data, orig_proto)
-    if labels is not None:
+    if labels is not None or model_output is not None:  # a name that is not an output is an error either way
         model_output = checked_output(orig_proto, model_output)
     label_array = load_labels(labels, sample_count(arrays)) if labels is not None else None
     result = validate_models(orig_src, comp_src, arrays, label_array, model_output, devices,

@@ -31,7 +31,12 @@ from .transforms.quantize import INTEGER_BITS, QuantizedWeight, container_type, 
 FLOAT32, FLOAT16 = 32, 16
 #: Bit choices a user can ask for: 2..12 are integers per channel, 16 is float16, 32 keeps float32.
 ALLOWED_BITS = INTEGER_BITS + (FLOAT16, FLOAT32)
-DEFAULT_BITS_CHOICES = (2, 3, 4, 5, 6, 8, 10, 12, 16)
+#: Every integer width: an entropy-coded layer's size and error change by about 2x and 4x a
+#: width, so each layer's rate-distortion curve is a point per bit; with a point per two bits
+#: the knapsack leaves layers up to a bit off the slope it sets for all of them, which costs
+#: about 0.2 bit a weight at the same distortion (measured: 6.22x -> 6.40x on the embedded
+#: default at the same contract).
+DEFAULT_BITS_CHOICES = (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 16)
 #: Prices of a bit (in units of the squared rounding step) the automatic mode tries by default.
 DEFAULT_RATES = (0.0,)
 #: The largest price of a bit rate-aware rounding takes (a rate in a plan or in ``rates``).

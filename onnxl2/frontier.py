@@ -6,7 +6,8 @@ bitstream is sized for real and the plan is run on the held-back samples, where 
 of the contract is measured. :func:`contract.decide` fits each criterion monotonically against
 size and picks the smallest plan meeting them all; the boundary between it and the next smaller
 plan is then bisected a few times, each new plan measured and the decision taken again on all
-points. Every plan measured is kept, in size order, for the report.
+points, until the chosen plan is within ``RESOLUTION`` of the failing one below it. Every
+plan measured is kept, in size order, for the report.
 """
 from __future__ import annotations
 
@@ -19,9 +20,12 @@ from .contract import Criterion, decide
 from .knapsack import minimize_cost
 from .sensitivity import Sensitivity
 
-#: Budgets of the first ladder, and bisections of the boundary after it.
+#: Budgets of the first ladder, and at most this many bisections of the boundary after it.
 LADDER_POINTS = 7
-REFINEMENTS = 4
+REFINEMENTS = 8
+#: Bisection stops once the chosen plan is within this share of the size of the failing plan
+#: below it: what is left to gain is smaller than the held-back samples can tell apart.
+RESOLUTION = 0.02
 
 
 @dataclass
@@ -101,7 +105,10 @@ def search_frontier(table: dict[str, list[Sensitivity]], measure_size: Callable[
         frontier.chosen = decide([p.bitstream_bytes for p in frontier.points], [p.criteria for p in frontier.points])
         if frontier.chosen is None or frontier.chosen == 0 or round_ == refinements:
             break
-        below, above = frontier.points[frontier.chosen - 1].budget, frontier.points[frontier.chosen].budget
+        failing, chosen = frontier.points[frontier.chosen - 1], frontier.points[frontier.chosen]
+        if chosen.bitstream_bytes <= failing.bitstream_bytes * (1 + RESOLUTION):
+            break
+        below, above = failing.budget, chosen.budget
         middle = int(round(np.sqrt(float(below) * float(above))))
         if not below < middle < above or not measure(middle):
             break

@@ -83,6 +83,8 @@ class CompressOptions:
         targets = self.target_ratio is not None or self.target_size is not None
         if self.lossless and (self.bits is not None or targets or self.plan is not None):
             raise OnnxL2Error("--lossless takes no --bits, --target-ratio, --target-size or --plan")
+        if self.lossless and self.model_output is not None:
+            raise OnnxL2Error("--lossless takes no --model-output: it measures no output (the file decodes byte for byte)")
         if self.plan is not None and (self.bits is not None or targets):
             raise OnnxL2Error("--plan fixes every choice: it takes no --bits N or target")
         if self.bits is not None and targets:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
-from .entropy import CodecError, narrow_int_dtype, quantize_frequency_rows, read_varints
+from .entropy import CodecError, Planned, narrow_int_dtype, quantize_frequency_rows, read_varints
 from .varint import encode_varints, unzigzag, zigzag
 
 FIRST_BLOCK = 16
@@ -82,9 +82,15 @@ def encode_adaptive(symbols: np.ndarray, symmetric: bool | None = None) -> tuple
     whose ideal cost is lower (both models come from the same block histograms).
     Raises ValueError when the value range exceeds ``MAX_SPAN`` (use the table coder).
     """
+    symmetric, planned = plan_adaptive(symbols, symmetric)
+    return symmetric, planned.code()
+
+
+def plan_adaptive(symbols: np.ndarray, symmetric: bool | None = None) -> tuple[bool, Planned]:
+    """:func:`encode_adaptive` as a plan: the variant, its ideal size, its bytes on demand."""
     flat = np.asarray(symbols).reshape(-1).astype(np.int64)
     if flat.size == 0:
-        return bool(symmetric), b""
+        return bool(symmetric), Planned(0.0, lambda: b"")
     low = int(flat.min())
     offsets = flat - low
     span = int(offsets.max()) + 1
@@ -92,7 +98,7 @@ def encode_adaptive(symbols: np.ndarray, symmetric: bool | None = None) -> tuple
         raise ValueError(f"value range {span} is too wide for the adaptive coder (limit {MAX_SPAN})")
     head = encode_varints(zigzag(np.array([low]))) + encode_varints(np.array([span]))
     if span == 1:
-        return bool(symmetric), head
+        return bool(symmetric), Planned(8.0 * len(head), lambda: head)
     precision = _precision(span)
     bounds = block_bounds(flat.size)
     history = _block_histograms(offsets, bounds, span)
@@ -102,13 +108,16 @@ def encode_adaptive(symbols: np.ndarray, symmetric: bool | None = None) -> tuple
         freqs = _models(history, low, variant, precision)
         costs[variant] = (float((history * (precision - np.log2(freqs))).sum()), freqs)
     symmetric = min(costs, key=lambda v: costs[v][0])
-    freqs = costs[symmetric][1]
-    coder = constriction.stream.stack.AnsCoder()
-    slots = offsets.astype(np.int32)
-    for j in reversed(range(bounds.size - 1)):
-        model = constriction.stream.model.Categorical(freqs[j].astype(np.float64), perfect=False)
-        coder.encode_reverse(slots[bounds[j]:bounds[j + 1]], model)
-    return symmetric, head + coder.get_compressed().astype("<u4").tobytes()
+    cost, freqs = costs[symmetric]
+
+    def code() -> bytes:
+        coder = constriction.stream.stack.AnsCoder()
+        slots = offsets.astype(np.int32)
+        for j in reversed(range(bounds.size - 1)):
+            model = constriction.stream.model.Categorical(freqs[j].astype(np.float64), perfect=False)
+            coder.encode_reverse(slots[bounds[j]:bounds[j + 1]], model)
+        return head + coder.get_compressed().astype("<u4").tobytes()
+    return symmetric, Planned(8.0 * len(head) + cost, code)
 
 
 def decode_adaptive(data: bytes, count: int, symmetric: bool) -> np.ndarray:

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .adaptive import MAX_SPAN, decode_adaptive, encode_adaptive
-from .entropy import (CodecError, decode_symbols, encode_symbols, estimate_bits,
+from .adaptive import MAX_SPAN, decode_adaptive, plan_adaptive
+from .entropy import (CODED_SPREAD_BITS, CodecError, decode_symbols, estimate_bits, plan_symbols,
                       quick_estimate_bits_of_histograms, read_varints)
 from .memo import memoized
 from .varint import encode_varints, varint_length, varint_lengths
@@ -53,16 +53,27 @@ _TABLE, _ADAPTIVE, _ADAPTIVE_SYMMETRIC = 0, 1, 2
 MAX_ADAPTIVE_SYMBOLS = 1 << 16
 
 
-def encode_stream(symbols: np.ndarray) -> bytes:
+def encode_stream(symbols: np.ndarray, to_beat_bits: float | None = None) -> bytes | None:
     """One stream of symbols whose count the decoder knows: a method byte, then a stored-table
-    or an adaptive order-0 code, whichever is shorter (the table stream without its count)."""
+    or an adaptive order-0 code, whichever is shorter (the table stream without its count).
+
+    Each coder is sized first (its ideal cost), and only those within ``CODED_SPREAD_BITS`` of
+    the cheapest are run: what rANS adds to the ideal cannot reorder streams further apart, so
+    the bytes are those of coding both. With ``to_beat_bits``, None when even the cheapest is
+    longer than that by more than the spread (the caller has a shorter stream already)."""
     flat = np.asarray(symbols).reshape(-1)
-    table = bytes([_TABLE]) + encode_symbols(flat)[varint_length(flat.size):]
-    if flat.size == 0 or flat.size > MAX_ADAPTIVE_SYMBOLS or int(flat.max()) - int(flat.min()) >= MAX_SPAN:
-        return table
-    symmetric, stream = encode_adaptive(flat)
-    adaptive = bytes([_ADAPTIVE_SYMMETRIC if symmetric else _ADAPTIVE]) + stream
-    return adaptive if len(adaptive) < len(table) else table
+    table = plan_symbols(flat)
+    count_bits = 8 * varint_length(flat.size)
+    options = [(_TABLE, table.ideal_bits - count_bits,
+                lambda: table.code()[varint_length(flat.size):])]
+    if flat.size and flat.size <= MAX_ADAPTIVE_SYMBOLS and int(flat.max()) - int(flat.min()) < MAX_SPAN:
+        symmetric, adaptive = plan_adaptive(flat)
+        options.append((_ADAPTIVE_SYMMETRIC if symmetric else _ADAPTIVE, adaptive.ideal_bits, adaptive.code))
+    cheapest = min(ideal for _, ideal, _ in options)
+    if to_beat_bits is not None and cheapest > to_beat_bits + CODED_SPREAD_BITS:
+        return None
+    coded = [bytes([method]) + code() for method, ideal, code in options if ideal <= cheapest + CODED_SPREAD_BITS]
+    return min(coded, key=len)  # the first of equals: the table
 
 
 def decode_stream(data: bytes, count: int) -> np.ndarray:
@@ -278,9 +289,8 @@ def encode_classed(symbols: np.ndarray) -> bytes:
 def _encode_classed(arr: np.ndarray) -> bytes:
     kr, kc, rc, cc = choose_classes(arr)
     head = bytes([(kr - 1) << 4 | (kc - 1)])
-    plain = bytes([0]) + encode_stream(arr)
     if kr == 1 and kc == 1:
-        return plain
+        return bytes([0]) + encode_stream(arr)
     matrix = _matrix(arr)
     parts = [encode_stream(classes) for classes, k in ((rc, kr), (cc, kc)) if k > 1]
     columns = [np.flatnonzero(cc == j) for j in range(kc)]
@@ -291,7 +301,8 @@ def _encode_classed(arr: np.ndarray) -> bytes:
     for part in parts[:-1]:
         out += encode_varints(np.array([len(part)])) + part
     out += parts[-1]
-    return bytes(out) if len(out) < len(plain) else plain  # the search works on estimates
+    plain = encode_stream(arr, to_beat_bits=8 * (len(out) - 1))  # the search works on estimates
+    return bytes([0]) + plain if plain is not None and len(plain) + 1 <= len(out) else bytes(out)
 
 
 def decode_classed(data: bytes, shape: tuple[int, ...], dtype: np.dtype = np.int64) -> np.ndarray:

@@ -63,7 +63,8 @@ _CUDA_USABLE = cuda_status()[0]
                  marks=pytest.mark.skipif(_CUDA_USABLE, reason="CUDA is usable here: a run on it alone validates")),
     (["--data", "{calib}", "--labels", "{labels}", "--model-output", "nope"],
      ["--labels", "{labels}", "--model-output", "nope"], "has no output 'nope'"),
-], ids=["unknown device", "cuda alone without cuda", "labels for a missing output"])
+    (["--data", "{calib}", "--model-output", "nope"], ["--model-output", "nope"], "has no output 'nope'"),
+], ids=["unknown device", "cuda alone without cuda", "labels for a missing output", "a missing output"])
 def test_bad_options_are_one_line_in_compress_and_validate_before_any_work(workdir, monkeypatch, compress_args,
                                                                          validate_args, needle):
     """Refused while the inputs are read: neither the compression nor a validation run starts."""
@@ -234,6 +235,9 @@ def test_bits_out_of_range_and_mode_conflicts(workdir):
     _assert_one_line_error(_invoke("compress", workdir / "m.onnx", "-o", workdir / "o"), "--bits")
     _assert_one_line_error(_invoke("compress", workdir / "m.onnx", "--bits", 4, "--lossless",
                                    "-o", workdir / "o"), "--lossless takes no")
+    _assert_one_line_error(_invoke("compress", workdir / "m.onnx", "--lossless", "--data", workdir / "calib.npz",
+                                   "-o", workdir / "o"), "--lossless takes no --data")
+    assert not (workdir / "o").exists()
 
 
 def test_html_report_is_written(workdir):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxl2.codec.classed import choose_classes, decode_classed, encode_classed
-from onnxl2.codec.entropy import CodecError, empirical_entropy_bits, encode_symbols
+from onnxl2.codec.classed import choose_classes, decode_classed, decode_stream, encode_classed, encode_stream
+from onnxl2.codec.entropy import CODED_SPREAD_BITS, CodecError, empirical_entropy_bits, encode_symbols
+from onnxl2.codec.varint import varint_length
 
 RNG = np.random.default_rng(5)
 
@@ -119,3 +120,40 @@ def test_class_sums_equal_a_sum_per_class():
     classes[classes == 3] = 4  # a class without members sums to zeros
     expected = np.stack([hist[classes == k].sum(axis=0) for k in range(6)])
     np.testing.assert_array_equal(_sum_by_class(hist, classes, 6), expected)
+
+
+def _both_coded(symbols: np.ndarray) -> bytes:
+    """The stream coding both the table and the adaptive code gives: the shorter, the table on a tie."""
+    from onnxl2.codec.adaptive import encode_adaptive
+    flat = symbols.reshape(-1)
+    table = bytes([0]) + encode_symbols(flat)[varint_length(flat.size):]
+    symmetric, stream = encode_adaptive(flat)
+    adaptive = bytes([2 if symmetric else 1]) + stream
+    return adaptive if len(adaptive) < len(table) else table
+
+
+@pytest.mark.parametrize("size", [16, 100, 700, 3000, 20000, 60000])
+@pytest.mark.parametrize("spread", [0.5, 3.0, 40.0])
+def test_a_stream_sized_first_is_the_one_coding_both_would_keep(size, spread):
+    symbols = np.rint(RNG.laplace(0, spread, size)).astype(np.int16)
+    stream = encode_stream(symbols)
+    assert stream == _both_coded(symbols)
+    assert np.array_equal(decode_stream(stream, size), symbols)
+
+
+def test_coded_streams_lie_within_the_spread_of_their_ideal_costs():
+    from onnxl2.codec.adaptive import plan_adaptive
+    from onnxl2.codec.entropy import plan_symbols
+    for size in (16, 64, 500, 4000, 30000):
+        for spread in (0.3, 2.0, 30.0):
+            symbols = np.rint(RNG.laplace(0, spread, size)).astype(np.int64)
+            for planned in (plan_symbols(symbols), plan_adaptive(symbols)[1]):
+                over = 8 * len(planned.code()) - planned.ideal_bits
+                assert -8 <= over <= CODED_SPREAD_BITS - 32, (size, spread, over)
+
+
+def test_a_stream_that_cannot_beat_a_shorter_one_is_not_coded():
+    symbols = np.rint(RNG.laplace(0, 5.0, 5000)).astype(np.int16)
+    coded = encode_stream(symbols)
+    assert encode_stream(symbols, to_beat_bits=8 * len(coded) - CODED_SPREAD_BITS - 64) is None
+    assert encode_stream(symbols, to_beat_bits=8 * len(coded)) == coded

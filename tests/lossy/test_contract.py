@@ -464,3 +464,26 @@ def test_validation_reports_agreement_of_per_step_logits():
                              spec_model=model)
     outputs = {o.name: o for o in result.cpu.outputs}
     assert outputs["logits"].top1_agreement is not None and outputs["gates"].top1_agreement is None
+
+
+def test_the_frontier_is_bisected_until_the_boundary_is_known_to_its_resolution():
+    from onnxl2.frontier import REFINEMENTS, RESOLUTION, search_frontier
+    from onnxl2.sensitivity import Sensitivity
+    rng = np.random.default_rng(3)
+    table = {}  # 40 layers, each a point per bit (distortion a quarter a bit) and float32
+    for layer in range(40):
+        params, weight = int(rng.integers(1000, 20000)), float(rng.uniform(0.1, 10))
+        table[f"w{layer}"] = [Sensitivity(f"w{layer}", f"int{b}", b, params * b // 8, None, None,
+                                          weight * 4.0 ** -b) for b in range(2, 13)]
+        table[f"w{layer}"].append(Sensitivity(f"w{layer}", "float32", 32, params * 4, None, None, 0.0))
+    bound = 1e-3
+
+    def judge(choice):
+        total = sum(table[k][i].distortion for k, i in choice.items())
+        return [Criterion("d", total, bound, False)]
+
+    frontier = search_frontier(table, lambda choice: sum(table[k][i].coded_bytes for k, i in choice.items()), judge)
+    chosen, failing = frontier.points[frontier.chosen], frontier.points[frontier.chosen - 1]
+    assert chosen.passed and not failing.passed
+    assert chosen.bitstream_bytes <= failing.bitstream_bytes * (1 + RESOLUTION)
+    assert len(frontier.points) < 7 + REFINEMENTS  # it stopped at the resolution, not at the cap

@@ -12,6 +12,7 @@ from onnxl2.errors import OnnxL2Error
 
 @pytest.mark.parametrize("fields, needle", [
     (dict(lossless=True, bits=4), "--lossless takes no"),
+    (dict(lossless=True, model_output="y"), "--lossless takes no --model-output"),
     (dict(bits=4, target_ratio=8.0), "either --bits or a target"),
     (dict(target_ratio=8.0, max_loss_increase=0), "either a target or --max-loss-increase"),
     (dict(bits=13), "between 2 and 12"),
