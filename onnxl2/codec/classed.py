@@ -62,10 +62,8 @@ def encode_stream(symbols: np.ndarray, to_beat_bits: float | None = None) -> byt
     the bytes are those of coding both. With ``to_beat_bits``, None when even the cheapest is
     longer than that by more than the spread (the caller has a shorter stream already)."""
     flat = np.asarray(symbols).reshape(-1)
-    table = plan_symbols(flat)
-    count_bits = 8 * varint_length(flat.size)
-    options = [(_TABLE, table.ideal_bits - count_bits,
-                lambda: table.code()[varint_length(flat.size):])]
+    table, count_bytes = plan_symbols(flat), varint_length(flat.size)  # the decoder knows the count
+    options = [(_TABLE, table.ideal_bits - 8 * count_bytes, lambda: table.code()[count_bytes:])]
     if flat.size and flat.size <= MAX_ADAPTIVE_SYMBOLS and int(flat.max()) - int(flat.min()) < MAX_SPAN:
         symmetric, adaptive = plan_adaptive(flat)
         options.append((_ADAPTIVE_SYMMETRIC if symmetric else _ADAPTIVE, adaptive.ideal_bits, adaptive.code))
@@ -302,7 +300,7 @@ def _encode_classed(arr: np.ndarray) -> bytes:
         out += encode_varints(np.array([len(part)])) + part
     out += parts[-1]
     plain = encode_stream(arr, to_beat_bits=8 * (len(out) - 1))  # the search works on estimates
-    return bytes([0]) + plain if plain is not None and len(plain) + 1 <= len(out) else bytes(out)
+    return bytes([0]) + plain if plain is not None and len(plain) < len(out) else bytes(out)
 
 
 def decode_classed(data: bytes, shape: tuple[int, ...], dtype: np.dtype = np.int64) -> np.ndarray:
