@@ -50,10 +50,66 @@ def test_agreement_and_distance_on_a_classifier_with_known_flips():
         top = np.argsort(flipped[i])[-2:]
         flipped[i, top] = flipped[i, top[::-1]]
     agreement, distance = judge.criteria({"y": flipped})
-    assert agreement.value == pytest.approx(0.97) and not agreement.met()
+    assert agreement.observed == pytest.approx(0.97) and not agreement.met()
+    assert 0.9 < agreement.value < 0.99  # the three changes, met by every sample's margin
     assert distance.value > 0
     same = judge.criteria({"y": logits})
     assert all(c.met() for c in same) and same[0].value == 1.0 and same[1].value == 0.0
+
+
+def _noisy_logits(rng, samples: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    logits = rng.standard_normal((samples, 10)) * 3
+    return logits, logits + sigma * rng.standard_normal(logits.shape)
+
+
+def test_expected_agreement_is_nearer_the_population_than_a_count_of_flips():
+    """Logits moved by noise of a known size: the population's agreement is known from a large
+    draw, and 32 held-back samples estimate it closer, draw after draw, than their flips do."""
+    from onnxl2.contract import decision_margins, expected_agreement
+    rng = np.random.default_rng(7)
+    sigma = 0.05
+    big, big_moved = _noisy_logits(rng, 200_000, sigma)
+    truth = float(np.mean(big.argmax(-1) == big_moved.argmax(-1)))
+    assert 0.98 < truth < 0.99
+    estimated, counted = [], []
+    for _ in range(200):
+        ref, moved = _noisy_logits(rng, 32, sigma)
+        estimated.append(expected_agreement(*decision_margins(ref, moved), 1))
+        counted.append(float(np.mean(ref.argmax(-1) == moved.argmax(-1))))
+    estimated, counted = np.array(estimated), np.array(counted)
+    assert abs(estimated.mean() - truth) < 0.01
+    assert np.sqrt(np.mean((estimated - truth) ** 2)) < 0.5 * np.sqrt(np.mean((counted - truth) ** 2))
+    one_flip = (counted < 1) & (counted > 0.96)  # a count of one flip in 32 fails 0.99 whatever the plan
+    assert one_flip.any() and np.mean(estimated[one_flip] >= 0.99) < 1
+
+
+def test_margins_of_the_fitting_samples_count_where_the_held_back_ones_have_no_near_ties():
+    rng = np.random.default_rng(9)
+    held = rng.standard_normal((16, 5)) * 3
+    held[:, 0] = held.max(-1) + 2.0  # every held-back decision 2 above the next
+    moved = held + 0.3 * rng.standard_normal(held.shape)
+    judge = Judge(Contract(), {"y": held}, None, "y")
+    alone = judge.criteria({"y": moved})[0]
+    ties = rng.standard_normal((16, 5))
+    ties[:, 1] = ties[:, 0] + 0.01  # the same decisions elsewhere are near ties
+    judge.add_margins({"y": ties})
+    joined = judge.criteria({"y": moved})[0]
+    assert alone.observed == joined.observed == 1.0
+    assert joined.value < alone.value and joined.value < 0.99
+
+
+def test_decision_margins_flip_exactly_where_the_change_is_below_minus_the_margin():
+    from onnxl2.contract import decision_margins
+    rng = np.random.default_rng(8)
+    ref = rng.standard_normal((50, 4, 7)) * 2
+    moved = ref + 0.8 * rng.standard_normal(ref.shape)
+    margin, change = decision_margins(ref, moved)
+    assert margin.shape == (200,) and np.all(margin >= 0)
+    flipped = (ref.argmax(-1) != moved.argmax(-1)).ravel()
+    assert flipped.any() and np.array_equal(flipped, change < -margin)
+    probs = np.exp(ref) / np.exp(ref).sum(-1, keepdims=True)  # a softmax: compared as logarithms
+    m2, c2 = decision_margins(probs, np.exp(moved) / np.exp(moved).sum(-1, keepdims=True))
+    assert np.allclose(m2, margin) and np.allclose(c2, change)
 
 
 def test_labelled_contract_fails_a_loss_that_rose_and_passes_one_that_did_not():
@@ -248,15 +304,19 @@ def test_the_default_automatic_mode_meets_its_contract_on_the_held_back_samples(
     assert chosen["passed"] and chosen["bitstream_bytes"] == result.report["sizes"]["bitstream_bytes"]
     assert all(p["passed"] for p in frontier["points"][frontier["chosen"]:])
     # re-judge the emitted model on the held-back samples: the report's figures are the runtime's
-    _, held = holdout_split(48, 0.5)
+    fitting, held = holdout_split(48, 0.5)
     feeds = {k: v[held] for k, v in calib.items()}
     original = make_session(genmodels.mixed_model()).run(None, feeds)[0]
+    on_fitting = make_session(genmodels.mixed_model()).run(None, {k: v[fitting] for k, v in calib.items()})[0]
     compressed = make_session(str(out / "mixed.l2.onnx" if (out / "mixed.l2.onnx").exists()
                                   else next(out.glob("*.l2.onnx")))).run(None, feeds)[0]
     judge = Judge(Contract(), {"y": original}, None, "y")
+    judge.add_margins({"y": on_fitting})  # the original's margins on the fitting samples count too
     reported = {c["name"].split("'")[0]: c["value"] for c in chosen["criteria"]}
     again = {c.name.split("'")[0]: c.value for c in judge.criteria({"y": compressed})}
     assert again == pytest.approx(reported, rel=1e-4, abs=1e-6)
+    agreement = [c for c in chosen["criteria"] if c["name"].startswith("top-1 agreement")]
+    assert agreement and all(0 <= c["observed"] <= 1 for c in agreement)  # the count beside the estimate
 
 
 def test_the_next_two_plans_are_kept_and_replay(contract_run, calib, tmp_path):
@@ -442,13 +502,16 @@ def test_per_step_logits_of_a_linear_head_are_decisions():
         top = np.argsort(flipped[i, 0])[-2:]
         flipped[i, 0, top] = flipped[i, 0, top[::-1]]
     agreement = judge.criteria({"logits": flipped})[0]
-    assert agreement.name.startswith("top-1 agreement") and agreement.value == pytest.approx(1 - 3 / 64)
+    assert agreement.name.startswith("top-1 agreement") and agreement.observed == pytest.approx(1 - 3 / 64)
     assert not agreement.met()
+    per_row = 1 - agreement.value ** (1 / 6)  # six steps a sample: the chance one of them flips
     for rows in ({}, {"samples": 64}):  # samples unknown, or several a call with time first: per row
         per_step = Judge(Contract(), {"logits": logits}, None, "logits", heads=heads, **rows)
-        assert per_step.criteria({"logits": flipped})[0].value == pytest.approx(1 - 9 / 384)
+        row = per_step.criteria({"logits": flipped})[0]
+        assert row.observed == pytest.approx(1 - 9 / 384) and row.value == pytest.approx(1 - per_row)
     batch_first = Judge(Contract(), {"logits": logits.reshape(64, 6, 12)}, None, "logits", heads=heads, samples=64)
-    assert batch_first.criteria({"logits": flipped.reshape(64, 6, 12)})[0].value == pytest.approx(1 - 3 / 64)
+    grouped = batch_first.criteria({"logits": flipped.reshape(64, 6, 12)})[0]
+    assert grouped.observed == pytest.approx(1 - 3 / 64) and grouped.value == pytest.approx(agreement.value)
 
 
 def test_validation_reports_agreement_of_per_step_logits():
