@@ -204,7 +204,8 @@ def top_margins(reference: np.ndarray) -> np.ndarray:
     logarithms, taken of the two values alone: the logarithm keeps their order), >= 0."""
     log = is_distribution(reference)
     _, first, second = _top_two(reference.reshape(-1, reference.shape[-1]))
-    return _compared(first, log) - _compared(second, log)
+    with np.errstate(invalid="ignore"):  # a row of -inf alone has no margin (NaN: never a flip)
+        return _compared(first, log) - _compared(second, log)
 
 
 def margin_changes(output: np.ndarray, top: np.ndarray, margin: np.ndarray, log: bool) -> np.ndarray:
@@ -215,7 +216,8 @@ def margin_changes(output: np.ndarray, top: np.ndarray, margin: np.ndarray, log:
     best, first, second = _top_two(out)
     at_top = np.take_along_axis(out, top[:, None], -1)[:, 0]
     other = np.where(best == top, second, first)
-    return _compared(at_top, log) - _compared(other, log) - margin
+    with np.errstate(invalid="ignore"):  # inf - inf where only one class is finite: no decision there
+        return _compared(at_top, log) - _compared(other, log) - margin
 
 
 def decision_margins(reference: np.ndarray, output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -246,11 +248,17 @@ def expected_agreement(margin: np.ndarray, change: np.ndarray, rows_per_sample: 
     tenth smallest instead more than halved the spread on the recogniser but, where the margins
     have a gap at zero, as the captcha reader's do, expected flips that its held-back lines did
     not show.)"""
+    finite = np.isfinite(margin)  # a row whose other classes are all -inf cannot flip
+    margin, change = margin[finite], change[finite]
     if margin.size == 0:
         return 1.0
-    if not (np.all(np.isfinite(change)) and np.all(np.isfinite(margin))):
+    if not np.all(np.isfinite(change)):
         return 0.0
-    margins = np.sort(margin if more_margins is None else np.concatenate([margin, more_margins]))
+    if more_margins is not None:
+        margin_pool = np.concatenate([margin, more_margins[np.isfinite(more_margins)]])
+    else:
+        margin_pool = margin
+    margins = np.sort(margin_pool)
     drop = np.maximum(-change[margin <= np.median(margin)], 0.0)
     below = np.searchsorted(margins, drop, side="right") / len(margins)  # margins a drop overcomes
     if margins[0] > 0:
@@ -396,12 +404,12 @@ class Judge:
             self.correct_original = correct(self.reference[output])
 
     def add_margins(self, original_outputs: Mapping[str, np.ndarray]) -> None:
-        """Take the original's decision margins on other samples (the fitting ones) into the
-        expected agreement: more rows describe how near the boundary decisions lie."""
+        """Take the original's decision margins on other samples (the fitting ones the sweep runs
+        on) into the expected agreement: more rows describe how near the boundary decisions lie."""
         for k in self.classes:
             out = original_outputs.get(k)
-            if out is not None and out.ndim == self.reference[k].ndim and \
-                    out.shape[-1] == self.reference[k].shape[-1] and np.all(np.isfinite(out)):
+            if out is not None and out.ndim == self.reference[k].ndim and out.size and \
+                    out.shape[-1] == self.reference[k].shape[-1] >= 2:
                 self.more_margins[k] = top_margins(out)
 
     def _metric(self, outputs: Mapping[str, np.ndarray]) -> float:
@@ -449,6 +457,8 @@ class Judge:
         reference = self.reference[name]
         if np.shape(output) != reference.shape:
             return 0.0
+        if reference.size == 0 or reference.shape[-1] < 2:  # no decision to estimate: the count
+            return sample_agreement(reference, output, self.samples, self.one_per_call) if reference.size else 1.0
         if name not in self._tops:  # the original's side, once
             self._tops[name] = (reference.reshape(-1, reference.shape[-1]).argmax(-1), top_margins(reference),
                                 is_distribution(reference))
