@@ -23,8 +23,9 @@ forms, chosen by what the user gives:
   channel standardised by its own spread on the original model, so that a score channel of
   0..1 beside box coordinates in the hundreds counts as much as they do; probabilities are
   compared as their logarithms (:class:`OutputScale`). The distance is judged by the upper
-  confidence bound of its mean square over the held-back samples, so that a plan that moves a few samples far is
-  judged by what those samples let it be, not by the luck of whether they were drawn;
+  confidence bound of its mean square over the held-back samples, so that a plan that moves a
+  few samples far is judged by what those samples let it be, not by the luck of whether they
+  were drawn;
 - **a metric of the user's**: ``metric(original_outputs, compressed_outputs) -> float`` (higher
   is better) may drop by at most ``max_drop`` from ``metric(original, original)``.
 
@@ -181,16 +182,20 @@ def sample_agreement(reference: np.ndarray, output: np.ndarray, samples: int | N
     if np.shape(output) != np.shape(reference):
         return 0.0
     same = reference.argmax(-1) == output.argmax(-1)
-    by_sample = bool(samples) and (len(same) == samples or (one_per_call and len(same) % samples == 0))
-    return float(np.mean(same.reshape(samples if by_sample else len(same), -1).all(axis=1)))
+    return float(np.mean(same.reshape(_groups(len(same), samples, one_per_call), -1).all(axis=1)))
+
+
+def _groups(first: int, samples: int | None, one_per_call: bool) -> int:
+    """Into how many groups of rows an output whose first axis is ``first`` long falls: its
+    ``samples`` where its rows can be grouped by sample, else each entry of the first axis."""
+    by_sample = bool(samples) and (first == samples or (one_per_call and first % samples == 0))
+    return samples if by_sample else first
 
 
 def rows_per_sample(shape: tuple[int, ...], samples: int | None, one_per_call: bool) -> int:
     """How many rows (arg-max decisions) of an output make one sample, grouped as
     :func:`sample_agreement` groups them."""
-    first = shape[0]
-    by_sample = bool(samples) and (first == samples or (one_per_call and first % samples == 0))
-    return int(np.prod(shape[:-1])) // (samples if by_sample else first)
+    return int(np.prod(shape[:-1])) // _groups(shape[0], samples, one_per_call)
 
 
 def _top_two(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -199,13 +204,14 @@ def _top_two(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return values.argmax(-1), part[:, -1], part[:, -2]
 
 
-def top_margins(reference: np.ndarray) -> np.ndarray:
-    """Per row of a class-score output, its top score above the next (probabilities as
-    logarithms, taken of the two values alone: the logarithm keeps their order), >= 0."""
+def decision_reference(reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Per row of a class-score output: the original's top class and its margin, its top score
+    above the next (probabilities as logarithms, taken of the two values alone: the logarithm
+    keeps their order; >= 0); and whether the output holds probabilities."""
     log = is_distribution(reference)
-    _, first, second = _top_two(reference.reshape(-1, reference.shape[-1]))
+    top, first, second = _top_two(reference.reshape(-1, reference.shape[-1]))
     with np.errstate(invalid="ignore"):  # a row of -inf alone has no margin (NaN: never a flip)
-        return _compared(first, log) - _compared(second, log)
+        return top, _compared(first, log) - _compared(second, log), log
 
 
 def margin_changes(output: np.ndarray, top: np.ndarray, margin: np.ndarray, log: bool) -> np.ndarray:
@@ -222,10 +228,9 @@ def margin_changes(output: np.ndarray, top: np.ndarray, margin: np.ndarray, log:
 
 def decision_margins(reference: np.ndarray, output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row (arg-max decision) of a class-score output: the original's margin
-    (:func:`top_margins`) and the compressed output's change of it (:func:`margin_changes`)."""
-    margin = top_margins(reference)
-    top = reference.reshape(-1, reference.shape[-1]).argmax(-1)
-    return margin, margin_changes(output, top, margin, is_distribution(reference))
+    (:func:`decision_reference`) and the compressed output's change of it (:func:`margin_changes`)."""
+    top, margin, log = decision_reference(reference)
+    return margin, margin_changes(output, top, margin, log)
 
 
 def expected_agreement(margin: np.ndarray, change: np.ndarray, rows_per_sample: int,
@@ -241,7 +246,7 @@ def expected_agreement(margin: np.ndarray, change: np.ndarray, rows_per_sample: 
     samples whether one of the few near-tie rows is there, and which way the plan happens to
     push it, decides a count of flips. On the recogniser's 64 evaluation lines, counting flips
     on 16 of them passed a plan that changes 8% of lines in a quarter of 300 draws; pairing every
-    change with every margin passed it in none, with 0.4 of the count's spread.
+    change with every margin passed it in none, with under half the count's spread.
     The changes are those of the rows whose margins are at most the median (near the boundary
     the outputs move more: 3-5x in RMS on the recogniser's lowest fifth), and below the smallest
     margin the margins are taken as spread evenly from zero. (Spreading them evenly up to the
@@ -351,7 +356,7 @@ class Criterion:
     higher_is_better: bool
     slack: float = 0.0
     fitted: float | None = None
-    observed: float | None = None  # where ``value`` is an estimate: what the held-back samples show as counted
+    observed: float | None = None  # where ``value`` is an estimate: the held-back samples' count
 
     def met(self, value: float | None = None) -> bool:
         v = self.value if value is None else value
@@ -398,7 +403,9 @@ class Judge:
             self.metric_original = self._metric(self.reference)
         #: per decision output, the original's margins on samples other than those judged
         self.more_margins: dict[str, np.ndarray] = {}
-        self._tops: dict[str, tuple[np.ndarray, np.ndarray, bool]] = {}
+        #: per decision output of two classes or more, the original's side (decision_reference)
+        self._decided = {k: decision_reference(self.reference[k]) for k in self.classes
+                         if self.reference[k].ndim >= 1 and self.reference[k].shape[-1] >= 2}
         if labels is not None and contract.metric is None:
             self.loss_original = task_loss(self.reference[output])
             self.correct_original = correct(self.reference[output])
@@ -410,7 +417,7 @@ class Judge:
             out = original_outputs.get(k)
             if out is not None and out.ndim == self.reference[k].ndim and out.size and \
                     out.shape[-1] == self.reference[k].shape[-1] >= 2:
-                self.more_margins[k] = top_margins(out)
+                self.more_margins[k] = decision_reference(out)[1]
 
     def _metric(self, outputs: Mapping[str, np.ndarray]) -> float:
         try:
@@ -457,12 +464,9 @@ class Judge:
         reference = self.reference[name]
         if np.shape(output) != reference.shape:
             return 0.0
-        if reference.size == 0 or reference.shape[-1] < 2:  # no decision to estimate: the count
-            return sample_agreement(reference, output, self.samples, self.one_per_call) if reference.size else 1.0
-        if name not in self._tops:  # the original's side, once
-            self._tops[name] = (reference.reshape(-1, reference.shape[-1]).argmax(-1), top_margins(reference),
-                                is_distribution(reference))
-        top, margin, log = self._tops[name]
+        if name not in self._decided:  # one class: its arg-max cannot change
+            return 1.0
+        top, margin, log = self._decided[name]
         change = margin_changes(output, top, margin, log)
         return expected_agreement(margin, change, rows_per_sample(reference.shape, self.samples, self.one_per_call),
                                   self.more_margins.get(name))

@@ -90,6 +90,7 @@ class Probe:
         self.output = output
         self.passes = 0
         self.loss: Loss | None = None
+        self.original_output: np.ndarray | None = None  # the studied output unchanged (set_loss)
         self.base = np.zeros(0)
 
     def on(self, data: Mapping[str, np.ndarray], batch: int) -> "Probe":
@@ -97,6 +98,7 @@ class Probe:
         second copy of the probe model, no second session."""
         other = copy.copy(self)
         other.batches, other.passes, other.loss, other.base = list(iter_batches(data, batch)), 0, None, np.zeros(0)
+        other.original_output = None
         other.suffixes = None
         return other
 
@@ -114,6 +116,7 @@ class Probe:
     def set_loss(self, loss: Loss, original_output: np.ndarray) -> None:
         """Fix the loss (its targets may come from the original output) and the baseline."""
         self.loss = loss
+        self.original_output = original_output
         self.base = loss.per_sample(original_output)
 
     def outputs(self, overrides: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -336,7 +336,8 @@ def _contract_frontier(run: _Search, probe: Probe, table: dict, measure_size, ov
     judge = _judge(run.rules.contract, reference, held_labels, run.output, run.rules.loss,
                    linear_head_outputs(run.proto), sample_count(held), held_batch)
     if judge.classes and run.rules.contract.metric is None and held_labels is None:
-        judge.add_margins(probe.all_outputs({}))  # the original on the sweep's fitting samples: one pass
+        known = {run.output: probe.original_output}  # the original on the sweep's fitting samples
+        judge.add_margins(known if set(judge.classes) <= set(known) else probe.all_outputs({}))
     frontier = search_frontier(table, measure_size, lambda choice: judge.criteria(judged.all_outputs(
         overrides(choice))), terminal_progress(run.stages.verbose, "frontier"))
     return frontier, judged.passes
