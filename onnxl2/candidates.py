@@ -25,7 +25,8 @@ from .layers.moments import LayerHessian
 from .transforms.compensate import (bias_quanta, channel_spread, compensated_round, output_error,
                                    rate_aware_quantize, round_bias, shift_and_errors)
 from .transforms.lowrank import FACTOR_BITS, FactorPair, candidate_ranks, factorise, truncated
-from .transforms.quantize import INTEGER_BITS, QuantizedWeight, container_type, quantize_per_channel, symbol_dtype
+from .transforms.quantize import (INTEGER_BITS, QuantizedWeight, container_type, has_wide_form, quantize_per_channel,
+                                  symbol_dtype)
 
 #: The bit-widths that stand for a float choice: the weight kept as it is, or stored as float16.
 FLOAT32, FLOAT16 = 32, 16
@@ -40,7 +41,8 @@ DEFAULT_BITS_CHOICES = (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 16)
 DEFAULT_RATES = (0.0,)
 #: The largest price of a bit rate-aware rounding takes (a rate in a plan or in ``rates``).
 MAX_RATE = 10.0
-_LABEL = re.compile(r"^(?:float(?P<float>32|16)|int(?P<bits>1[0-2]|[2-9])(?P<onestep>\+onestep)?(?P<gptq>\+gptq)?"
+_LABEL = re.compile(r"^(?:float(?P<float>32|16)|int(?P<bits>1[0-2]|[2-9])(?P<wide>\+wide)?(?P<onestep>\+onestep)?"
+                    r"(?P<gptq>\+gptq)?"
                     r"(?:\+r(?P<rate>[0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?))?"
                     r"(?:\+rank(?P<rank>[1-9][0-9]*))?)$")
 #: Extra bytes a factorised layer adds to the stored graph (a second DequantizeLinear, Reshape
@@ -71,15 +73,20 @@ class Candidate:
         return self.factors.rank if self.factors is not None else None
 
     @property
+    def wide(self) -> bool:
+        """Symbols run to the container's range (``QuantizedWeight.wide``)."""
+        return self.quantized is not None and self.quantized.wide
+
+    @property
     def is_integer(self) -> bool:
         return self.quantized is not None or self.factors is not None
 
     @property
     def label(self) -> str:
-        """What a plan file says: float32, float16, int4, int4+gptq, int4+onestep+gptq+r0.3, ..."""
+        """What a plan file says: float32, float16, int4, int3+wide+gptq, int4+onestep+gptq+r0.3, ..."""
         if self.bits in (FLOAT16, FLOAT32):
             return f"float{self.bits}"
-        return (f"int{self.bits}" + ("+onestep" if self.one_step else "") + ("+gptq" if self.compensated else "")
+        return (f"int{self.bits}" + ("+wide" if self.wide else "") + ("+onestep" if self.one_step else "") + ("+gptq" if self.compensated else "")
                 + (f"+r{_exact_text(self.rate)}" if self.rate else "")
                 + (f"+rank{self.rank}" if self.factors is not None else ""))
 
@@ -153,17 +160,20 @@ class Label:
     rate: float = 0.0
     rank: int | None = None
     one_step: bool = False
+    wide: bool = False
 
 
 def parse_label(label: str) -> Label:
-    """The parts of a plan label (float32, int4+gptq+r0.3, int6+gptq+rank64, ...); ValueError
-    if it is not one."""
+    """The parts of a plan label (float32, int4+gptq+r0.3, int3+wide+gptq, int6+gptq+rank64, ...);
+    ValueError if it is not one."""
     match = _LABEL.match(label)
     if not match:
         raise ValueError(label)
     if match["float"]:
         return Label(int(match["float"]))
-    if match["onestep"] and match["rank"]:  # factor pairs keep a step per channel
+    if (match["onestep"] or match["wide"]) and match["rank"]:  # factor pairs: a step per channel, clipped
+        raise ValueError(label)
+    if match["wide"] and not has_wide_form(int(match["bits"])):  # int4 and int8 fill their containers
         raise ValueError(label)
     text = match["rate"] or "0"
     rate = float(text)
@@ -171,7 +181,19 @@ def parse_label(label: str) -> Label:
     if not 0.0 <= rate <= MAX_RATE or underflow:  # a plan written from it would not read back
         raise ValueError(label)
     return Label(int(match["bits"]), bool(match["gptq"]), rate,
-                 int(match["rank"]) if match["rank"] else None, bool(match["onestep"]))
+                 int(match["rank"]) if match["rank"] else None, bool(match["onestep"]), bool(match["wide"]))
+
+
+def level_forms(int_bits: tuple[int, ...], wide_levels: bool) -> dict[int, tuple[bool, ...]]:
+    """Per integer width, the forms its candidates take: clipped (False) and wide (True).
+
+    With ``wide_levels`` a width whose container has room is made wide only, since at the same
+    layer-output error the wide form codes smaller (``quantize_per_channel``); the narrowest
+    width keeps its clipped form too, the smallest a layer can be (ternary at 2 bits, whose
+    wide form spends some bits on the weights past its bound)."""
+    narrowest = min(int_bits, default=None)
+    return {b: ((True,) if b != narrowest else (False, True)) if wide_levels and has_wide_form(b) else (False,)
+            for b in int_bits}
 
 
 def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple[int, ...],
@@ -179,7 +201,8 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
                     rates: tuple[float, ...] = (0.0,), bias: np.ndarray | None = None,
                     ranks: tuple[int, ...] = (), full_rank: bool = True,
                     moments: LayerHessian | None = None, merged: bool = False,
-                    step_kinds: tuple[bool, ...] = (False,)) -> list[Candidate]:
+                    step_kinds: tuple[bool, ...] = (False,),
+                    forms: Mapping[int, tuple[bool, ...]] | None = None) -> list[Candidate]:
     """Every allowed way to store ``weight``; float32 (as it is) is among them unless a caller
     that fixes the choice says otherwise.
 
@@ -201,6 +224,8 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
     run over every axis up to ``axis`` (a recurrent layer's directions and gate rows).
     ``step_kinds``: integer candidates with a step per channel (False) and with one step for the
     layer (True), each at every bit-width and rate; factor pairs keep a step per channel.
+    ``forms``: per integer width, clipped (False) and/or wide (True) symbols (``level_forms``;
+    None: clipped only); factor pairs are clipped.
     """
     if not np.isfinite(weight).all():  # NaN or infinity: no step holds it, so it is kept exactly
         return [Candidate(key, 32, stored_size(weight.nbytes, len(encode_array(weight))), weight)]
@@ -213,7 +238,8 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
         fit = _Fit(weight, hessian, moments, centred, bias if correct else None,
                    channel_spread(weight, centred) if correct else None)
         int_bits = sorted(b for b in set(bits_choices) if b in INTEGER_BITS)
-        out = fit.finish(_unfactorised(key, weight, axis, bits_choices, int_bits, always_float32, hessian, rates,
+        forms = {b: (False,) for b in int_bits} if forms is None else {b: tuple(forms.get(b, (False,))) for b in int_bits}
+        out = fit.finish(_unfactorised(key, weight, axis, bits_choices, forms, always_float32, hessian, rates,
                                        merged, step_kinds) if full_rank else [])
         factor_bits = tuple(b for b in int_bits if b in FACTOR_BITS or not full_rank)
         if ranks and moments is not None and factor_bits:
@@ -224,20 +250,21 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
         return out
 
 
-def _unfactorised(key: str, weight: np.ndarray, axis: int, bits_choices: tuple[int, ...], int_bits: list[int],
-                  always_float32: bool, hessian: LayerHessian | None, rates: tuple[float, ...],
-                  merged: bool, step_kinds: tuple[bool, ...]) -> list[Candidate]:
-    """Float32, float16 and the integer candidates at full rank, one per bit-width, rate and
-    kind of step."""
-    rounded = {}  # (bits, rate, one step) -> QuantizedWeight
+def _unfactorised(key: str, weight: np.ndarray, axis: int, bits_choices: tuple[int, ...],
+                  forms: Mapping[int, tuple[bool, ...]], always_float32: bool, hessian: LayerHessian | None,
+                  rates: tuple[float, ...], merged: bool, step_kinds: tuple[bool, ...]) -> list[Candidate]:
+    """Float32, float16 and the integer candidates at full rank, one per bit-width, form of
+    levels, rate and kind of step."""
+    rounded = {}  # (bits, wide, rate, one step) -> QuantizedWeight
     for one in step_kinds:  # a compensated pass per kind of step: its working memory grows with the bases
-        bases = [quantize_per_channel(weight, bits, axis, key=key, merged=merged, one_step=one) for bits in int_bits]
+        bases = [quantize_per_channel(weight, bits, axis, key=key, merged=merged, one_step=one, wide=wide)
+                 for bits, kinds in forms.items() for wide in kinds]
         for rate in rates:
             if hessian is not None and bases:
                 made = compensated_round(weight, axis, bases, hessian, rate)
             else:
                 made = [b if rate <= 0 else rate_aware_quantize(weight, axis, b, rate) for b in bases]
-            rounded.update({(q.bits, rate, one): q for q in made})
+            rounded.update({(q.bits, q.wide, rate, one): q for q in made})
     out = []
     for bits in sorted(set(bits_choices) | ({FLOAT32} if always_float32 else set())):
         if bits == FLOAT32:
@@ -248,9 +275,10 @@ def _unfactorised(key: str, weight: np.ndarray, axis: int, bits_choices: tuple[i
             half = weight.astype(np.float16)
             out.append(Candidate(key, 16, stored_size(half.nbytes, len(encode_array(half))), weight))
         else:
-            out += [Candidate(key, bits, integer_payload_bytes(rounded[bits, rate, one]), weight,
-                              rounded[bits, rate, one], compensated=hessian is not None, rate=float(rate), one_step=one)
-                    for rate in rates for one in step_kinds]
+            out += [Candidate(key, bits, integer_payload_bytes(rounded[bits, wide, rate, one]), weight,
+                              rounded[bits, wide, rate, one], compensated=hessian is not None, rate=float(rate),
+                              one_step=one)
+                    for wide in forms[bits] for rate in rates for one in step_kinds]
     return out
 
 
@@ -304,7 +332,10 @@ def _worth_factorising(weight: np.ndarray, moments: LayerHessian, metric: LayerH
     if not sized:
         return [(rank, bits) for rank in ranks]
     outputs, inputs = to_rows(weight, moments.layout, 1)[0].shape
-    by_bits = {c.bits: c.coded_bytes for c in sized if c.quantized is not None and c.rate == 0 and not c.one_step}
+    by_bits = {c.bits: c.coded_bytes for c in sized
+               if c.quantized is not None and c.rate == 0 and not c.one_step and not c.wide}
+    by_bits.update({c.bits: c.coded_bytes for c in sized  # a width made wide only
+                    if c.quantized is not None and c.rate == 0 and not c.one_step and c.bits not in by_bits})
     made = []
     for rank in ranks:
         share = rank * (outputs + inputs) / (outputs * inputs)
@@ -332,7 +363,7 @@ def candidate_for(key: str, weight: np.ndarray, axis: int, label: Label, hessian
     (cand,) = make_candidates(key, weight, axis, (bits,), always_float32=False,
                               hessian=hessian if label.compensated else None, rates=(label.rate,), bias=bias,
                               ranks=ranks, full_rank=not ranks, moments=hessian, merged=merged,
-                              step_kinds=(label.one_step,))
+                              step_kinds=(label.one_step,), forms={bits: (label.wide,)} if bits in INTEGER_BITS else None)
     return cand
 
 
@@ -355,6 +386,7 @@ def save_candidates(path: Path, candidates: Mapping[str, list[Candidate]]) -> No
                 arrays[f"{tag}_scales"] = cand.quantized.scales
                 row["axis"] = cand.quantized.axis
                 row["merged"] = cand.quantized.merged
+                row["wide"] = cand.quantized.wide
             if cand.factors is not None:
                 pair = cand.factors
                 for part, q in (("first", pair.first), ("second", pair.second)):
@@ -382,7 +414,8 @@ def load_candidates(path: Path, originals: Mapping[str, np.ndarray]) -> dict[str
             quantized = None
             if f"{row['tag']}_symbols" in z.files:
                 quantized = QuantizedWeight(row["key"], row["bits"], row["axis"], z[f"{row['tag']}_symbols"],
-                                            z[f"{row['tag']}_scales"], bool(row.get("merged", False)))
+                                            z[f"{row['tag']}_scales"], bool(row.get("merged", False)),
+                                            bool(row.get("wide", False)))
             factors = None
             if row.get("rank"):
                 first, second = (QuantizedWeight(row["key"], row["bits"], row["axis"], z[f"{row['tag']}_{part}_symbols"],

@@ -202,6 +202,10 @@ def _parse_rates(text: str) -> tuple[float, ...]:
 @click.option("--layer-steps/--no-layer-steps", default=True, show_default=True,
               help="Automatic mode: offer integer candidates with one step for the whole layer beside those with "
                    "a step per channel (the knapsack picks per layer).")
+@click.option("--wide-levels/--no-wide-levels", default=False, show_default=True,
+              help="Automatic mode: integer candidates whose container holds more levels than their width "
+                   "(2, 3, 5..7, 9..12 bits) let symbols run to the container's range instead of clipping "
+                   "(the narrowest width keeps its clipped form too).")
 @click.option("--rank", "ranks", multiple=True, metavar="PATTERN=R",
               help="Factorise matching layers at rank R (repeatable); their bits are still chosen.")
 @click.option("-o", "--out-dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
@@ -214,7 +218,7 @@ def _parse_rates(text: str) -> tuple[float, ...]:
 def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_loss_increase, agreement, max_distance,
              confidence, metric_spec, max_drop, decisions, holdout, noise_sigmas, target_ratio,
              target_size, bits_choices, keep, loss, model_output, plan, taylor, sweep, sweep_budget,
-             sweep_cache, compensate, rates, lowrank, layer_steps, ranks, out_dir, devices, fold, quiet) -> None:
+             sweep_cache, compensate, rates, lowrank, layer_steps, wide_levels, ranks, out_dir, devices, fold, quiet) -> None:
     """Compress MODEL into a folder: NAME.l2b (bitstream), NAME.l2.onnx (runnable), plan.json, report.json/.html.
 
     Without --bits, --lossless or --plan it runs the automatic mode on --data: the smallest plan
@@ -231,7 +235,8 @@ def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_lo
         lossless=lossless, bits=uniform, plan=plan, target_ratio=target_ratio, target_size=target_size,
         max_loss_increase=max_loss_increase, contract=contract, model_output=model_output, loss=loss,
         bits_choices=_parse_choices(bits_choices), keep=keep, pins=pins, ranks=_parse_ranks(ranks),
-        compensate=compensate, rates=_parse_rates(rates), lowrank=lowrank, layer_steps=layer_steps, taylor=taylor,
+        compensate=compensate, rates=_parse_rates(rates), lowrank=lowrank, layer_steps=layer_steps,
+        wide_levels=wide_levels, taylor=taylor,
         sweep=sweep, sweep_budget=sweep_budget, sweep_cache=sweep_cache, noise_sigmas=noise_sigmas, fold=fold,
         devices=_parse_devices(devices), quiet=quiet)
     result = api.compress(model, data, labels=labels, eval_data=eval_data, eval_labels=eval_labels,

@@ -34,7 +34,11 @@ class CompressOptions:
     of a bit in the rounding, in units of the squared step, one candidate each (0: nearest).
     ``lowrank`` offers factor pairs fitted to the layers' inputs in the automatic mode, and
     ``layer_steps`` integer candidates with one step for the whole layer beside those with a
-    step per channel. ``sweep``
+    step per channel; ``wide_levels`` makes the automatic mode's integer candidates whose
+    container has room for more levels than their width (2, 3, 5..7, 9..12 bits) with symbols
+    that run to the container's range instead of clipping at the width's (the narrowest width
+    keeps its clipped form too; off by default: it pays per layer, not under the contract, see
+    the design notes). ``sweep``
     "full" measures every candidate, "proxy" one per weight (the others scaled by their layer
     error), "auto" picks by ``sweep_budget`` (seconds) (the contract always takes the proxy);
     ``sweep_cache`` (a folder) keeps sweeps for reruns with other bounds or targets.
@@ -59,6 +63,7 @@ class CompressOptions:
     rates: tuple[float, ...] = DEFAULT_RATES
     lowrank: bool = True
     layer_steps: bool = True
+    wide_levels: bool = False
     taylor: bool = True
     sweep: str = "auto"
     sweep_budget: float = 300.0  # seconds
@@ -108,7 +113,7 @@ class CompressOptions:
         return SearchRules(self.bits_choices, self.keep, self.pins, self.loss, self.model_output, self.max_loss_increase,
                             target_bytes, self.contract, self.taylor, self.sweep, self.sweep_budget,
                             self.mode == "auto" if self.compensate is None else self.compensate, self.rates,
-                            self.noise_sigmas, self.lowrank, self.ranks, self.layer_steps)
+                            self.noise_sigmas, self.lowrank, self.ranks, self.layer_steps, self.wide_levels)
 
     def target_bytes(self, original_bytes: int) -> int | None:
         """The size budget in bytes (None: no budget), from a ratio of ``original_bytes`` or a size."""

@@ -139,7 +139,7 @@ def replayed_labels(weights: list[Weight], plan: Plan, gather: Gather
             labels[key] = parse_label(text)
         except ValueError:
             raise OnnxL2Error(f"plan: unknown choice {text!r} for {key} (use float32, float16, int2..int12, "
-                              "optionally +onestep, +gptq, +rN and +rankR in that order, e.g. int4+onestep+gptq+r0.3, int6+gptq+rank32)") from None
+                              "optionally +wide, +onestep, +gptq, +rN and +rankR in that order, e.g. int3+wide+gptq, int4+onestep+gptq+r0.3, int6+gptq+rank32)") from None
     needs = [studied[k] for k, p in labels.items() if p.compensated or p.rank]
     if not needs:
         return labels, {}

@@ -41,6 +41,7 @@ class SearchRules:
     lowrank: bool = True  # offer factor pairs (transforms.lowrank) where a layer can have them
     ranks: dict[str, int] = field(default_factory=dict)  # pattern -> rank (a pinned factorisation)
     layer_steps: bool = True  # offer integer candidates with one step for the layer beside a step per channel
+    wide_levels: bool = False  # integer candidates whose symbols run to their container's range (not clipped)
 
     @property
     def form(self) -> str:

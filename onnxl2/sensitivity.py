@@ -222,20 +222,22 @@ def proxy_sweep(probe: Probe, candidates: Mapping[str, list[Candidate]], taylor:
     measured reference fixes the layer's own factor. That factor differs between a step per
     channel and one step for the layer (how the error spreads over the output channels is not
     the same, and the layers after weigh channels differently), so each kind has its own
-    reference. Rows say which values are measured and which are scaled; the final plan is
-    always measured.
+    reference; so has each form of levels (clipped and wide), whose errors fall on different
+    weights: a clipped layer's on the few it clips, a wide one's spread over all. Rows say which
+    values are measured and which are scaled; the final plan is always measured.
     """
     refs = {key: references(cands) for key, cands in candidates.items()}
     measured = sweep(probe, {key: list(kinds.values()) for key, kinds in refs.items() if kinds}, taylor, progress)
     results: dict[str, list[Sensitivity]] = {}
     for key, cands in candidates.items():
         kinds = refs[key]
-        rows_of = dict(zip(kinds, measured.get(key, [])))  # kind of step -> the reference's row
+        rows_of = dict(zip(kinds, measured.get(key, [])))  # kind -> the reference's row
         rows = []
         for cand in cands:
-            ref = kinds.get(cand.one_step)
+            kind = candidate_kind(cand)
+            ref = kinds.get(kind)
             if ref is not None and cand is ref:
-                rows.append(rows_of[cand.one_step])
+                rows.append(rows_of[kind])
             elif cand.bits == FLOAT32 or ref is None:
                 rows.append(Sensitivity(key, cand.label, cand.bits, cand.coded_bytes, 0.0, 0.0, 0.0,
                                         0.0 if cand.bits == FLOAT32 else None, 0.0 if cand.bits == FLOAT32 else None))
@@ -243,18 +245,25 @@ def proxy_sweep(probe: Probe, candidates: Mapping[str, list[Candidate]], taylor:
                 ref_energy = _error_energy(ref)
                 ratio = _error_energy(cand) / ref_energy if ref_energy > 0 else 0.0
                 rows.append(Sensitivity(key, cand.label, cand.bits, cand.coded_bytes, None, None,
-                                        rows_of[cand.one_step].distortion * ratio, source="proxy"))
+                                        rows_of[kind].distortion * ratio, source="proxy"))
         results[key] = rows
     return results
 
 
-def references(cands: list[Candidate]) -> dict[bool, Candidate]:
-    """The measured reference of each kind of step a weight's candidates have (by ``one_step``)."""
+def candidate_kind(cand: Candidate) -> tuple[bool, bool]:
+    """What a proxy sweep measures a reference for: the kind of step and the form of levels."""
+    return cand.one_step, cand.wide
+
+
+def references(cands: list[Candidate]) -> dict[tuple[bool, bool], Candidate]:
+    """The measured reference of each kind (``candidate_kind``) a weight's candidates have. Float
+    candidates and factor pairs count as clipped, so a weight without integer candidates of a
+    kind has no reference of it."""
     out = {}
-    for one in sorted({c.one_step for c in cands}):
-        ref = reference_candidate([c for c in cands if c.one_step == one])
+    for kind in sorted({candidate_kind(c) for c in cands}):
+        ref = reference_candidate([c for c in cands if candidate_kind(c) == kind])
         if ref is not None:
-            out[one] = ref
+            out[kind] = ref
     return out
 
 

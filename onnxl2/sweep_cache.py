@@ -20,7 +20,7 @@ from .rules import SearchRules
 from .sensitivity import Sensitivity
 
 #: Bumped whenever what a sweep measures changes, so that caches of older sweeps are not reused.
-SWEEP_VERSION = 10
+SWEEP_VERSION = 11
 
 
 class SweepCache:
@@ -74,7 +74,7 @@ def _candidates_key(data_digest, rules: SearchRules) -> str:
     digest = data_digest.copy()
     digest.update(json.dumps([rules.bits_choices, rules.keep, sorted(rules.pins.items()),
                               rules.compensate, list(rules.rates), rules.lowrank, sorted(rules.ranks.items()),
-                              rules.layer_steps, SWEEP_VERSION]).encode())
+                              rules.layer_steps, rules.wide_levels, SWEEP_VERSION]).encode())
     return digest.hexdigest()[:32]
 
 

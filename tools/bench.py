@@ -59,6 +59,7 @@ QUICK_SWEEP_S = 60.0  # --quick: measure every candidate when that fits this man
 ONNXL2_ROWS = {"onnxl2 --lossless": {"lossless": True},
                "onnxl2 contract (default)": {"contract": True},
                "onnxl2 contract --no-layer-steps": {"contract": True, "layer_steps": False},
+               "onnxl2 contract --wide-levels": {"contract": True, "wide_levels": True},
                "onnxl2 neighbourhood (eps 0)": {"max_loss_increase": 0},
                "onnxl2 --target-ratio 10": {"target_ratio": 10.0},
                "onnxl2 --target-ratio 20": {"target_ratio": 20.0},

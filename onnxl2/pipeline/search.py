@@ -17,7 +17,8 @@ import numpy as np
 from onnx import ModelProto
 
 from ..budgets import Allocation, allocate_neighbourhood, allocate_size
-from ..candidates import FLOAT32, Candidate, load_candidates, lowrank_ranks, make_candidates, save_candidates
+from ..candidates import (FLOAT32, Candidate, level_forms, load_candidates, lowrank_ranks, make_candidates,
+                          save_candidates)
 from ..contract import Contract, Judge, OutputScale
 from ..data import batch_size_for, fixed_batch, input_specs
 from ..errors import OnnxL2Error
@@ -34,6 +35,7 @@ from ..samples import holdout_split, labelled_subset, sample_count, sweep_sample
 from ..sensitivity import (Measurement, Probe, Sensitivity, proxy_sweep, reference_candidate, references, sweep,
                            terminal_progress)
 from ..sweep_cache import SweepCache
+from ..transforms.quantize import INTEGER_BITS
 from ..workers import map_by_size
 
 
@@ -173,11 +175,13 @@ def weight_candidates(weight: Weight, values: np.ndarray, rules: SearchRules, he
     """The automatic mode's candidates for one weight (``values``), with the layer's Hessian
     (compensation and factor pairs, where ``rules`` allow them), its bias's values (moved by
     bias correction) and the pinned ranks."""
-    return make_candidates(weight.key, values, weight.channel_axis, allowed_bits(weight, rules),
+    bits = allowed_bits(weight, rules)
+    return make_candidates(weight.key, values, weight.channel_axis, bits,
                            hessian=hessian if rules.compensate else None, rates=rules.rates, bias=bias,
                            ranks=_ranks(weight, values, hessian, pinned, rules),
                            full_rank=weight.key not in pinned, moments=hessian, merged=weight.merged_channels,
-                           step_kinds=(False, True) if rules.layer_steps else (False,))
+                           step_kinds=(False, True) if rules.layer_steps else (False,),
+                           forms=level_forms(tuple(b for b in bits if b in INTEGER_BITS), rules.wide_levels))
 
 
 def _ranks(weight: Weight, values: np.ndarray, hessian: LayerHessian | None, pinned: Mapping[str, int],

@@ -194,7 +194,7 @@ def compensated_round(weight: np.ndarray, axis: int, bases: list[QuantizedWeight
     back = np.argsort(order, axis=-1)
     return [QuantizedWeight(b.key, b.bits, axis, np.ascontiguousarray(
                 from_rows(np.take_along_axis(q[i], back, axis=-1), weight.shape, hessian.layout)
-                .astype(symbol_dtype(b.bits))), b.scales, b.merged) for i, b in enumerate(bases)]
+                .astype(symbol_dtype(b.bits))), b.scales, b.merged, b.wide) for i, b in enumerate(bases)]
 
 
 def rate_aware_quantize(weight: np.ndarray, axis: int, base: QuantizedWeight, rate: float) -> QuantizedWeight:
@@ -204,7 +204,7 @@ def rate_aware_quantize(weight: np.ndarray, axis: int, base: QuantizedWeight, ra
     for _ in range(MODEL_PASSES):
         symbols = rate_aware_round(t, base.qmax, rate, code_lengths(symbols, base.qmax))
     return QuantizedWeight(base.key, base.bits, axis, symbols.astype(symbol_dtype(base.bits)), base.scales,
-                           base.merged)
+                           base.merged, base.wide)
 
 
 def output_error(weight: np.ndarray, approx: np.ndarray, hessian: LayerHessian) -> float:

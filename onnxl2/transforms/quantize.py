@@ -37,10 +37,13 @@ class QuantizedWeight:
     #: channels run over every axis up to ``axis`` (a recurrent layer's direction and gate row:
     #: ``[directions, gates * hidden, inputs]`` gets a step per row of each direction)
     merged: bool = False
+    #: symbols run to the container's range (``container_qmax``) rather than the width's: the
+    #: width chose the step, and a weight past its clipping bound takes a level of its own
+    wide: bool = False
 
     @property
     def qmax(self) -> int:
-        return qmax_for(self.bits)
+        return container_qmax(self.bits) if self.wide else qmax_for(self.bits)
 
     def reconstruct(self) -> np.ndarray:
         """The weight as the compressed model computes it (in the scale's dtype)."""
@@ -80,6 +83,17 @@ def qmax_for(bits: int) -> int:
     if bits not in INTEGER_BITS:
         raise ValueError(f"bits must be in {INTEGER_BITS[0]}..{INTEGER_BITS[-1]}, got {bits}")
     return (1 << (bits - 1)) - 1
+
+
+def container_qmax(bits: int) -> int:
+    """Largest symbol magnitude the container of ``bits``-bit symbols holds symmetrically."""
+    return {"int4": 7, "int8": 127, "int16": 32767}[container_type(bits)]
+
+
+def has_wide_form(bits: int) -> bool:
+    """Whether ``bits``-bit symbols sit in a container with room for more levels (2, 3 in int4;
+    5..7 in int8; 9..12 in int16), so that a wide form differs from the clipped one."""
+    return container_qmax(bits) > qmax_for(bits)
 
 
 def container_type(bits: int) -> str:
@@ -124,10 +138,18 @@ def _rounding_error(rows: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarra
 
 
 def quantize_per_channel(weight: np.ndarray, bits: int, axis: int, key: str = "",
-                         search_clip: bool = True, merged: bool = False, one_step: bool = False) -> QuantizedWeight:
+                         search_clip: bool = True, merged: bool = False, one_step: bool = False,
+                         wide: bool = False) -> QuantizedWeight:
     """Quantize ``weight`` with one step per slice along ``axis`` (with ``merged``, per slice
     along every axis up to ``axis``); with ``one_step``, the same step for every slice, its clip
-    searched on the whole tensor.
+    searched on the whole tensor. With ``wide`` the step is the one the clip search picks for
+    ``bits``, and the symbols run to the container's range instead of being clipped.
+
+    Why wide: clipping minimises the error of a fixed number of levels, which is what a
+    fixed-rate code wants; an entropy-coded one pays for a level by how often it is used, so
+    a rare weight past the bound costs a few bits once instead of a large error. At the same
+    layer-output error the wide form codes 6-10% smaller at 2-3 bits and 1-3% at 5 bits
+    (compensated rounding, the recogniser's and MiniLM's largest layers, design notes).
 
     One step spends the same error on every weight, which is what entropy-coded rounding wants
     for a plain squared error (channels of small range then take few levels and code short);
@@ -158,7 +180,8 @@ def quantize_per_channel(weight: np.ndarray, bits: int, axis: int, key: str = ""
         better = err < best_err
         best_err = np.where(better, err, best_err)
         best_scale = np.where(better, scale, best_scale)
-    q = np.clip(np.rint(rows / best_scale[:, None]), -qmax, qmax).astype(symbol_dtype(bits))
+    limit = container_qmax(bits) if wide else qmax
+    q = np.clip(np.rint(rows / best_scale[:, None]), -limit, limit).astype(symbol_dtype(bits))
     symbols = q.reshape(moved_shape) if merged else np.moveaxis(q.reshape(moved_shape), 0, axis)
     return QuantizedWeight(key, bits, axis, np.ascontiguousarray(symbols),
-                           best_scale.astype(store_dtype), merged)
+                           best_scale.astype(store_dtype), merged, wide and has_wide_form(bits))

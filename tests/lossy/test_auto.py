@@ -48,6 +48,32 @@ def test_plan_replays_to_the_same_bitstream(calib, tmp_path):
     assert again.files == first.files and again.report["mode"] == "plan"
 
 
+def test_wide_levels_make_the_wide_form_and_keep_the_narrowest_clipped_too(calib):
+    """With ``wide_levels`` a width with room in its container is made wide only, the narrowest
+    width in both forms, and the widths that fill their containers (4, 8) clipped."""
+    result = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), taylor=False,
+                      keep=("conv_*",), pins={"emb_w": 3}, max_loss_increase="50%", wide_levels=True,
+                      bits_choices=(2, 3, 4, 6, 8, 32))
+    rows = result.report["allocation"]["candidates"]
+    assert {r["label"] for r in rows["emb_w"]} == {"int3", "int3+wide", "int3+onestep", "int3+wide+onestep", "float32"}
+    per_channel = {r["label"].removesuffix("+gptq") for r in rows["fc_w"] if "onestep" not in r["label"] and "rank" not in r["label"]}
+    assert per_channel == {"int2", "int2+wide", "int3+wide", "int4", "int6+wide", "int8", "float32"}
+
+
+def test_wide_choices_store_symbols_past_their_width_in_the_same_container(calib, tmp_path):
+    """A plan's +wide choices replay, and the compressed ONNX that ONNX Runtime ran in validation
+    holds their symbols past the width's own bound (3 at 3 bits, 1 at 2) in its int4 tensors."""
+    import onnx
+    from onnx import numpy_helper
+    plan = {"choices": {"fc_w": "int3+wide+gptq", "conv_w": "int2+wide"}}
+    result = compress(genmodels.mixed_model(), calib, plan=plan, quiet=True, devices=("cpu",), out_dir=tmp_path)
+    assert {w["name"]: w["choice"] for w in result.report["weights"]}["fc_w"] == "int3+wide+gptq"
+    assert result.report["roundtrip"].startswith("bit-exact") and result.report["validation"]["devices"]
+    model = onnx.load(tmp_path / "model.l2.onnx")
+    stored = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT4}
+    assert 3 < np.abs(stored["fc_w_quantized"]).max() <= 7 and np.abs(stored["conv_w_quantized"]).max() > 1
+
+
 def test_pins_are_honoured(calib):
     result = compress(genmodels.mixed_model(), calib, quiet=True, devices=("cpu",), taylor=False,
                       keep=("conv_*",), pins={"emb_w": 3}, max_loss_increase="50%")

@@ -124,3 +124,62 @@ def test_clip_search_error_by_blocks_equals_the_whole_array_at_once(shape):
     q = np.clip(np.rint(u), -7, 7) - u
     whole = np.einsum("ij,ij->i", q, q).astype(np.float64) * np.square(scale.astype(np.float64))
     np.testing.assert_array_equal(_rounding_error(rows, scale, 7), whole)
+
+
+def test_wide_levels_keep_the_width_s_step_and_give_weights_past_the_bound_their_own_levels():
+    """The wide form rounds with the step the clip search picks for the width, but lets symbols
+    run to the container's range: only the weights the clipped form clips change, and each of
+    them moves nearer its value; at 4 and 8 bits, which fill their containers, nothing changes."""
+    from onnxl2.transforms.quantize import container_qmax, has_wide_form
+    w = _weights(5)
+    w[3, 0, 0, 0] = 3.0 * np.abs(w[3]).max()  # an outlier the 3-bit clip search clips
+    clipped, wide = quantize_per_channel(w, 3, 0), quantize_per_channel(w, 3, 0, wide=True)
+    assert wide.wide and not clipped.wide and wide.qmax == container_qmax(3) == 7
+    assert np.array_equal(wide.scales, clipped.scales) and wide.symbols.dtype == clipped.symbols.dtype
+    inside = np.abs(clipped.symbols) < qmax_for(3)
+    assert np.array_equal(wide.symbols[inside], clipped.symbols[inside])
+    assert qmax_for(3) < np.abs(wide.symbols).max() <= 7
+    err_wide, err_clipped = np.abs(wide.reconstruct() - w), np.abs(clipped.reconstruct() - w)
+    assert np.all(err_wide <= err_clipped + 1e-6) and err_wide.sum() < err_clipped.sum()
+    for bits in (4, 8):
+        full = quantize_per_channel(w, bits, 0, wide=True)
+        assert not full.wide and np.array_equal(full.symbols, quantize_per_channel(w, bits, 0).symbols)
+    assert [b for b in INTEGER_BITS if has_wide_form(b)] == [2, 3, 5, 6, 7, 9, 10, 11, 12]
+
+
+def test_wide_candidates_have_their_own_label_and_replay_from_it():
+    from onnxl2.candidates import candidate_for, level_forms, make_candidates
+    w = _weights(6).reshape(48, -1)
+    forms = level_forms((2, 3, 4, 6), True)
+    assert forms == {2: (False, True), 3: (True,), 4: (False,), 6: (True,)}  # the narrowest keeps its clipped form
+    assert level_forms((2, 3, 4), False) == {2: (False,), 3: (False,), 4: (False,)}
+    made = {c.label: c for c in make_candidates("w", w, 0, (2, 3, 4, 6), forms=forms)}
+    assert set(made) == {"int2", "int2+wide", "int3+wide", "int4", "int6+wide", "float32"}
+    label = parse_label("int3+wide")
+    assert label.wide and label.bits == 3 and not parse_label("int3").wide
+    again = candidate_for("w", w, 0, label, None)
+    assert again.label == "int3+wide" and np.array_equal(again.quantized.symbols, made["int3+wide"].quantized.symbols)
+    assert made["int3+wide"].quantized.qmax == 7
+
+
+@pytest.mark.parametrize("text", ["int4+wide", "int8+wide", "int3+wide+rank4", "int3+onestep+wide", "int3+wide+wide"])
+def test_wide_labels_that_name_no_candidate_are_refused(text):
+    """4 and 8 bits fill their containers (no wide form), factor pairs are clipped, and the
+    parts come in one order."""
+    with pytest.raises(ValueError):
+        parse_label(text)
+
+
+def test_each_form_of_levels_has_its_own_proxy_reference():
+    """The proxy scales a candidate from the measured reference of its kind: a step per channel
+    or one for the layer, clipped or wide (their errors fall on different weights)."""
+    from onnxl2.candidates import level_forms, make_candidates
+    from onnxl2.sensitivity import references
+    w = _weights(7).reshape(48, -1)
+    cands = make_candidates("w", w, 0, (2, 3, 4, 5, 8), step_kinds=(False, True),
+                            forms=level_forms((2, 3, 4, 5, 8), True))
+    refs = references(cands)
+    assert {kind: ref.label for kind, ref in refs.items()} == {
+        (False, False): "int4", (False, True): "int3+wide", (True, False): "int4+onestep",
+        (True, True): "int3+wide+onestep"}
+    assert set(references([c for c in cands if not c.wide])) == {(False, False), (True, False)}
