@@ -51,6 +51,7 @@ def main() -> int:
     parser.add_argument("--eval-labels", type=Path)
     parser.add_argument("--splits", type=int, default=3)
     parser.add_argument("--no-layer-steps", action="store_true", help="leave out one-step-per-layer candidates")
+    parser.add_argument("--wide-levels", action="store_true", help="wide instead of clipped levels (--wide-levels)")
     args = parser.parse_args()
     ratios, first = [], None
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,7 +62,7 @@ def main() -> int:
             began = time.perf_counter()
             result = onnxl2.compress(args.model, data, labels=labels, eval_data=args.eval_data,
                                      eval_labels=args.eval_labels, devices=("cpu",), quiet=True,
-                                     layer_steps=not args.no_layer_steps)
+                                     layer_steps=not args.no_layer_steps, wide_levels=args.wide_levels)
             seconds = time.perf_counter() - began
             samples = result.report["allocation"]["contract"]["held_back_samples"]
             ratios.append(result.report["sizes"]["file_ratio"])
@@ -69,7 +70,7 @@ def main() -> int:
             if start == 0:
                 first = (data, labels, bytes(result.bitstream))
         again = onnxl2.compress(args.model, first[0], labels=first[1], devices=("cpu",), quiet=True,
-                                layer_steps=not args.no_layer_steps)
+                                layer_steps=not args.no_layer_steps, wide_levels=args.wide_levels)
         same = bytes(again.bitstream) == first[2]
     median = float(np.median(ratios))
     spread = max(abs(r / median - 1) for r in ratios)
