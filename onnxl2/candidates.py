@@ -86,7 +86,8 @@ class Candidate:
         """What a plan file says: float32, float16, int4, int3+wide+gptq, int4+onestep+gptq+r0.3, ..."""
         if self.bits in (FLOAT16, FLOAT32):
             return f"float{self.bits}"
-        return (f"int{self.bits}" + ("+wide" if self.wide else "") + ("+onestep" if self.one_step else "") + ("+gptq" if self.compensated else "")
+        return (f"int{self.bits}" + ("+wide" if self.wide else "") + ("+onestep" if self.one_step else "")
+                + ("+gptq" if self.compensated else "")
                 + (f"+r{_exact_text(self.rate)}" if self.rate else "")
                 + (f"+rank{self.rank}" if self.factors is not None else ""))
 
@@ -238,7 +239,7 @@ def make_candidates(key: str, weight: np.ndarray, axis: int, bits_choices: tuple
         fit = _Fit(weight, hessian, moments, centred, bias if correct else None,
                    channel_spread(weight, centred) if correct else None)
         int_bits = sorted(b for b in set(bits_choices) if b in INTEGER_BITS)
-        forms = {b: (False,) for b in int_bits} if forms is None else {b: tuple(forms.get(b, (False,))) for b in int_bits}
+        forms = {b: tuple(forms.get(b, (False,))) if forms is not None else (False,) for b in int_bits}
         out = fit.finish(_unfactorised(key, weight, axis, bits_choices, forms, always_float32, hessian, rates,
                                        merged, step_kinds) if full_rank else [])
         factor_bits = tuple(b for b in int_bits if b in FACTOR_BITS or not full_rank)
