@@ -41,15 +41,21 @@ def _outputs(model: str, data: dict[str, np.ndarray], batch: int, output: str | 
     return np.concatenate([session.run([name], feeds)[0] for feeds in iter_batches(data, batch)], axis=0)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def plans_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments of a tool that runs compressed models beside their original on samples."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("model")
     parser.add_argument("compressed", nargs="+")
     parser.add_argument("--data", required=True, help="evaluation samples (.npz)")
+    parser.add_argument("--output", default=None, help="the decision output (default: the first)")
+    return parser
+
+
+def main() -> int:
+    parser = plans_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--held", type=int, default=16, help="samples held back per draw")
     parser.add_argument("--draws", type=int, default=300)
     parser.add_argument("--bound", type=float, default=0.99)
-    parser.add_argument("--output", default=None, help="the decision output (default: the first)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--choose", action="store_true", help="pick a plan per draw as the frontier does")
     args = parser.parse_args()

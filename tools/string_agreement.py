@@ -10,7 +10,6 @@ gap between the two columns is what judging the decoded strings would free.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from onnxl2.data import batch_size_for, input_specs, load_data  # noqa: E402
 from onnxl2.samples import sample_count  # noqa: E402
-from tools.agreement_draws import _outputs  # noqa: E402
+from tools.agreement_draws import _outputs, plans_parser  # noqa: E402
 
 
 def decoded(steps: np.ndarray, blank: int) -> list[tuple[int, ...]]:
@@ -35,12 +34,8 @@ def decoded(steps: np.ndarray, blank: int) -> list[tuple[int, ...]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model")
-    parser.add_argument("compressed", nargs="+")
-    parser.add_argument("--data", required=True, help="samples (.npz)")
+    parser = plans_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--blank", type=int, default=0, help="the blank class (0 for PP-OCR and ddddocr)")
-    parser.add_argument("--output", default=None, help="the class-score output (default: the first)")
     args = parser.parse_args()
     proto = onnx.load(args.model, load_external_data=False)
     data = load_data(args.data, proto)
