@@ -26,7 +26,7 @@ from .transforms.compensate import (bias_quanta, channel_spread, compensated_rou
                                    rate_aware_quantize, round_bias, shift_and_errors)
 from .transforms.lowrank import FACTOR_BITS, FactorPair, candidate_ranks, factorise, truncated
 from .transforms.quantize import (INTEGER_BITS, QuantizedWeight, container_type, has_wide_form, quantize_per_channel,
-                                  symbol_dtype)
+                                  symbol_dtype, widened)
 
 #: The bit-widths that stand for a float choice: the weight kept as it is, or stored as float16.
 FLOAT32, FLOAT16 = 32, 16
@@ -185,13 +185,15 @@ def parse_label(label: str) -> Label:
                  int(match["rank"]) if match["rank"] else None, bool(match["onestep"]), bool(match["wide"]))
 
 
-def level_forms(int_bits: tuple[int, ...], wide_levels: bool) -> dict[int, tuple[bool, ...]]:
-    """Per integer width, the forms its candidates take: clipped (False) and wide (True).
+def level_forms(bits_choices: tuple[int, ...], wide_levels: bool) -> dict[int, tuple[bool, ...]]:
+    """Per integer width among ``bits_choices``, the forms its candidates take: clipped (False)
+    and wide (True).
 
     With ``wide_levels`` a width whose container has room is made wide only, since at the same
     layer-output error the wide form codes smaller (``quantize_per_channel``); the narrowest
     width keeps its clipped form too, the smallest a layer can be (ternary at 2 bits, whose
     wide form spends some bits on the weights past its bound)."""
+    int_bits = [b for b in bits_choices if b in INTEGER_BITS]
     narrowest = min(int_bits, default=None)
     return {b: ((True,) if b != narrowest else (False, True)) if wide_levels and has_wide_form(b) else (False,)
             for b in int_bits}
@@ -258,8 +260,10 @@ def _unfactorised(key: str, weight: np.ndarray, axis: int, bits_choices: tuple[i
     levels, rate and kind of step."""
     rounded = {}  # (bits, wide, rate, one step) -> QuantizedWeight
     for one in step_kinds:  # a compensated pass per kind of step: its working memory grows with the bases
-        bases = [quantize_per_channel(weight, bits, axis, key=key, merged=merged, one_step=one, wide=wide)
-                 for bits, kinds in forms.items() for wide in kinds]
+        bases = []
+        for bits, kinds in forms.items():  # one clip search a width, whichever forms it takes
+            clipped = quantize_per_channel(weight, bits, axis, key=key, merged=merged, one_step=one)
+            bases += [widened(clipped, weight) if wide else clipped for wide in kinds]
         for rate in rates:
             if hessian is not None and bases:
                 made = compensated_round(weight, axis, bases, hessian, rate)
@@ -333,10 +337,8 @@ def _worth_factorising(weight: np.ndarray, moments: LayerHessian, metric: LayerH
     if not sized:
         return [(rank, bits) for rank in ranks]
     outputs, inputs = to_rows(weight, moments.layout, 1)[0].shape
-    by_bits = {c.bits: c.coded_bytes for c in sized
-               if c.quantized is not None and c.rate == 0 and not c.one_step and not c.wide}
-    by_bits.update({c.bits: c.coded_bytes for c in sized  # a width made wide only
-                    if c.quantized is not None and c.rate == 0 and not c.one_step and c.bits not in by_bits})
+    plain = [c for c in sized if c.quantized is not None and c.rate == 0 and not c.one_step]
+    by_bits = {c.bits: c.coded_bytes for c in sorted(plain, key=lambda c: not c.wide)}  # clipped where made
     made = []
     for rank in ranks:
         share = rank * (outputs + inputs) / (outputs * inputs)
@@ -364,7 +366,7 @@ def candidate_for(key: str, weight: np.ndarray, axis: int, label: Label, hessian
     (cand,) = make_candidates(key, weight, axis, (bits,), always_float32=False,
                               hessian=hessian if label.compensated else None, rates=(label.rate,), bias=bias,
                               ranks=ranks, full_rank=not ranks, moments=hessian, merged=merged,
-                              step_kinds=(label.one_step,), forms={bits: (label.wide,)} if bits in INTEGER_BITS else None)
+                              step_kinds=(label.one_step,), forms={bits: (label.wide,)})
     return cand
 
 

@@ -256,9 +256,8 @@ def candidate_kind(cand: Candidate) -> tuple[bool, bool]:
 
 
 def references(cands: list[Candidate]) -> dict[tuple[bool, bool], Candidate]:
-    """The measured reference of each kind (``candidate_kind``) a weight's candidates have. Float
-    candidates and factor pairs count as clipped, so a weight without integer candidates of a
-    kind has no reference of it."""
+    """The measured reference of each kind (``candidate_kind``) a weight's candidates have (float
+    candidates and factor pairs are of the clipped kind)."""
     out = {}
     for kind in sorted({candidate_kind(c) for c in cands}):
         ref = reference_candidate([c for c in cands if candidate_kind(c) == kind])

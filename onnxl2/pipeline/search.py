@@ -35,7 +35,6 @@ from ..samples import holdout_split, labelled_subset, sample_count, sweep_sample
 from ..sensitivity import (Measurement, Probe, Sensitivity, proxy_sweep, reference_candidate, references, sweep,
                            terminal_progress)
 from ..sweep_cache import SweepCache
-from ..transforms.quantize import INTEGER_BITS
 from ..workers import map_by_size
 
 
@@ -181,7 +180,7 @@ def weight_candidates(weight: Weight, values: np.ndarray, rules: SearchRules, he
                            ranks=_ranks(weight, values, hessian, pinned, rules),
                            full_rank=weight.key not in pinned, moments=hessian, merged=weight.merged_channels,
                            step_kinds=(False, True) if rules.layer_steps else (False,),
-                           forms=level_forms(tuple(b for b in bits if b in INTEGER_BITS), rules.wide_levels))
+                           forms=level_forms(bits, rules.wide_levels))
 
 
 def _ranks(weight: Weight, values: np.ndarray, hessian: LayerHessian | None, pinned: Mapping[str, int],

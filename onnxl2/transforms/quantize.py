@@ -138,18 +138,10 @@ def _rounding_error(rows: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarra
 
 
 def quantize_per_channel(weight: np.ndarray, bits: int, axis: int, key: str = "",
-                         search_clip: bool = True, merged: bool = False, one_step: bool = False,
-                         wide: bool = False) -> QuantizedWeight:
+                         search_clip: bool = True, merged: bool = False, one_step: bool = False) -> QuantizedWeight:
     """Quantize ``weight`` with one step per slice along ``axis`` (with ``merged``, per slice
     along every axis up to ``axis``); with ``one_step``, the same step for every slice, its clip
-    searched on the whole tensor. With ``wide`` the step is the one the clip search picks for
-    ``bits``, and the symbols run to the container's range instead of being clipped.
-
-    Why wide: clipping minimises the error of a fixed number of levels, which is what a
-    fixed-rate code wants; an entropy-coded one pays for a level by how often it is used, so
-    a rare weight past the bound costs a few bits once instead of a large error. At the same
-    layer-output error the wide form codes 6-10% smaller at 2-3 bits and 1-3% at 5 bits
-    (compensated rounding, the recogniser's and MiniLM's largest layers, design notes).
+    searched on the whole tensor.
 
     One step spends the same error on every weight, which is what entropy-coded rounding wants
     for a plain squared error (channels of small range then take few levels and code short);
@@ -180,8 +172,25 @@ def quantize_per_channel(weight: np.ndarray, bits: int, axis: int, key: str = ""
         better = err < best_err
         best_err = np.where(better, err, best_err)
         best_scale = np.where(better, scale, best_scale)
-    limit = container_qmax(bits) if wide else qmax
-    q = np.clip(np.rint(rows / best_scale[:, None]), -limit, limit).astype(symbol_dtype(bits))
+    q = np.clip(np.rint(rows / best_scale[:, None]), -qmax, qmax).astype(symbol_dtype(bits))
     symbols = q.reshape(moved_shape) if merged else np.moveaxis(q.reshape(moved_shape), 0, axis)
     return QuantizedWeight(key, bits, axis, np.ascontiguousarray(symbols),
-                           best_scale.astype(store_dtype), merged, wide and has_wide_form(bits))
+                           best_scale.astype(store_dtype), merged)
+
+
+def widened(q: QuantizedWeight, weight: np.ndarray) -> QuantizedWeight:
+    """``q``'s wide form: the same steps (those the clip search picked for its width), the
+    weight rounded with symbols up to the container's range instead of clipped at the width's
+    (``q`` itself where the width fills its container).
+
+    Why: clipping minimises the error of a fixed number of levels, which is what a fixed-rate
+    code wants; an entropy code pays for a level by how often it is used, so a rare weight past
+    the bound costs a few bits once instead of a large error. At the same layer-output error
+    the wide form codes 6-8% smaller at 2-3 bits and about 1% at 5 bits (compensated rounding,
+    the largest layers of the detector and the recogniser; the design notes)."""
+    if q.wide or not has_wide_form(q.bits):
+        return q
+    limit = container_qmax(q.bits)
+    steps = q.scales.astype(np.float32).reshape(q.channel_shape())
+    symbols = np.clip(np.rint(np.asarray(weight, dtype=np.float32) / steps), -limit, limit)
+    return QuantizedWeight(q.key, q.bits, q.axis, symbols.astype(symbol_dtype(q.bits)), q.scales, q.merged, True)

@@ -130,10 +130,11 @@ def test_wide_levels_keep_the_width_s_step_and_give_weights_past_the_bound_their
     """The wide form rounds with the step the clip search picks for the width, but lets symbols
     run to the container's range: only the weights the clipped form clips change, and each of
     them moves nearer its value; at 4 and 8 bits, which fill their containers, nothing changes."""
-    from onnxl2.transforms.quantize import container_qmax, has_wide_form
+    from onnxl2.transforms.quantize import container_qmax, has_wide_form, widened
     w = _weights(5)
     w[3, 0, 0, 0] = 3.0 * np.abs(w[3]).max()  # an outlier the 3-bit clip search clips
-    clipped, wide = quantize_per_channel(w, 3, 0), quantize_per_channel(w, 3, 0, wide=True)
+    clipped = quantize_per_channel(w, 3, 0)
+    wide = widened(clipped, w)
     assert wide.wide and not clipped.wide and wide.qmax == container_qmax(3) == 7
     assert np.array_equal(wide.scales, clipped.scales) and wide.symbols.dtype == clipped.symbols.dtype
     inside = np.abs(clipped.symbols) < qmax_for(3)
@@ -142,15 +143,22 @@ def test_wide_levels_keep_the_width_s_step_and_give_weights_past_the_bound_their
     err_wide, err_clipped = np.abs(wide.reconstruct() - w), np.abs(clipped.reconstruct() - w)
     assert np.all(err_wide <= err_clipped + 1e-6) and err_wide.sum() < err_clipped.sum()
     for bits in (4, 8):
-        full = quantize_per_channel(w, bits, 0, wide=True)
-        assert not full.wide and np.array_equal(full.symbols, quantize_per_channel(w, bits, 0).symbols)
+        full = quantize_per_channel(w, bits, 0)
+        assert widened(full, w) is full and not full.wide
+    recurrent = np.random.default_rng(6).standard_normal((2, 12, 64)).astype(np.float32)
+    recurrent[1, 4, 0] = 8.0  # a step per row of each direction (merged channels)
+    rows = quantize_per_channel(recurrent, 3, 1, merged=True)
+    steps = rows.scales.reshape(2, 12, 1)
+    assert rows.scales.size == 24 and np.array_equal(widened(rows, recurrent).symbols,
+                                                      np.clip(np.rint(recurrent / steps), -7, 7))
+    assert widened(rows, recurrent).symbols[1, 4, 0] > qmax_for(3) == rows.symbols[1, 4, 0]
     assert [b for b in INTEGER_BITS if has_wide_form(b)] == [2, 3, 5, 6, 7, 9, 10, 11, 12]
 
 
 def test_wide_candidates_have_their_own_label_and_replay_from_it():
     from onnxl2.candidates import candidate_for, level_forms, make_candidates
     w = _weights(6).reshape(48, -1)
-    forms = level_forms((2, 3, 4, 6), True)
+    forms = level_forms((2, 3, 4, 6, 16, 32), True)  # float choices take no form
     assert forms == {2: (False, True), 3: (True,), 4: (False,), 6: (True,)}  # the narrowest keeps its clipped form
     assert level_forms((2, 3, 4), False) == {2: (False,), 3: (False,), 4: (False,)}
     made = {c.label: c for c in make_candidates("w", w, 0, (2, 3, 4, 6), forms=forms)}
