@@ -184,8 +184,9 @@ def _as_session_source(model: ModelSource | bytes) -> tuple[Any, ModelProto]:
 
 def validate(original: ModelSource, compressed: ModelSource | bytes, data: DataSource,
              labels: Any = None, model_output: str | None = None,
-             devices: tuple[str, ...] = ("cpu", "cuda")) -> ValidationResult:
-    """Compare a compressed model with its original on the same data, on CPU (and CUDA)."""
+             devices: tuple[str, ...] = ("cpu", "cuda"), ctc: tuple[str, ...] = ()) -> ValidationResult:
+    """Compare a compressed model with its original on the same data, on CPU (and CUDA);
+    ``ctc``: outputs read as CTC strings (blank: class 0), whose readings kept are counted too."""
     devices = check_devices(devices)
     check_validation_devices(devices)
     orig_src, orig_proto = _as_session_source(original)
@@ -194,8 +195,11 @@ def validate(original: ModelSource, compressed: ModelSource | bytes, data: DataS
     if labels is not None or model_output is not None:  # a name that is not an output is an error either way
         model_output = checked_output(orig_proto, model_output)
     label_array = load_labels(labels, sample_count(arrays)) if labels is not None else None
+    unknown = sorted(set(ctc) - {o.name for o in orig_proto.graph.output})
+    if unknown:
+        raise OnnxL2Error(f"--ctc names outputs the model does not have: {', '.join(unknown)}")
     result = validate_models(orig_src, comp_src, arrays, label_array, model_output, devices,
-                             spec_model=orig_proto)
+                             spec_model=orig_proto, ctc=tuple(ctc))
     for src, attr in ((original, "original_bytes"), (compressed, "compressed_bytes")):
         if isinstance(src, (str, os.PathLike)):
             setattr(result, attr, Path(src).stat().st_size)

@@ -169,6 +169,10 @@ def _parse_rates(text: str) -> tuple[float, ...]:
 @click.option("--decisions", multiple=True, metavar="OUTPUT",
               help="Contract without labels: an output whose arg-max is a decision, judged by top-1 agreement "
                    "(repeatable; 'none' for no such output). Default: outputs that look like class scores.")
+@click.option("--ctc", multiple=True, metavar="OUTPUT",
+              help="Contract without labels: an output of a CTC reader's per-step class scores (blank: class 0), "
+                   "judged by its readings kept (repeats merged, blanks dropped) instead of every step's "
+                   "decision (repeatable).")
 @click.option("--holdout", type=float, default=Contract.holdout, show_default=True,
               help="Contract: share of the calibration samples held back from every choice to judge the plans.")
 @click.option("--noise-sigmas", type=float, default=0.0, show_default=True,
@@ -216,7 +220,7 @@ def _parse_rates(text: str) -> tuple[float, ...]:
 @click.option("--quiet", is_flag=True, help="No progress on the terminal.")
 @_user_errors
 def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_loss_increase, agreement, max_distance,
-             confidence, metric_spec, max_drop, decisions, holdout, noise_sigmas, target_ratio,
+             confidence, metric_spec, max_drop, decisions, ctc, holdout, noise_sigmas, target_ratio,
              target_size, bits_choices, keep, loss, model_output, plan, taylor, sweep, sweep_budget,
              sweep_cache, compensate, rates, lowrank, layer_steps, wide_levels, ranks, out_dir, devices, fold, quiet) -> None:
     """Compress MODEL into a folder: NAME.l2b (bitstream), NAME.l2.onnx (runnable), plan.json, report.json/.html.
@@ -229,7 +233,8 @@ def compress(model, data, labels, eval_data, eval_labels, bits, lossless, max_lo
     """
     metric, metric_name = load_metric(metric_spec) if metric_spec else (None, "")
     chosen_decisions = None if not decisions else () if decisions == ("none",) else tuple(decisions)
-    contract = Contract(agreement, max_distance, confidence, metric, metric_name, max_drop, holdout, chosen_decisions)
+    contract = Contract(agreement, max_distance, confidence, metric, metric_name, max_drop, holdout, chosen_decisions,
+                        ctc)
     uniform, pins = _parse_bits(bits)
     options = CompressOptions(
         lossless=lossless, bits=uniform, plan=plan, target_ratio=target_ratio, target_size=target_size,
@@ -275,12 +280,14 @@ def decompress(bitstream: str, output: str, max_output_size: str | None) -> None
 @click.option("--labels", type=click.Path(dir_okay=False), help="Integer labels (.npy): adds task accuracy.")
 @click.option("--model-output", help="Model output the labels refer to (default: the first).")
 @click.option("--devices", default="cpu,cuda", show_default=True, help="Where to run both models (cpu, cuda).")
+@click.option("--ctc", multiple=True, metavar="OUTPUT",
+              help="An output of a CTC reader's per-step class scores: also count the readings kept (repeatable).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the result as JSON here.")
 @_user_errors
-def validate(original, compressed, data, labels, model_output, devices, json_out) -> None:
+def validate(original, compressed, data, labels, model_output, devices, ctc, json_out) -> None:
     """Run ORIGINAL and COMPRESSED (.onnx or .l2b) on the same data and compare them."""
     result = api.validate(original, compressed, data, labels=labels, model_output=model_output,
-                          devices=_parse_devices(devices))
+                          devices=_parse_devices(devices), ctc=ctc)
     v = result.to_dict()
     rows = [["samples", str(v["samples"])]]
     if v.get("original_bytes"):

@@ -17,7 +17,8 @@ forms, chosen by what the user gives:
   set very high leaves the task figures alone;
 - **no labels** (the default): decisions kept (top-1 agreement, on outputs that hold class
   scores, per sample: a sample agrees when every one of its decisions does, one per step of a
-  sequence reader or per token, since one changed step changes the string a reader emits;
+  sequence reader or per token, since one changed step can change the string a reader emits;
+  on an output named in ``ctc``, when its reading does: :func:`expected_reading_agreement`;
   expected from every held-back decision's margin and the plan's changes of margins, not
   counted: :func:`expected_agreement`) and a scale-aware distance on every output: each
   channel standardised by its own spread on the original model, so that a score channel of
@@ -44,6 +45,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from .errors import OnnxL2Error
+from .readings import by_sample, greedy_ctc, greedy_readings, reading_steps
 from .stats import mean_and_se
 
 Metric = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], float]
@@ -71,6 +73,9 @@ class Contract:
     #: outputs whose arg-max is a decision (agreement is judged on them); None: found by their
     #: values (:func:`is_class_scores`), () for none
     decisions: tuple[str, ...] | None = None
+    #: outputs that are a CTC reader's per-step class scores (blank: class 0): a sample agrees
+    #: when its greedy reading does (repeats merged, blanks dropped), not every step
+    ctc: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 < self.agreement <= 1:
@@ -85,6 +90,7 @@ class Contract:
             raise OnnxL2Error(f"--holdout must be between 0 and 1, got {self.holdout}")
         if self.decisions is not None:
             object.__setattr__(self, "decisions", tuple(self.decisions))
+        object.__setattr__(self, "ctc", tuple(self.ctc))
         if self.metric is not None and not callable(self.metric):
             raise OnnxL2Error("the contract's metric must be a function (original_outputs, compressed_outputs) -> float")
 
@@ -108,9 +114,11 @@ class Contract:
             return (f"task loss not higher than the original's (a plan fails when the held-back samples show it "
                     f"higher with confidence {self.confidence:.2f}, one-sided paired test), accuracy not lower "
                     f"(its mean change, fitted monotonically over the frontier, not below zero), and {distance}")
+        readings = (f" (on {', '.join(repr(k) for k in self.ctc)}: when its CTC reading does, repeats merged "
+                    f"and blanks dropped)" if self.ctc else "")
         return (f"top-1 agreement >= {self.agreement:g} on class-score outputs (a sample agrees when all its "
-                f"decisions do; expected from every held-back decision's margin and the plan's changes of "
-                f"margins near the boundary) and {distance}")
+                f"decisions do{readings}; expected from every held-back decision's margin and the plan's changes "
+                f"of margins near the boundary) and {distance}")
 
     def to_dict(self, labelled: bool) -> dict:
         out = {k: v for k, v in asdict(self).items() if k != "metric"}
@@ -259,6 +267,40 @@ def expected_agreement(margin: np.ndarray, change: np.ndarray, rows_per_sample: 
         return 1.0
     if not np.all(np.isfinite(change)):
         return 0.0
+    return float((1.0 - _flip_chance(margin, change, more_margins)) ** rows_per_sample)
+
+
+def expected_reading_agreement(margin: np.ndarray, change: np.ndarray, steps: np.ndarray,
+                               more_margins: np.ndarray | None = None,
+                               more_counts: np.ndarray | None = None) -> float:
+    """The share of samples whose CTC reading a plan keeps, expected as
+    :func:`expected_agreement` expects decisions kept, over the steps that can change the
+    reading alone (``steps``, [samples, steps], ``readings.reading_steps``): a step's flip
+    chance from those steps' changes and margins, and each sample kept with the chance that
+    none of its own such steps flips. ``more_margins`` and ``more_counts``: the margins of such
+    steps on other samples of the original, and how many each of those samples has.
+
+    Why: a step between the blank and a repeat of its neighbour leaves the string as it was,
+    and a third of a reader's steps cannot change it (the captcha reader's 64 evaluation lines:
+    8.4 of 24 steps a line, and 8 of the 23 steps with a margin under 1), so that per step the
+    contract expected 0.986 of those lines kept at 7x, where every string was."""
+    finite = np.isfinite(margin)
+    if not np.all(np.isfinite(change[finite])):
+        return 0.0
+    counted = steps & finite
+    counts = counted.sum(axis=1)
+    if more_counts is not None:
+        counts = np.concatenate([counts, more_counts])
+    if not counted.any():
+        return 1.0
+    per_step = _flip_chance(margin[counted], change[counted], more_margins)
+    return float(np.mean((1.0 - per_step) ** counts))
+
+
+def _flip_chance(margin: np.ndarray, change: np.ndarray, more_margins: np.ndarray | None) -> float:
+    """The chance that a row flips: the drops of the rows whose margins are at most the median,
+    each against every margin (these rows' and ``more_margins``), those below the smallest
+    margin spread evenly from zero (:func:`expected_agreement`)."""
     if more_margins is not None:
         margin_pool = np.concatenate([margin, more_margins[np.isfinite(more_margins)]])
     else:
@@ -268,8 +310,7 @@ def expected_agreement(margin: np.ndarray, change: np.ndarray, rows_per_sample: 
     below = np.searchsorted(margins, drop, side="right") / len(margins)  # margins a drop overcomes
     if margins[0] > 0:
         below = np.where(drop < margins[0], drop / margins[0] / len(margins), below)
-    per_row = float(np.mean(np.where(drop > 0, below, 0.0)))
-    return float((1.0 - per_row) ** rows_per_sample)
+    return float(np.mean(np.where(drop > 0, below, 0.0)))
 
 
 def channel_axis(shape: tuple[int, ...]) -> int | None:
@@ -399,25 +440,53 @@ class Judge:
                 raise OnnxL2Error(f"--decisions names outputs the model does not have: {', '.join(unknown)} "
                                   f"(outputs: {', '.join(self.reference)})")
             self.classes = list(contract.decisions)
+        unknown = [k for k in contract.ctc if k not in self.reference]
+        if unknown:
+            raise OnnxL2Error(f"--ctc names outputs the model does not have: {', '.join(unknown)} "
+                              f"(outputs: {', '.join(self.reference)})")
+        self.classes += [k for k in contract.ctc if k not in self.classes]
+        #: per CTC output, the original's steps, margins and readings
+        self._readings = {k: self._reading(k, self.reference[k], samples, one_per_call) for k in contract.ctc}
         if contract.metric is not None:
             self.metric_original = self._metric(self.reference)
         #: per decision output, the original's margins on samples other than those judged
         self.more_margins: dict[str, np.ndarray] = {}
+        #: per CTC output, how many steps that can change the reading each of those samples has
+        self.more_counts: dict[str, np.ndarray] = {}
         #: per decision output of two classes or more, the original's side (decision_reference)
         self._decided = {k: decision_reference(self.reference[k]) for k in self.classes
-                         if self.reference[k].ndim >= 1 and self.reference[k].shape[-1] >= 2}
+                         if k not in self._readings and self.reference[k].ndim >= 1
+                         and self.reference[k].shape[-1] >= 2}
         if labels is not None and contract.metric is None:
             self.loss_original = task_loss(self.reference[output])
             self.correct_original = correct(self.reference[output])
 
-    def add_margins(self, original_outputs: Mapping[str, np.ndarray]) -> None:
+    @staticmethod
+    def _reading(name: str, reference: np.ndarray, samples: int | None, one_per_call: bool) -> "Reading":
+        laid = by_sample(reference, samples or 0, one_per_call) if reference.dtype.kind == "f" else None
+        if laid is None or laid.shape[-1] < 2:
+            raise OnnxL2Error(f"--ctc {name!r} must be per-step class scores of each sample ([samples, steps, "
+                              f"classes], or time first); its shape is {list(reference.shape)}")
+        return Reading.of(laid)
+
+    def add_margins(self, original_outputs: Mapping[str, np.ndarray], samples: int | None = None,
+                    one_per_call: bool = False) -> None:
         """Take the original's decision margins on other samples (the fitting ones the sweep runs
-        on) into the expected agreement: more rows describe how near the boundary decisions lie."""
+        on, ``samples`` of them) into the expected agreement: more rows describe how near the
+        boundary decisions lie."""
         for k in self.classes:
             out = original_outputs.get(k)
-            if out is not None and out.ndim == self.reference[k].ndim and out.size and \
-                    out.shape[-1] == self.reference[k].shape[-1] >= 2:
+            if out is None or out.ndim != self.reference[k].ndim or not out.size or \
+                    out.shape[-1] != self.reference[k].shape[-1] or out.shape[-1] < 2:
+                continue
+            if k not in self._readings:
                 self.more_margins[k] = decision_reference(out)[1]
+                continue
+            laid = by_sample(out, samples or 0, one_per_call)
+            if laid is not None:
+                reading = Reading.of(laid)
+                counted = reading.steps & np.isfinite(reading.margin)
+                self.more_margins[k], self.more_counts[k] = reading.margin[counted], counted.sum(axis=1)
 
     def _metric(self, outputs: Mapping[str, np.ndarray]) -> float:
         try:
@@ -454,10 +523,24 @@ class Judge:
             rows = [Criterion("task loss change", loss_mean, 0.0, False, c.z * loss_se),
                     Criterion("accuracy change", acc_mean, 0.0, True)]
             return rows + self._distance_criteria(outputs)
-        rows = [Criterion(f"top-1 agreement '{k}'", self._agreement(k, outputs[k]), c.agreement, True,
+        rows = [self._reading_criterion(k, outputs[k]) if k in self._readings else
+                Criterion(f"top-1 agreement '{k}'", self._agreement(k, outputs[k]), c.agreement, True,
                           observed=sample_agreement(self.reference[k], outputs[k], self.samples, self.one_per_call))
                 for k in self.classes]
         return rows + self._distance_criteria(outputs)
+
+    def _reading_criterion(self, name: str, output: np.ndarray) -> Criterion:
+        """String agreement on a CTC output: expected (:func:`expected_reading_agreement`) and counted."""
+        name_shown, bound = f"string agreement '{name}'", self.contract.agreement
+        if np.shape(output) != self.reference[name].shape:
+            return Criterion(name_shown, 0.0, bound, True, observed=0.0)
+        reading = self._readings[name]
+        laid = by_sample(output, self.samples or 0, self.one_per_call)
+        change = margin_changes(laid, reading.top, reading.margin.ravel(), reading.log).reshape(reading.margin.shape)
+        expected = expected_reading_agreement(reading.margin, change, reading.steps, self.more_margins.get(name),
+                                              self.more_counts.get(name))
+        kept = np.mean([a == b for a, b in zip(greedy_ctc(laid), reading.strings)])
+        return Criterion(name_shown, expected, bound, True, observed=float(kept))
 
     def _agreement(self, name: str, output: np.ndarray) -> float:
         """The expected share of samples that keep every decision (:func:`expected_agreement`)."""
@@ -474,6 +557,32 @@ class Judge:
     def _distance_criteria(self, outputs: Mapping[str, np.ndarray]) -> list[Criterion]:
         return [Criterion(f"standardised distance '{k}'", d, self.contract.max_distance, False)
                 for k, d in self.distances(outputs, self.contract.z).items()]
+
+
+@dataclass(frozen=True, eq=False)
+class Reading:
+    """What a CTC output of the original reads, per sample and step ([samples, steps]): each
+    step's top class (flat, as ``margin_changes`` takes it) and margin, whether the output holds
+    probabilities, which steps' flips to their runner-up would change the reading, and the
+    readings themselves."""
+
+    top: np.ndarray
+    margin: np.ndarray
+    log: bool
+    steps: np.ndarray
+    strings: list[tuple[int, ...]]
+
+    @classmethod
+    def of(cls, laid: np.ndarray) -> "Reading":
+        """From scores laid out [samples, steps, classes] (``readings.by_sample``)."""
+        samples, length = laid.shape[:2]
+        flat = laid.reshape(-1, laid.shape[-1])
+        top, margin, log = decision_reference(flat)
+        runner_up = np.array(flat, copy=True)
+        runner_up[np.arange(len(top)), top] = -np.inf
+        best = top.reshape(samples, length)
+        steps = reading_steps(best, runner_up.argmax(axis=-1).reshape(samples, length))
+        return cls(top, margin.reshape(samples, length), log, steps, greedy_readings(best))
 
 
 def decide(sizes: list[int], criteria: list[list[Criterion]]) -> int | None:

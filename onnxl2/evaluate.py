@@ -19,6 +19,7 @@ from .data import batch_size_for, input_specs, iter_batches
 from .errors import OnnxL2Error
 from .losses import is_sequence_labels, sequence_correct
 from .model import linear_head_outputs
+from .readings import by_sample, greedy_ctc
 from .runtime import cuda_status, make_session
 
 @dataclass
@@ -59,6 +60,7 @@ class OutputComparison:
     rel_l2_max: float
     top1_agreement: float | None = None
     standardised_rms: float | None = None  # change in units of each channel's spread (contract.py)
+    string_agreement: float | None = None  # a CTC output's: samples whose greedy reading is kept
 
 
 def _per_sample(a: np.ndarray) -> np.ndarray:
@@ -67,9 +69,10 @@ def _per_sample(a: np.ndarray) -> np.ndarray:
 
 
 def compare_output(name: str, ref: np.ndarray, got: np.ndarray, head_features: int | None = None,
-                   samples: int | None = None, one_per_call: bool = False) -> OutputComparison:
+                   samples: int | None = None, one_per_call: bool = False, ctc: bool = False) -> OutputComparison:
     """Cosine and relative error per row; top-1 agreement per sample as the contract counts it
-    (``contract.sample_agreement``); the standardised change."""
+    (``contract.sample_agreement``); the standardised change; with ``ctc``, the share of
+    samples whose CTC reading is kept."""
     r, g = _per_sample(ref), _per_sample(got)
     dot = (r * g).sum(axis=1)
     norm_r, norm_g = np.linalg.norm(r, axis=1), np.linalg.norm(g, axis=1)
@@ -82,8 +85,13 @@ def compare_output(name: str, ref: np.ndarray, got: np.ndarray, head_features: i
         top1 = sample_agreement(ref, got, samples, one_per_call)
     if ref.dtype.kind == "f" and ref.shape == got.shape and ref.ndim >= 1:
         standardised = float(np.sqrt(OutputScale.of(ref).errors(got).mean()))
+    strings = None
+    laid = by_sample(ref, samples or 0, one_per_call) if ctc and ref.shape == got.shape else None
+    if laid is not None:
+        kept = [a == b for a, b in zip(greedy_ctc(laid), greedy_ctc(by_sample(got, samples, one_per_call)))]
+        strings = float(np.mean(kept))
     return OutputComparison(name, list(ref.shape), float(cosine.mean()), float(cosine.min()),
-                            float(rel.mean()), float(rel.max()), top1, standardised)
+                            float(rel.mean()), float(rel.max()), top1, standardised, strings)
 
 
 def correctness(output: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -137,8 +145,9 @@ class ValidationResult:
 def validate_models(original: ModelProto | bytes, compressed: ModelProto | bytes,
                     data: Mapping[str, np.ndarray], labels: np.ndarray | None = None,
                     label_output: str | None = None, devices: tuple[str, ...] = ("cpu", "cuda"),
-                    spec_model: ModelProto | None = None) -> ValidationResult:
-    """Run both models on the same batches on each device and compare their outputs."""
+                    spec_model: ModelProto | None = None, ctc: tuple[str, ...] = ()) -> ValidationResult:
+    """Run both models on the same batches on each device and compare their outputs (``ctc``:
+    outputs read as CTC strings, whose readings kept are counted too)."""
     specs = input_specs(spec_model if spec_model is not None else original)
     batch = batch_size_for(data, specs)
     heads = linear_head_outputs(spec_model) if spec_model is not None else {}
@@ -154,8 +163,8 @@ def validate_models(original: ModelProto | bytes, compressed: ModelProto | bytes
         got = run_model(make_session(compressed, device), data, batch)
         row = DeviceValidation(device, "ok", ref.latency_ms, got.latency_ms)
         samples = len(next(iter(data.values())))
-        row.outputs = [compare_output(n, ref.outputs[n], got.outputs[n], heads.get(n), samples, batch == 1)
-                       for n in ref.outputs]
+        row.outputs = [compare_output(n, ref.outputs[n], got.outputs[n], heads.get(n), samples, batch == 1,
+                                      n in ctc) for n in ref.outputs]
         if labels is not None:
             chosen_output = label_output or next(iter(ref.outputs))
             row.accuracy_original = accuracy(ref.outputs[chosen_output], labels)

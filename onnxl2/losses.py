@@ -22,10 +22,9 @@ import numpy as np
 
 from .contract import OutputScale, channel_spread, is_class_scores, standardised_errors
 from .errors import OnnxL2Error
+from .readings import CTC_BLANK, greedy_ctc
 
 LOSS_KINDS = ("auto", "ce", "bce", "ctc", "distance", "neighbour")
-#: CTC: the class that marks "no symbol" (PaddleOCR, and most exports, put it first).
-CTC_BLANK = 0
 #: Padding of label sequences shorter than the longest.
 LABEL_PAD = -1
 NEIGHBOUR_TEMPERATURE = 0.05  # the usual contrastive temperature of sentence encoders
@@ -111,15 +110,6 @@ def ctc_negative_log_likelihood(log_probs: np.ndarray, labels: np.ndarray, blank
     end = np.logaddexp(alpha[np.arange(n), last], np.where(lengths > 0, alpha[np.arange(n), np.maximum(last - 1, 0)],
                                                            -np.inf))
     return -end
-
-
-def greedy_ctc(output: np.ndarray, blank: int = CTC_BLANK) -> list[tuple[int, ...]]:
-    """Best path: arg-max per step, repeats merged, blanks dropped."""
-    best = output.argmax(axis=-1)
-    keep = np.ones_like(best, dtype=bool)
-    keep[:, 1:] = best[:, 1:] != best[:, :-1]
-    keep &= best != blank
-    return [tuple(row[mask].tolist()) for row, mask in zip(best, keep)]
 
 
 def sequence_correct(output: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -159,6 +159,8 @@ def validation_rows(validation: dict) -> list[list[str]]:
             text = f"cos {out['cosine_mean']:.5f} (min {out['cosine_min']:.5f}), relL2 {out['rel_l2_mean']:.4f}"
             if out.get("top1_agreement") is not None:
                 text += f", top-1 agree {out['top1_agreement']:.4f}"
+            if out.get("string_agreement") is not None:
+                text += f", strings kept {out['string_agreement']:.4f}"
             if out.get("standardised_rms") is not None:
                 text += f", standardised {out['standardised_rms']:.4f}"
             rows.append([f"output {out['name']} ({tag})", text])

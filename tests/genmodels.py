@@ -9,6 +9,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxl2.readings import greedy_ctc as _greedy_ctc
+
 
 def _init(rng: np.random.Generator, name: str, *shape: int, scale: float = 0.2) -> onnx.TensorProto:
     return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
@@ -290,3 +292,21 @@ def reordered_gates_model(hidden: int = 16, inputs: int = 12, seed: int = 0) -> 
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "T", inputs])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", h])], inits)
     return _model(graph, 13)
+
+
+def sequence_model(seed: int = 0) -> tuple[onnx.ModelProto, dict[str, np.ndarray], np.ndarray]:
+    """x [N, T, 32] -> MatMul -> Softmax over 8 classes: a per-step classifier read by CTC."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((32, 8)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Softmax", ["z"], ["y"], axis=-1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 10, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    x = rng.standard_normal((24, 10, 32)).astype(np.float32)
+    labels = np.full((24, 4), -1)
+    for i, seq in enumerate(_greedy_ctc(np.einsum("ntk,kc->ntc", x, w))):
+        seq = [c for c in seq if c != 0][:4]
+        labels[i, :len(seq)] = seq
+    return model, {"x": x}, labels

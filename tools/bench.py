@@ -60,6 +60,7 @@ ONNXL2_ROWS = {"onnxl2 --lossless": {"lossless": True},
                "onnxl2 contract (default)": {"contract": True},
                "onnxl2 contract --no-layer-steps": {"contract": True, "layer_steps": False},
                "onnxl2 contract --wide-levels": {"contract": True, "wide_levels": True},
+               "onnxl2 contract --ctc": {"contract": True, "ctc": True},
                "onnxl2 neighbourhood (eps 0)": {"max_loss_increase": 0},
                "onnxl2 --target-ratio 10": {"target_ratio": 10.0},
                "onnxl2 --target-ratio 20": {"target_ratio": 20.0},
@@ -137,8 +138,14 @@ def _onnxl2(model: Path, work: Path, method: str, spec: dict):
     from tools.bench_baselines import Made
     options = dict(ONNXL2_ROWS[method])
     out = work / method.replace(" ", "_").replace("(", "").replace(")", "").replace("--", "")
+    readings = options.pop("ctc", False)
+    if readings and not spec["ctc_outputs"]:
+        from tools.bench_baselines import NotApplicable
+        raise NotApplicable("not a CTC reader")
     if options.pop("contract", False):  # the default command: calibration data (and labels), nothing else
         options.update(data=spec["calib"], labels=spec.get("calib_labels"))
+    if readings:  # the reader's output named as one: its strings judged, not its steps
+        options["contract"] = onnxl2.Contract(ctc=tuple(spec["ctc_outputs"]))
     elif not options.get("lossless") and "bits" not in options:
         options.update(data=spec["calib"], labels=spec.get("calib_labels"), loss=spec["loss"], taylor=spec["taylor"],
                        sweep=spec["sweep"], sweep_budget=spec["sweep_budget_s"],
@@ -298,6 +305,12 @@ def _cached_row(folder: Path, key: str) -> dict | None:
     return row
 
 
+def task_output(model: Path) -> str:
+    """The output the task scores (the model's first, as ``run_model`` takes it)."""
+    import onnx
+    return onnx.load(str(model), load_external_data=False).graph.output[0].name
+
+
 def bench_model(name: str, out: Path, quick: bool, peers_python: Path, timeout: float,
                 only: list[str] | None = None, fresh_baselines: bool = False) -> dict:
     from tools.bench_baselines import float_params
@@ -316,7 +329,8 @@ def bench_model(name: str, out: Path, quick: bool, peers_python: Path, timeout: 
     spec_base = {"model": str(task.model), "calib": str(files["calib"]),
                  "calib_labels": str(files["calib_labels"]) if "calib_labels" in files else None,
                  "loss": task.loss, "sweep": "auto", "taylor": not quick, "sweep_budget_s": QUICK_SWEEP_S if quick else 300.0,
-                 "sweep_cache": str(sweep_cache)}
+                 "sweep_cache": str(sweep_cache),
+                 "ctc_outputs": [task_output(task.model)] if task.kind == "ctc" else []}
     inputs = baseline_inputs(task.model, files["calib"], peers_python)
     rows = []
     for method, kind, qp in methods(quick):

@@ -52,7 +52,11 @@ def main() -> int:
     parser.add_argument("--splits", type=int, default=3)
     parser.add_argument("--no-layer-steps", action="store_true", help="leave out one-step-per-layer candidates")
     parser.add_argument("--wide-levels", action="store_true", help="wide instead of clipped levels (--wide-levels)")
+    parser.add_argument("--ctc", action="append", default=[], metavar="OUTPUT",
+                        help="judge this CTC output by its readings (--ctc; repeatable)")
     args = parser.parse_args()
+    options = {"layer_steps": not args.no_layer_steps, "wide_levels": args.wide_levels,
+               "contract": onnxl2.Contract(ctc=tuple(args.ctc))}
     ratios, first = [], None
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -61,16 +65,14 @@ def main() -> int:
             labels = _subset(args.labels, start, args.splits, folder, f"labels{start}") if args.labels else None
             began = time.perf_counter()
             result = onnxl2.compress(args.model, data, labels=labels, eval_data=args.eval_data,
-                                     eval_labels=args.eval_labels, devices=("cpu",), quiet=True,
-                                     layer_steps=not args.no_layer_steps, wide_levels=args.wide_levels)
+                                     eval_labels=args.eval_labels, devices=("cpu",), quiet=True, **options)
             seconds = time.perf_counter() - began
             samples = result.report["allocation"]["contract"]["held_back_samples"]
             ratios.append(result.report["sizes"]["file_ratio"])
             print(f"subset {start} ({samples} held back): {ratios[-1]:.2f}x, {_figures(result.report)}, {seconds:.0f} s")
             if start == 0:
                 first = (data, labels, bytes(result.bitstream))
-        again = onnxl2.compress(args.model, first[0], labels=first[1], devices=("cpu",), quiet=True,
-                                layer_steps=not args.no_layer_steps, wide_levels=args.wide_levels)
+        again = onnxl2.compress(args.model, first[0], labels=first[1], devices=("cpu",), quiet=True, **options)
         same = bytes(again.bitstream) == first[2]
     median = float(np.median(ratios))
     spread = max(abs(r / median - 1) for r in ratios)

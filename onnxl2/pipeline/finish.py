@@ -118,7 +118,8 @@ def validate(inputs: RunInputs, stored: list[StoredFile], options: CompressOptio
         compressed = stored[0].data if len(stored) == 1 else files_to_model([(f.name, f.data) for f in stored])
         loaded = inputs.loaded
         result = validate_models(str(loaded.path) if loaded.path else loaded.proto, compressed, inputs.judge_data,
-                                 inputs.judge_labels, options.model_output, options.devices, spec_model=loaded.proto)
+                                 inputs.judge_labels, options.model_output, options.devices, spec_model=loaded.proto,
+                                 ctc=options.contract.ctc)
         result.original_bytes = loaded.file_bytes
         result.compressed_bytes = sum(len(f.data) for f in stored)
     return result

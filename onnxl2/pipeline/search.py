@@ -340,7 +340,9 @@ def _contract_frontier(run: _Search, probe: Probe, table: dict, measure_size, ov
                    linear_head_outputs(run.proto), sample_count(held), held_batch)
     if judge.classes and run.rules.contract.metric is None and held_labels is None:
         known = {run.output: probe.original_output}  # the original on the sweep's fitting samples
-        judge.add_margins(known if set(judge.classes) <= set(known) else probe.all_outputs({}))
+        counts = [sample_count(batch) for batch in probe.batches]
+        judge.add_margins(known if set(judge.classes) <= set(known) else probe.all_outputs({}), sum(counts),
+                          all(n == 1 for n in counts))
     frontier = search_frontier(table, measure_size, lambda choice: judge.criteria(judged.all_outputs(
         overrides(choice))), terminal_progress(run.stages.verbose, "frontier"))
     return frontier, judged.passes

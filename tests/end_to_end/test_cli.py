@@ -150,7 +150,7 @@ def test_option_names_are_the_api_field_names():
     fields = {f.name for f in dataclasses.fields(CompressOptions)}
     params = {p.name for p in main.commands["compress"].params}
     data_and_contract = {"model", "data", "labels", "eval_data", "eval_labels", "out_dir", "agreement",
-                         "max_distance", "confidence", "metric_spec", "max_drop", "decisions", "holdout"}
+                         "max_distance", "confidence", "metric_spec", "max_drop", "decisions", "ctc", "holdout"}
     assert params - data_and_contract == fields - {"contract", "pins"}  # pins come as --bits PATTERN=N
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import genmodels
 from onnxl2 import compress
 from onnxl2.errors import OnnxL2Error
 from onnxl2.evaluate import accuracy
@@ -62,26 +63,8 @@ def test_sequence_accuracy_reads_the_best_path():
     assert accuracy(out, np.array([[1, 2], [3, -1]])) == 0.5
 
 
-def _sequence_model(seed: int = 0):
-    """x [N, T, 32] -> MatMul -> Softmax over 8 classes: a per-step classifier read by CTC."""
-    rng = np.random.default_rng(seed)
-    w = rng.standard_normal((32, 8)).astype(np.float32)
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Softmax", ["z"], ["y"], axis=-1)]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 10, 32])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(w, "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    x = rng.standard_normal((24, 10, 32)).astype(np.float32)
-    labels = np.full((24, 4), -1)
-    for i, seq in enumerate(greedy_ctc(np.einsum("ntk,kc->ntc", x, w))):
-        seq = [c for c in seq if c != 0][:4]
-        labels[i, :len(seq)] = seq
-    return model, {"x": x}, labels
-
-
 def test_automatic_mode_measures_the_ctc_loss_and_sequence_accuracy(tmp_path):
-    model, data, labels = _sequence_model()
+    model, data, labels = genmodels.sequence_model()
     result = compress(model, data, labels=labels, max_loss_increase="10%", bits_choices=(2, 4, 8),
                       devices=("cpu",), quiet=True, sweep="full", taylor=False)
     alloc = result.report["allocation"]
