@@ -282,8 +282,9 @@ def expected_reading_agreement(margin: np.ndarray, change: np.ndarray, steps: np
 
     Why: a step between the blank and a repeat of its neighbour leaves the string as it was,
     and a third of a reader's steps cannot change it (the captcha reader's 64 evaluation lines:
-    8.4 of 24 steps a line, and 8 of the 23 steps with a margin under 1), so that per step the
-    contract expected 0.986 of those lines kept at 7x, where every string was."""
+    8.4 of 24 steps a line, and 8 of the 23 steps with a margin under 1;
+    ``tools/string_agreement.py``), so that per step the contract expected 0.985 of those lines
+    kept at 7x, where every string was (the design notes' table of draws)."""
     finite = np.isfinite(margin)
     if not np.all(np.isfinite(change[finite])):
         return 0.0

@@ -41,11 +41,11 @@ def _outputs(model: str, data: dict[str, np.ndarray], batch: int, output: str | 
     return np.concatenate([session.run([name], feeds)[0] for feeds in iter_batches(data, batch)], axis=0)
 
 
-def plans_parser(description: str) -> argparse.ArgumentParser:
+def plans_parser(description: str, plans_required: bool = True) -> argparse.ArgumentParser:
     """The arguments of a tool that runs compressed models beside their original on samples."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("model")
-    parser.add_argument("compressed", nargs="+")
+    parser.add_argument("compressed", nargs="+" if plans_required else "*")
     parser.add_argument("--data", required=True, help="evaluation samples (.npz)")
     parser.add_argument("--output", default=None, help="the decision output (default: the first)")
     return parser
